@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+)
+
+// newLogger builds the process logger. The embedded distribution app logs through
+// logrus; it follows the same level and format, one notch quieter, because it logs
+// every request at info.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	switch strings.ToLower(format) {
+	case "text", "":
+		h = slog.NewTextHandler(w, opts)
+		logrus.SetFormatter(&logrus.TextFormatter{DisableColors: true})
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+		logrus.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", format)
+	}
+	logrus.SetOutput(w)
+	switch {
+	case lv <= slog.LevelDebug:
+		logrus.SetLevel(logrus.DebugLevel)
+	case lv <= slog.LevelWarn:
+		logrus.SetLevel(logrus.WarnLevel)
+	default:
+		logrus.SetLevel(logrus.ErrorLevel)
+	}
+	return slog.New(h), nil
+}

@@ -1,0 +1,205 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The local event log: one stream per node, one subject per action.
+const (
+	StreamName    = "EVENTS"
+	subjectPrefix = "outpost.events."
+)
+
+// Message TTL bounds, as the product this replaces allows them.
+const (
+	MinMessageTTL     = 24 * time.Hour
+	MaxMessageTTL     = 90 * 24 * time.Hour
+	DefaultMessageTTL = 2 * 24 * time.Hour
+)
+
+// LogConfig configures a node's event log.
+type LogConfig struct {
+	// MessageTTL is how long an event stays in the log. Default DefaultMessageTTL;
+	// must lie within MinMessageTTL..MaxMessageTTL.
+	MessageTTL time.Duration
+	// Registerer receives the log's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock for event times; default time.Now.
+	Now func() time.Time
+}
+
+// Validate checks the configuration, naming the field that is wrong.
+func (c *LogConfig) Validate() error {
+	if c.MessageTTL < MinMessageTTL || c.MessageTTL > MaxMessageTTL {
+		return fmt.Errorf("message TTL %s: must be from P1D to P90D", c.MessageTTL)
+	}
+	return nil
+}
+
+// Log is a node's durable, ordered event log in JetStream.
+type Log struct {
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	cfg     LogConfig
+	metrics *logMetrics
+}
+
+// OpenLog creates or updates the EVENTS stream and returns the log.
+func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
+	if cfg.MessageTTL == 0 {
+		cfg.MessageTTL = DefaultMessageTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open event log: %w", err)
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "registry changes at this node, in order",
+		Subjects:    []string{subjectPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		AllowMsgTTL: true,
+		// No message outlives the longest TTL a link may have.
+		MaxAge: MaxMessageTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open event log: stream %s: %w", StreamName, err)
+	}
+	l := &Log{js: js, stream: stream, cfg: cfg}
+	if cfg.Registerer != nil {
+		m, err := newLogMetrics(cfg.Registerer, l)
+		if err != nil {
+			return nil, fmt.Errorf("open event log: metrics: %w", err)
+		}
+		l.metrics = m
+	}
+	return l, nil
+}
+
+// Publish appends e to the log and returns once JetStream has stored it. It fills in
+// the id and time when they are empty.
+func (l *Log) Publish(ctx context.Context, e *Event) error {
+	if e.ID == "" {
+		e.ID = NewID()
+	}
+	if e.Time.IsZero() {
+		e.Time = l.cfg.Now().UTC()
+	}
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("publish event %s: %w", e.ID, err)
+	}
+	start := time.Now()
+	ack, err := l.js.Publish(ctx, subjectPrefix+string(e.Action), data,
+		jetstream.WithMsgID(e.ID),
+		jetstream.WithMsgTTL(l.cfg.MessageTTL),
+		jetstream.WithExpectStream(StreamName))
+	l.metrics.observePublish(time.Since(start), err)
+	if err != nil {
+		return fmt.Errorf("publish event %s %s %s: %w", e.Action, e.Repository, e.ID, err)
+	}
+	e.Sequence = ack.Sequence
+	return nil
+}
+
+// Stats is the size of the log.
+type Stats struct {
+	Messages uint64
+	Bytes    uint64
+	FirstSeq uint64
+	LastSeq  uint64
+}
+
+// Stats reads the stream's current size.
+func (l *Log) Stats(ctx context.Context) (Stats, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("event log stats: %w", err)
+	}
+	return Stats{Messages: info.State.Msgs, Bytes: info.State.Bytes,
+		FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
+}
+
+// ReadOptions selects what Read delivers.
+type ReadOptions struct {
+	// Last delivers only the newest Last events; 0 delivers all.
+	Last uint64
+	// Follow keeps delivering new events until ctx ends.
+	Follow bool
+}
+
+// Read calls fn with each event in order, oldest first. Without Follow it returns
+// once it has delivered what the log held when it started.
+func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error) error {
+	st, err := l.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	if !opts.Follow && st.Messages == 0 {
+		return nil
+	}
+	start := st.FirstSeq
+	if opts.Last > 0 && st.LastSeq >= opts.Last && st.LastSeq-opts.Last+1 > start {
+		start = st.LastSeq - opts.Last + 1
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if start > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = start
+	}
+	cons, err := l.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		return fmt.Errorf("read event log: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("read event log: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("read event log: %w", err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("read event log: %w", err)
+		}
+		e, err := decode(m.Data(), meta.Sequence.Stream)
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+		if !opts.Follow && meta.Sequence.Stream >= st.LastSeq {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package events
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// ServerConfig configures a node's embedded NATS server.
+type ServerConfig struct {
+	// Dir holds the JetStream store. Required.
+	Dir string
+	// Addr is the gateway listener, host:port; port 0 picks a free port.
+	Addr string
+	// Name identifies the server; it must stay the same across restarts.
+	Name string
+	// ReadyTimeout bounds the wait for the server to accept connections. Default 10 s.
+	ReadyTimeout time.Duration
+}
+
+// Server is a node's embedded NATS server with JetStream.
+type Server struct {
+	ns       *server.Server
+	user     string
+	password string
+}
+
+// nodeUser is the account the node's own in-process connection uses. Its password is
+// random per process: nothing on the network can log in as the node.
+const nodeUser = "outpost-node"
+
+// StartServer starts the embedded NATS server and waits until it accepts connections.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("nats server: store directory is empty")
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("nats server: name is empty")
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: gateway address %q: %w", cfg.Addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("nats server: gateway address %q: port must be 0 to 65535", cfg.Addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, fmt.Errorf("nats server: node password: %w", err)
+	}
+	s := &Server{user: nodeUser, password: hex.EncodeToString(pw)}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.Dir,
+		NoSigs:     true,
+		// Only the node itself may log in until children are given sync tokens.
+		Users: []*server.User{{Username: s.user, Password: s.password}},
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("nats server: not ready after %s (is %s in use?)", cfg.ReadyTimeout, cfg.Addr)
+	}
+	s.ns = ns
+	return s, nil
+}
+
+// Connect opens an in-process client connection as the node.
+func (s *Server) Connect(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.UserInfo(s.user, s.password),
+		nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	return nc, nil
+}
+
+// Addr is the gateway listener's address.
+func (s *Server) Addr() net.Addr { return s.ns.Addr() }
+
+// Running reports whether the server and JetStream are up.
+func (s *Server) Running() bool { return s.ns.Running() && s.ns.JetStreamEnabled() }
+
+// Shutdown stops the server and flushes JetStream to disk.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}

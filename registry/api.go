@@ -1,0 +1,192 @@
+package registry
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// serve checks what distribution would let through or answer badly, then hands the
+// request to the distribution app.
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
+	rt := parseRoute(req.URL.Path)
+	if rt.kind == routeOther {
+		if _, ok := req.Header["Authorization"]; ok || req.URL.Path != "/v2" {
+			writeError(w, http.StatusNotFound, codeNameInvalid, fmt.Sprintf("no such API path %q", req.URL.Path), nil)
+			return
+		}
+	}
+	if rt.name != "" && !validName(rt.name) {
+		writeError(w, http.StatusBadRequest, codeNameInvalid,
+			fmt.Sprintf("invalid repository name %q: lowercase letters, digits and separators (. _ __ -) in /-separated components, at most %d characters", rt.name, maxNameLength), nil)
+		return
+	}
+	if r.cfg.Mode == ReadOnly && isWrite(req.Method) && rt.kind != routeReferrers {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, codeUnsupported,
+			fmt.Sprintf("node %s is read-only: pushes and deletes are refused here; push to a ReadWrite node", r.cfg.Node), nil)
+		return
+	}
+	switch rt.kind {
+	case routeReferrers:
+		r.referrers.serveReferrers(w, req, rt)
+	case routeManifest:
+		r.serveManifest(w, req, rt)
+	case routeBlob:
+		r.serveBlob(w, req, rt)
+	case routeUpload:
+		r.serveUpload(w, req, rt)
+	default:
+		r.app.ServeHTTP(w, req)
+	}
+}
+
+func isWrite(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return true
+}
+
+func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, rt route) {
+	var dgst digest.Digest
+	if isDigestRef(rt.ref) {
+		d, err := parseDigest(rt.ref)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("invalid digest %q: %v", rt.ref, err), nil)
+			return
+		}
+		dgst = d
+	} else if !tagRegexp.MatchString(rt.ref) {
+		writeError(w, http.StatusBadRequest, codeManifestInvalid,
+			fmt.Sprintf("invalid reference %q: a tag is 1 to 128 of [A-Za-z0-9_.-], not starting with . or -; a digest is algorithm:hex", rt.ref), nil)
+		return
+	}
+	if req.Method == http.MethodDelete && dgst != "" && dgst.Algorithm() != digest.Canonical {
+		r.deleteAliasedManifest(w, req, rt, dgst)
+		return
+	}
+	if req.Method != http.MethodPut {
+		r.app.ServeHTTP(w, req)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxManifestSize+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeManifestInvalid, fmt.Sprintf("read manifest: %v", err), nil)
+		return
+	}
+	if len(body) > maxManifestSize {
+		writeError(w, http.StatusRequestEntityTooLarge, codeSizeInvalid,
+			fmt.Sprintf("manifest is larger than the limit of %d bytes", maxManifestSize), nil)
+		return
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
+	subject := subjectOf(body)
+	if dgst != "" && dgst.Algorithm() != digest.Canonical {
+		r.putAliasedManifest(w, req, rt, dgst, body, subject)
+		return
+	}
+	r.app.ServeHTTP(&headerOnSuccess{ResponseWriter: w, status: http.StatusCreated, key: "OCI-Subject", value: subject}, req)
+}
+
+// headerOnSuccess sets a header when the response status is the one expected.
+type headerOnSuccess struct {
+	http.ResponseWriter
+	status     int
+	key, value string
+	wrote      bool
+}
+
+func (h *headerOnSuccess) WriteHeader(code int) {
+	if !h.wrote && code == h.status && h.value != "" {
+		h.Header().Set(h.key, h.value)
+	}
+	h.wrote = true
+	h.ResponseWriter.WriteHeader(code)
+}
+
+func (h *headerOnSuccess) Write(p []byte) (int, error) {
+	if !h.wrote {
+		h.WriteHeader(http.StatusOK)
+	}
+	return h.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flush, deadlines).
+func (h *headerOnSuccess) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, rt route) {
+	dgst, err := parseDigest(rt.ref)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("invalid digest %q: %v", rt.ref, err), nil)
+		return
+	}
+	if dgst.Algorithm() != digest.Canonical {
+		// distribution stores every blob under its sha256 and answers with that digest;
+		// the client asked by another one and must see it back.
+		w = &headerOnSuccess{ResponseWriter: w, status: http.StatusOK, key: "Docker-Content-Digest", value: dgst.String()}
+	}
+	r.app.ServeHTTP(w, req)
+}
+
+func (r *Registry) serveUpload(w http.ResponseWriter, req *http.Request, rt route) {
+	q := req.URL.Query()
+	if s := q.Get("digest"); s != "" {
+		dgst, err := parseDigest(s)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("invalid digest %q: %v", s, err), nil)
+			return
+		}
+		if dgst.Algorithm() != digest.Canonical {
+			w = &headerOnSuccess{ResponseWriter: w, status: http.StatusCreated, key: "Docker-Content-Digest", value: dgst.String()}
+		}
+	}
+	if req.Method == http.MethodPut && req.Header.Get("Content-Range") != "" && rt.ref != "" {
+		if ok := r.checkChunkOffset(w, req, rt); !ok {
+			return
+		}
+	}
+	if s := q.Get("mount"); s != "" && req.Method == http.MethodPost {
+		dgst, err := parseDigest(s)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("invalid digest %q: %v", s, err), nil)
+			return
+		}
+		if dgst.Algorithm() != digest.Canonical {
+			r.mountAlias(w, req, rt, dgst, q.Get("from"))
+			return
+		}
+	}
+	r.app.ServeHTTP(w, req)
+}
+
+// checkChunkOffset refuses a closing PUT whose chunk does not start where the upload
+// ends. distribution checks this for PATCH but appends a PUT's chunk wherever it
+// claims to start, and then fails on the digest instead.
+func (r *Registry) checkChunkOffset(w http.ResponseWriter, req *http.Request, rt route) bool {
+	var start, end int64
+	if _, err := fmt.Sscanf(req.Header.Get("Content-Range"), "%d-%d", &start, &end); err != nil {
+		writeError(w, http.StatusBadRequest, codeRangeInvalid, fmt.Sprintf("Content-Range %q: want start-end", req.Header.Get("Content-Range")), nil)
+		return false
+	}
+	var offset int64
+	fi, err := r.driver.Stat(req.Context(), uploadDataPath(rt.name, rt.ref))
+	if err == nil {
+		offset = fi.Size()
+	}
+	if start != offset {
+		if offset > 0 {
+			w.Header().Set("Range", fmt.Sprintf("0-%d", offset-1))
+		}
+		w.Header().Set("Location", req.URL.Path)
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeRangeInvalid,
+			fmt.Sprintf("chunk starts at %d but the upload holds %d bytes", start, offset), nil)
+		return false
+	}
+	return true
+}

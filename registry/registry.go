@@ -1,0 +1,175 @@
+// Package registry is a node's OCI registry: the distribution/v3 app, embedded, with
+// what Outpost adds in front of it (read-only mode, the OCI 1.1 referrers API and
+// OCI-Subject, sha512 manifests, stricter input checks, metrics) and behind it (every
+// manifest and tag change becomes an event before the client hears of success).
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // the default storage
+	"github.com/opencontainers/image-spec/specs-go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	_ "crypto/sha512" // sha512 digests must be computable for go-digest to accept them
+)
+
+// Mode says whether a node accepts pushes.
+type Mode string
+
+// The two modes of a node.
+const (
+	ReadWrite Mode = "ReadWrite"
+	ReadOnly  Mode = "ReadOnly"
+)
+
+// ParseMode accepts the mode names as written in flags and config files.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case ReadWrite, ReadOnly:
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("mode %q: must be ReadWrite or ReadOnly", s)
+}
+
+// Config configures a node's registry.
+type Config struct {
+	// Dir is the filesystem storage root. Required.
+	Dir string
+	// Mode is ReadWrite or ReadOnly. Default ReadWrite.
+	Mode Mode
+	// Node names this node as the origin of its events. Required.
+	Node string
+	// Publisher records events. Required.
+	Publisher Publisher
+	// Registerer receives request metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Logger logs what the registry does itself; default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for health records; default time.Now.
+	Now func() time.Time
+}
+
+// Validate names the first field that is missing or wrong.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("registry: storage directory is empty")
+	case c.Node == "":
+		return errors.New("registry: node name is empty")
+	case c.Publisher == nil:
+		return errors.New("registry: no event publisher")
+	}
+	_, err := ParseMode(string(c.Mode))
+	return err
+}
+
+// Registry serves the OCI distribution API under /v2/.
+type Registry struct {
+	cfg       Config
+	app       *handlers.App
+	driver    storagedriver.StorageDriver
+	namespace distribution.Namespace
+	referrers *referrersIndex
+	health    *health
+	metrics   *requestMetrics
+	handler   http.Handler
+}
+
+var specsVersioned = specs.Versioned{SchemaVersion: 2}
+
+// maxManifestSize is distribution's own limit, enforced here first so that the
+// client gets a clear 413 rather than a parse error.
+const maxManifestSize = 4 << 20
+
+// New builds the registry. It returns an error, never panics, on bad configuration.
+func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
+	if cfg.Mode == "" {
+		cfg.Mode = ReadWrite
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := registerMiddleware(); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	params := map[string]any{"rootdirectory": cfg.Dir}
+	driver, err := factory.Create(ctx, "filesystem", params)
+	if err != nil {
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
+	}
+	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
+	}
+	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now)}
+	r.referrers = &referrersIndex{driver: driver, namespace: ns}
+	h := &hook{node: cfg.Node, publisher: cfg.Publisher, referrers: r.referrers, health: r.health}
+
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("registry: http secret: %w", err)
+	}
+	dcfg := &configuration.Configuration{
+		Storage: configuration.Storage{
+			"filesystem": configuration.Parameters(params),
+			"delete":     configuration.Parameters{"enabled": true},
+		},
+		Middleware: map[string][]configuration.Middleware{
+			"repository": {{Name: middlewareName, Options: configuration.Parameters{hookOption: h}}},
+		},
+	}
+	dcfg.HTTP.Secret = hex.EncodeToString(secret)
+	// Defaults configuration.Parse would fill in.
+	dcfg.Catalog.MaxEntries = 1000
+	// Non-distributable layers name where they live; any http(s) URL is allowed, as
+	// the OCI spec expects. Without this distribution rejects them all.
+	dcfg.Validation.Manifests.URLs.Allow = []string{`^https?://`}
+
+	defer func() {
+		if p := recover(); p != nil {
+			reg, err = nil, fmt.Errorf("registry: distribution app: %v", p)
+		}
+	}()
+	r.app = handlers.NewApp(ctx, dcfg)
+	if cfg.Registerer != nil {
+		if r.metrics, err = newRequestMetrics(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("registry: metrics: %w", err)
+		}
+	}
+	r.handler = r.metrics.wrap(http.HandlerFunc(r.serve))
+	return r, nil
+}
+
+// ServeHTTP serves the OCI distribution API.
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.handler.ServeHTTP(w, req) }
+
+// Ready says whether storage answers and the last event publish succeeded.
+func (r *Registry) Ready(ctx context.Context) error {
+	if _, err := r.driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return r.health.err()
+}
+
+// Close stops the app's background work.
+func (r *Registry) Close() error { return r.app.Shutdown() }
