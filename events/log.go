@@ -39,7 +39,7 @@ type LogConfig struct {
 // Validate checks the configuration, naming the field that is wrong.
 func (c *LogConfig) Validate() error {
 	if c.MessageTTL < MinMessageTTL || c.MessageTTL > MaxMessageTTL {
-		return fmt.Errorf("message TTL %s: must be from P1D to P90D", c.MessageTTL)
+		return fmt.Errorf("message TTL %s: must be from P1D to P90D", FormatDuration(c.MessageTTL))
 	}
 	return nil
 }

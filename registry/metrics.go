@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -34,10 +35,10 @@ func newRequestMetrics(reg prometheus.Registerer) (*requestMetrics, error) {
 	return m, nil
 }
 
-func (m *requestMetrics) wrap(next http.Handler) http.Handler {
-	if m == nil {
-		return next
-	}
+// instrument counts each request and logs those the node failed (5xx) at error level,
+// refused ones (4xx) at debug: distribution's own request log is off, as it logs
+// every 404 of a push's existence checks as an error.
+func instrument(next http.Handler, m *requestMetrics, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -46,8 +47,16 @@ func (m *requestMetrics) wrap(next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 		}
 		route := string(parseRoute(r.URL.Path).kind)
-		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
-		m.duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+		if m != nil {
+			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+			m.duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+		}
+		switch {
+		case sw.status >= 500:
+			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+		case sw.status >= 400:
+			log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", sw.status)
+		}
 	})
 }
 

@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 			return nil, fmt.Errorf("registry: metrics: %w", err)
 		}
 	}
-	r.handler = r.metrics.wrap(http.HandlerFunc(r.serve))
+	r.handler = instrument(http.HandlerFunc(r.serve), r.metrics, cfg.Logger)
 	return r, nil
 }
 

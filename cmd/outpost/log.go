@@ -10,8 +10,7 @@ import (
 )
 
 // newLogger builds the process logger. The embedded distribution app logs through
-// logrus; it follows the same level and format, one notch quieter, because it logs
-// every request at info.
+// logrus, in the same format.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -30,13 +29,12 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log format %q: want text or json", format)
 	}
 	logrus.SetOutput(w)
-	switch {
-	case lv <= slog.LevelDebug:
+	// The registry logs failed requests itself; distribution's request log (every
+	// 404 of a push's HEAD checks at error level) is only for debugging.
+	if lv <= slog.LevelDebug {
 		logrus.SetLevel(logrus.DebugLevel)
-	case lv <= slog.LevelWarn:
-		logrus.SetLevel(logrus.WarnLevel)
-	default:
-		logrus.SetLevel(logrus.ErrorLevel)
+	} else {
+		logrus.SetLevel(logrus.FatalLevel)
 	}
 	return slog.New(h), nil
 }

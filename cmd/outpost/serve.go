@@ -126,6 +126,10 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("message TTL: %w", err)
 	}
+	logCfg := events.LogConfig{MessageTTL: ttl}
+	if err := logCfg.Validate(); err != nil {
+		return err
+	}
 	if !validNodeName(opts.Name) {
 		return fmt.Errorf("name %q: 5 to 50 letters and digits, starting with a letter (or \"root\")", opts.Name)
 	}
@@ -150,7 +154,8 @@ func runServe(ctx context.Context, opts serveOptions) error {
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	eventLog, err := events.OpenLog(ctx, nc, events.LogConfig{MessageTTL: ttl, Registerer: metrics})
+	logCfg.Registerer = metrics
+	eventLog, err := events.OpenLog(ctx, nc, logCfg)
 	if err != nil {
 		return err
 	}

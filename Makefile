@@ -1,0 +1,70 @@
+# Outpost: see README.md. Every target runs on a fresh Debian 12 machine with Go.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+# Pinned clients the tests drive and the benchmarks measure against.
+CRANE_VERSION       := v0.22.1
+ORAS_VERSION        := v1.3.6
+CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
+REGISTRY_VERSION    := v3.1.2
+
+LDFLAGS := -s -w
+
+.PHONY: all build run test test-unit test-e2e bench tools system-deps lint clean
+
+all: build
+
+# Static binaries: CGO off.
+build: export CGO_ENABLED = 0
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/outpost ./cmd/outpost
+	GOOS=linux GOARCH=amd64 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/outpost-linux-amd64 ./cmd/outpost
+	GOOS=linux GOARCH=arm64 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/outpost-linux-arm64 ./cmd/outpost
+
+# A root node on 127.0.0.1:5000 (gateway 127.0.0.1:4222), data in ./data.
+run:
+	$(GO) build -o $(BIN)/outpost ./cmd/outpost
+	$(BIN)/outpost serve --data ./data
+
+# -race needs cgo (gcc).
+test: tools lint
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+test-unit: lint
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./events/... ./registry/... ./cmd/...
+
+test-e2e: tools
+	$(GO) test -count=1 -timeout 20m ./test/...
+
+bench: tools
+	$(GO) run ./test/bench
+
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
+	$(GO) vet ./...
+
+tools: system-deps $(BIN)/crane $(BIN)/oras $(BIN)/conformance $(BIN)/registry
+
+$(BIN)/crane:
+	GOBIN=$(BIN) $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
+$(BIN)/oras:
+	GOBIN=$(BIN) $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+$(BIN)/conformance:
+	GOBIN=$(BIN) $(GO) install github.com/opencontainers/distribution-spec/conformance@$(CONFORMANCE_VERSION)
+$(BIN)/registry:
+	GOBIN=$(BIN) $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
+
+# From Debian: skopeo (a client under test) and gcc (for -race). As root they are
+# installed; otherwise we say how.
+system-deps:
+	@missing=""; command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	  command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else echo "missing:$$missing; run: sudo apt-get install -y$$missing"; exit 1; fi; fi
+
+clean:
+	rm -rf $(BIN) ./results

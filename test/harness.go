@@ -1,0 +1,283 @@
+// Package test holds Outpost's end-to-end tests: real `outpost` processes on
+// 127.0.0.1, real storage, real clients. This file is the harness they share.
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/outpost once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "outpost-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "outpost")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/outpost")
+		cmd.Dir = repoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/outpost: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// Tool finds an external client the tests drive (skopeo, crane, oras, conformance):
+// on PATH or in the repository's bin/, where `make tools` installs the pinned ones.
+// A missing tool fails the test: a skipped client test proves nothing.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	if p := filepath.Join(repoRoot(), "bin", name); fileExists(p) {
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	t.Fatalf("%s is not installed: run `make tools` (Go clients) or .ci/run (which also installs skopeo)", name)
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// NodeOptions configures StartNode. Zero values take the defaults noted.
+type NodeOptions struct {
+	// Data is the data directory; default a fresh t.TempDir().
+	Data string
+	// Mode is ReadWrite (default) or ReadOnly.
+	Mode string
+	// Name is the node name; default "root".
+	Name string
+	// Args are extra `outpost serve` flags.
+	Args []string
+}
+
+// Node is one `outpost serve` process.
+type Node struct {
+	t    testing.TB
+	opts NodeOptions
+	// Host is the HTTP listener, 127.0.0.1:port; it changes on restart.
+	Host string
+	// URL is http://Host.
+	URL string
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	exitErr error // set before done closes
+	mu      sync.Mutex
+	output  bytes.Buffer
+}
+
+// StartNode starts `outpost serve` on free ports, waits until it serves, and stops
+// it when the test ends.
+func StartNode(t testing.TB, opts NodeOptions) *Node {
+	t.Helper()
+	if opts.Data == "" {
+		opts.Data = t.TempDir()
+	}
+	if opts.Mode == "" {
+		opts.Mode = "ReadWrite"
+	}
+	if opts.Name == "" {
+		opts.Name = "root"
+	}
+	n := &Node{t: t, opts: opts}
+	n.Start()
+	t.Cleanup(func() {
+		n.Stop()
+		if t.Failed() {
+			t.Logf("output of node %s:\n%s", n.opts.Name, n.Output())
+		}
+	})
+	return n
+}
+
+// Start (re)starts the process on the node's data directory.
+func (n *Node) Start() {
+	n.t.Helper()
+	args := append([]string{"serve", "--data", n.opts.Data, "--addr", "127.0.0.1:0",
+		"--gateway-addr", "127.0.0.1:0", "--mode", n.opts.Mode, "--name", n.opts.Name,
+		"--log-format", "json"}, n.opts.Args...)
+	cmd := exec.Command(Binary(n.t), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	cmd.Stdout = &lockedWriter{n}
+	if err := cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.cmd, n.done = cmd, make(chan struct{})
+	serving := make(chan string, 1)
+	go n.readLog(stderr, serving)
+	go func(done chan struct{}) { n.exitErr = cmd.Wait(); close(done) }(n.done)
+	select {
+	case host := <-serving:
+		n.Host, n.URL = host, "http://"+host
+	case <-n.done:
+		n.t.Fatalf("outpost serve exited before serving:\n%s", n.Output())
+	case <-time.After(60 * time.Second):
+		n.Kill()
+		n.t.Fatalf("outpost serve not serving after 60s:\n%s", n.Output())
+	}
+}
+
+func (n *Node) readLog(r io.Reader, serving chan<- string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		n.mu.Lock()
+		n.output.Write(line)
+		n.output.WriteByte('\n')
+		n.mu.Unlock()
+		var rec struct {
+			Msg  string `json:"msg"`
+			HTTP string `json:"http"`
+		}
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == "serving" {
+			select {
+			case serving <- rec.HTTP:
+			default:
+			}
+		}
+	}
+}
+
+type lockedWriter struct{ n *Node }
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.n.mu.Lock()
+	defer w.n.mu.Unlock()
+	return w.n.output.Write(p)
+}
+
+// Data is the node's data directory.
+func (n *Node) Data() string { return n.opts.Data }
+
+// Output is everything the process logged.
+func (n *Node) Output() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.output.String()
+}
+
+// Kill ends the process with SIGKILL: no shutdown, no flush.
+func (n *Node) Kill() {
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.done
+	n.cmd = nil
+}
+
+// Signal sends sig to the process.
+func (n *Node) Signal(sig os.Signal) {
+	if n.cmd != nil {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
+// Wait waits up to timeout for the process to exit and returns how it exited.
+func (n *Node) Wait(timeout time.Duration) error {
+	if n.cmd == nil {
+		return nil
+	}
+	select {
+	case <-n.done:
+		n.cmd = nil
+		return n.exitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("node %s still running after %s", n.opts.Name, timeout)
+	}
+}
+
+// Stop ends the process with SIGTERM and waits for its graceful shutdown.
+func (n *Node) Stop() {
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(30 * time.Second):
+		n.t.Errorf("node %s did not stop within 30s of SIGTERM", n.opts.Name)
+		n.Kill()
+	}
+	n.cmd = nil
+}
+
+// Eventually polls fn until it returns nil; fn's last error, saying what is not yet
+// true, fails the test after timeout.
+func Eventually(t testing.TB, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Run runs a command with a deadline and returns its combined output.
+func Run(t testing.TB, timeout time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), timeout)
+	}
+	return string(out), err
+}
+
+// MustRun is Run that fails the test on error.
+func MustRun(t testing.TB, timeout time.Duration, name string, args ...string) string {
+	t.Helper()
+	out, err := Run(t, timeout, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return out
+}
