@@ -11,6 +11,7 @@ const (
 	codeManifestInvalid = "MANIFEST_INVALID"
 	codeManifestUnknown = "MANIFEST_UNKNOWN"
 	codeNameInvalid     = "NAME_INVALID"
+	codeNameUnknown     = "NAME_UNKNOWN"
 	codeRangeInvalid    = "RANGE_INVALID"
 	codeSizeInvalid     = "SIZE_INVALID"
 	codeUnsupported     = "UNSUPPORTED"

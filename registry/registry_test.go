@@ -362,6 +362,9 @@ func TestReadOnlyRefusesWritesAndServesReads(t *testing.T) {
 	if digestOf(t, got) != digestOf(t, img) {
 		t.Errorf("pulled %s, want %s", digestOf(t, got), digestOf(t, img))
 	}
+	if err := ro.DeleteRepository(context.Background(), "app"); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("repository delete on a read-only node: %v, want ErrReadOnly", err)
+	}
 	if n := len(ro.events(t)); n != 1 {
 		t.Errorf("read-only node has %d events, want only the one push made before", n)
 	}
@@ -529,5 +532,45 @@ func TestRouteParsing(t *testing.T) {
 		if validName(name) != ok {
 			t.Errorf("validName(%q) = %v, want %v", name, !ok, ok)
 		}
+	}
+}
+
+func TestDeleteRepositoryKeepsNestedOnesAndRecordsOneEvent(t *testing.T) {
+	tr := startRegistry(t, ReadWrite)
+	for _, r := range []string{"team/app:1", "team/app:2", "team/app/sub:1"} {
+		if err := remote.Write(tr.ref(t, r), randomImage(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(tr.events(t))
+	srv := httptest.NewServer(tr.RepositoryHandler())
+	defer srv.Close()
+	del := func(name string) int {
+		req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/outpost/v1/repositories/"+name, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := del("team/app"); code != http.StatusAccepted {
+		t.Fatalf("delete repository: %d", code)
+	}
+	if code := del("team/app"); code != http.StatusNotFound {
+		t.Errorf("delete it again: %d, want 404", code)
+	}
+	if code := del("Team/App"); code != http.StatusBadRequest {
+		t.Errorf("delete an invalid name: %d, want 400", code)
+	}
+	if _, err := remote.Head(tr.ref(t, "team/app:1")); err == nil {
+		t.Error("team/app:1 still resolves")
+	}
+	if _, err := remote.Head(tr.ref(t, "team/app/sub:1")); err != nil {
+		t.Errorf("nested repository team/app/sub went too: %v", err)
+	}
+	evs := tr.events(t)
+	if len(evs) != before+1 || evs[len(evs)-1].Action != events.ActionRepositoryDelete || evs[len(evs)-1].Repository != "team/app" {
+		t.Errorf("events after repository delete: %d new, last %v", len(evs)-before, evs[len(evs)-1])
 	}
 }

@@ -78,12 +78,14 @@ func TestEventLogRecordsEveryChangeAndSurvivesSIGKILL(t *testing.T) {
 	if err := remote.Delete(ref(t, node, "shop/web@"+digest(t, untagged))); err != nil {
 		t.Fatal(err)
 	}
+	MustRun(t, time.Minute, Binary(t), "repository", "delete", "shop/web", "--server", node.URL)
 	got := eventLog(t, node)
 	want := []string{
 		"push shop/web:1.0@" + digest(t, tagged),
 		"push shop/web@" + digest(t, untagged),
 		"tag-delete shop/web:1.0@" + digest(t, tagged),
 		"manifest-delete shop/web@" + digest(t, untagged),
+		"repository-delete shop/web@",
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%d events, want %d: %+v", len(got), len(want), got)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -38,19 +37,11 @@ func newEventsCmd() *cobra.Command {
 			if follow {
 				q.Set("follow", "true")
 			}
-			u := server + "/outpost/v1/events?" + q.Encode()
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u, nil)
+			resp, err := call(cmd.Context(), http.MethodGet, server+"/outpost/v1/events?"+q.Encode())
 			if err != nil {
-				return fmt.Errorf("server %q: %w", server, err)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return fmt.Errorf("read events from %s: %w", server, err)
+				return fmt.Errorf("read events: %w", err)
 			}
 			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("read events from %s: %s", server, resp.Status)
-			}
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
 			err = events.ReadStream(cmd.Context(), resp.Body, func(e *events.Event) error {
@@ -67,16 +58,9 @@ func newEventsCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&server, "server", envOr("OUTPOST_SERVER", "http://127.0.0.1:5000"), "the node's HTTP address (env OUTPOST_SERVER)")
+	addServerFlag(f, &server)
 	f.Uint64Var(&last, "last", 0, "print only the newest N events (0: all)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
 	f.StringVarP(&output, "output", "o", "text", "text or json (one event per line)")
 	return cmd
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

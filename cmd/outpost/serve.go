@@ -180,6 +180,7 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.Handle("/outpost/v1/events", events.Handler(eventLog))
+	mux.Handle("/outpost/v1/repositories/", reg.RepositoryHandler())
 
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
