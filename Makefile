@@ -39,7 +39,7 @@ test-e2e: tools
 	$(GO) test -count=1 -timeout 20m ./test/...
 
 bench: tools
-	$(GO) run ./test/bench
+	$(GO) run ./test/bench --registry $(BIN)/registry
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -197,7 +197,7 @@ func newSteps(cfg config) []step {
 			return c.pull(ctx, c.ref(largeRepo, w.large.tag), w.large.digest)
 		}},
 		{"push " + small, "images/s", images, func(ctx context.Context, c *client, w *workload) error {
-			return c.pushAll(smallRepo, w.small)
+			return c.pushAll(ctx, smallRepo, w.small)
 		}},
 		{"pull " + small, "images/s", images, func(ctx context.Context, c *client, w *workload) error {
 			return c.pullAll(ctx, smallRepo, w.small)
@@ -258,11 +258,11 @@ func newWorkload(seed uint64, round int, cfg config) (*workload, error) {
 	if w.large, err = newImage(fmt.Sprintf("round%d", round), layer); err != nil {
 		return nil, err
 	}
-	src := rand.NewChaCha8(prngSeed(seed, round, "small"))
-	rng := rand.New(src)
+	content := rand.NewChaCha8(prngSeed(seed, round, "small"))
+	sizes := rand.New(rand.NewPCG(seed, uint64(round)))
 	for i := range cfg.small {
-		b := make([]byte, 1024+rng.IntN(3*1024+1))
-		_, _ = src.Read(b) // never fails
+		b := make([]byte, 1024+sizes.IntN(3*1024+1))
+		_, _ = content.Read(b) // never fails
 		img, err := newImage(fmt.Sprintf("img-%04d", i), static.NewLayer(b, types.OCIUncompressedLayer))
 		if err != nil {
 			return nil, err
@@ -302,13 +302,18 @@ type prngLayer struct {
 	digest v1.Hash
 }
 
+var _ v1.Layer = (*prngLayer)(nil)
+
 func newPRNGLayer(seed [32]byte, size int64) (*prngLayer, error) {
 	l := &prngLayer{seed: seed, size: size}
 	rc, _ := l.Compressed()
 	defer rc.Close()
 	digest, n, err := v1.SHA256(rc)
-	if err != nil || n != size {
-		return nil, fmt.Errorf("hash generated layer: %d of %d bytes: %v", n, size, err)
+	if err != nil {
+		return nil, fmt.Errorf("hash generated layer: %w", err)
+	}
+	if n != size {
+		return nil, fmt.Errorf("hash generated layer: got %d of %d bytes", n, size)
 	}
 	l.digest = digest
 	return l, nil
@@ -368,12 +373,12 @@ func (c *client) push(ctx context.Context, ref name.Tag, img v1.Image) error {
 	return nil
 }
 
-func (c *client) pushAll(repo string, imgs []image) error {
+func (c *client) pushAll(ctx context.Context, repo string, imgs []image) error {
 	todo := make(map[name.Reference]remote.Taggable, len(imgs))
 	for _, im := range imgs {
 		todo[c.ref(repo, im.tag)] = im.img
 	}
-	if err := remote.MultiWrite(todo, c.options(remote.Reuse(c.pusher))...); err != nil {
+	if err := remote.MultiWrite(todo, c.options(remote.WithContext(ctx), remote.Reuse(c.pusher))...); err != nil {
 		return fmt.Errorf("push %d images to %s: %w", len(imgs), c.registry.Repo(repo), err)
 	}
 	return nil
@@ -568,6 +573,9 @@ const tailLines = 20
 
 func startProcess(name, bin string, args []string, onLine func(string)) (*process, error) {
 	cmd := exec.Command(bin, args...)
+	// The standalone registry exports OpenTelemetry traces to localhost:4318 on every
+	// request unless told not to; the embedded app never does. Same work for both.
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
