@@ -47,6 +47,9 @@ type Event struct {
 	Subject string `json:"subject,omitempty"`
 	// Origin is the node where the change was first made.
 	Origin string `json:"origin"`
+	// From is the neighbour that delivered the change here by replication; empty when
+	// a client made it here. The router never sends an event back where it came from.
+	From string `json:"from,omitempty"`
 	// Sequence is the event's position in the log; set when read, never published.
 	Sequence uint64 `json:"sequence,omitempty"`
 }

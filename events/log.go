@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,7 @@ type Log struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	cfg     LogConfig
+	ttl     atomic.Int64 // the message TTL in force; settings from the root can change it
 	metrics *logMetrics
 }
 
@@ -81,6 +83,7 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 		return nil, fmt.Errorf("open event log: stream %s: %w", StreamName, err)
 	}
 	l := &Log{js: js, stream: stream, cfg: cfg}
+	l.ttl.Store(int64(cfg.MessageTTL))
 	if cfg.Registerer != nil {
 		m, err := newLogMetrics(cfg.Registerer, l)
 		if err != nil {
@@ -110,13 +113,23 @@ func (l *Log) Publish(ctx context.Context, e *Event) error {
 	start := time.Now()
 	ack, err := l.js.Publish(ctx, subjectPrefix+string(e.Action), data,
 		jetstream.WithMsgID(e.ID),
-		jetstream.WithMsgTTL(l.cfg.MessageTTL),
+		jetstream.WithMsgTTL(time.Duration(l.ttl.Load())),
 		jetstream.WithExpectStream(StreamName))
 	l.metrics.observePublish(time.Since(start), err)
 	if err != nil {
 		return fmt.Errorf("publish event %s %s %s: %w", e.Action, e.Repository, e.ID, err)
 	}
 	e.Sequence = ack.Sequence
+	return nil
+}
+
+// SetMessageTTL changes the TTL of events published from now on.
+func (l *Log) SetMessageTTL(ttl time.Duration) error {
+	c := LogConfig{MessageTTL: ttl}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	l.ttl.Store(int64(ttl))
 	return nil
 }
 

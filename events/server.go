@@ -2,11 +2,13 @@ package events
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,6 +32,44 @@ type Server struct {
 	ns       *server.Server
 	user     string
 	password string
+	children atomic.Pointer[ChildAuthenticator]
+}
+
+// ChildAuthenticator says which child node, if any, a gateway login belongs to.
+type ChildAuthenticator interface {
+	AuthenticateChild(user, password string) (child string, ok bool)
+}
+
+// SetChildAuthenticator lets children log in at the gateway. Until it is called only
+// the node itself can.
+func (s *Server) SetChildAuthenticator(a ChildAuthenticator) { s.children.Store(&a) }
+
+// Check implements the nats-server's custom authentication: the node's own
+// in-process connection gets everything, a child only its own outbox and control
+// subjects.
+func (s *Server) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	if o.Username == s.user {
+		if subtle.ConstantTimeCompare([]byte(o.Password), []byte(s.password)) != 1 {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: s.user})
+		return true
+	}
+	a := s.children.Load()
+	if a == nil {
+		return false
+	}
+	child, ok := (*a).AuthenticateChild(o.Username, o.Password)
+	if !ok {
+		return false
+	}
+	pub, sub := childPermissions(child)
+	c.RegisterUser(&server.User{Username: o.Username, Permissions: &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: sub},
+	}})
+	return true
 }
 
 // nodeUser is the account the node's own in-process connection uses. Its password is
@@ -70,9 +110,8 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   cfg.Dir,
 		NoSigs:     true,
-		// Only the node itself may log in until children are given sync tokens.
-		Users: []*server.User{{Username: s.user, Password: s.password}},
 	}
+	opts.CustomClientAuthentication = s
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)

@@ -24,7 +24,14 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("invalid repository name %q: lowercase letters, digits and separators (. _ __ -) in /-separated components, at most %d characters", rt.name, maxNameLength), nil)
 		return
 	}
-	if r.cfg.Mode == ReadOnly && isWrite(req.Method) && rt.kind != routeReferrers {
+	req, err := r.identify(req)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Basic realm="outpost"`)
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, err.Error(), nil)
+		return
+	}
+	rep, _ := replicaFrom(req.Context())
+	if r.cfg.Mode == ReadOnly && isWrite(req.Method) && rt.kind != routeReferrers && !rep.internal {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, codeUnsupported,
 			fmt.Sprintf("node %s is read-only: pushes and deletes are refused here; push to a ReadWrite node", r.cfg.Node), nil)

@@ -16,6 +16,7 @@ const (
 	codeSizeInvalid     = "SIZE_INVALID"
 	codeUnsupported     = "UNSUPPORTED"
 	codeUnknown         = "UNKNOWN"
+	codeUnauthorized    = "UNAUTHORIZED"
 )
 
 type ociError struct {

@@ -57,6 +57,9 @@ type hook struct {
 
 func (h *hook) publish(ctx context.Context, e *events.Event) error {
 	e.Origin = h.node
+	if rep, ok := replicaFrom(ctx); ok {
+		e.Origin, e.From = rep.origin, rep.from
+	}
 	if err := h.publisher.Publish(ctx, e); err != nil {
 		h.health.fail("event-log", err)
 		return fmt.Errorf("record %s of %s: %w", e.Action, e.Repository, err)

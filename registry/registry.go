@@ -61,6 +61,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for health records; default time.Now.
 	Now func() time.Time
+	// InternalPassword lets the node's own replication workers write, also on a
+	// ReadOnly node. Empty: no internal writes.
+	InternalPassword string
+	// Peers authenticates children pushing upstream with their sync tokens; nil: none.
+	Peers PeerAuthenticator
 }
 
 // Validate names the first field that is missing or wrong.

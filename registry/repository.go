@@ -26,7 +26,7 @@ func (r *Registry) DeleteRepository(ctx context.Context, name string) error {
 	if !validName(name) {
 		return fmt.Errorf("delete repository %q: invalid name", name)
 	}
-	if r.cfg.Mode == ReadOnly {
+	if rep, _ := replicaFrom(ctx); r.cfg.Mode == ReadOnly && !rep.internal {
 		return fmt.Errorf("delete repository %s: %w", name, ErrReadOnly)
 	}
 	repoDir := path.Join(repositoriesRoot, name)
@@ -59,7 +59,12 @@ func (r *Registry) RepositoryHandler() http.Handler {
 			writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "repositories: only DELETE is served here", nil)
 			return
 		}
-		err := r.DeleteRepository(req.Context(), name)
+		req, err := r.identify(req)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, codeUnauthorized, err.Error(), nil)
+			return
+		}
+		err = r.DeleteRepository(req.Context(), name)
 		switch {
 		case err == nil:
 			w.WriteHeader(http.StatusAccepted)

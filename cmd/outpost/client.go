@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,21 +13,63 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// apiClient talks to a node's HTTP API for the CLI's client commands.
+type apiClient struct {
+	server string
+	token  string
+}
+
 // addServerFlag adds --server, the node a client command talks to.
-func addServerFlag(f *pflag.FlagSet, server *string) {
+func (c *apiClient) addServerFlag(f *pflag.FlagSet) {
 	def := "http://127.0.0.1:5000"
 	if v := os.Getenv("OUTPOST_SERVER"); v != "" {
 		def = v
 	}
-	f.StringVar(server, "server", def, "the node's HTTP address (env OUTPOST_SERVER)")
+	f.StringVar(&c.server, "server", def, "the node's HTTP address (env OUTPOST_SERVER)")
 }
 
-// call sends a request to a node and turns an error answer into an error that
-// carries the node's own message.
-func call(ctx context.Context, method, url string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+// addTokenFlag adds --token, the root's admin token.
+func (c *apiClient) addTokenFlag(f *pflag.FlagSet) {
+	f.StringVar(&c.token, "token", os.Getenv("OUTPOST_TOKEN"), "the root's admin token (env OUTPOST_TOKEN)")
+}
+
+// do sends a request with an optional JSON body and decodes a JSON answer into out.
+// An error answer becomes an error carrying the node's own message.
+func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// send returns the response of a successful request; the caller closes its body.
+func (c *apiClient) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(data)
+	}
+	url := strings.TrimSuffix(c.server, "/") + path
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -36,12 +79,18 @@ func call(ctx context.Context, method, url string) (*http.Response, error) {
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var oci struct {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var answer struct {
+		Error  string                           `json:"error"`
 		Errors []struct{ Code, Message string } `json:"errors"`
 	}
-	if json.Unmarshal(body, &oci) == nil && len(oci.Errors) > 0 {
-		return nil, fmt.Errorf("%s: %s", oci.Errors[0].Code, oci.Errors[0].Message)
+	if json.Unmarshal(data, &answer) == nil {
+		if answer.Error != "" {
+			return nil, fmt.Errorf("%s", answer.Error)
+		}
+		if len(answer.Errors) > 0 {
+			return nil, fmt.Errorf("%s: %s", answer.Errors[0].Code, answer.Errors[0].Message)
+		}
 	}
-	return nil, fmt.Errorf("%s %s: %s %s", method, url, resp.Status, strings.TrimSpace(string(body)))
+	return nil, fmt.Errorf("%s %s: %s %s", method, url, resp.Status, strings.TrimSpace(string(data)))
 }

@@ -14,7 +14,7 @@ import (
 
 func newEventsCmd() *cobra.Command {
 	var (
-		server string
+		c      apiClient
 		last   uint64
 		follow bool
 		output string
@@ -37,7 +37,7 @@ func newEventsCmd() *cobra.Command {
 			if follow {
 				q.Set("follow", "true")
 			}
-			resp, err := call(cmd.Context(), http.MethodGet, server+"/outpost/v1/events?"+q.Encode())
+			resp, err := c.send(cmd.Context(), http.MethodGet, "/outpost/v1/events?"+q.Encode(), nil)
 			if err != nil {
 				return fmt.Errorf("read events: %w", err)
 			}
@@ -58,7 +58,7 @@ func newEventsCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	addServerFlag(f, &server)
+	c.addServerFlag(f)
 	f.Uint64Var(&last, "last", 0, "print only the newest N events (0: all)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
 	f.StringVarP(&output, "output", "o", "text", "text or json (one event per line)")

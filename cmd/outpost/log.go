@@ -11,11 +11,12 @@ import (
 
 // newLogger builds the process logger. The embedded distribution app logs through
 // logrus, in the same format.
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
+func newLogger(w io.Writer, level, format string, lv *slog.LevelVar) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
+	lv.Set(l)
 	opts := &slog.HandlerOptions{Level: lv}
 	var h slog.Handler
 	switch strings.ToLower(format) {
@@ -31,7 +32,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	logrus.SetOutput(w)
 	// The registry logs failed requests itself; distribution's request log (every
 	// 404 of a push's HEAD checks at error level) is only for debugging.
-	if lv <= slog.LevelDebug {
+	if l <= slog.LevelDebug {
 		logrus.SetLevel(logrus.DebugLevel)
 	} else {
 		logrus.SetLevel(logrus.FatalLevel)

@@ -14,7 +14,7 @@ func newRepositoryCmd() *cobra.Command {
 }
 
 func newRepositoryDeleteCmd() *cobra.Command {
-	var server string
+	var c apiClient
 	cmd := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a repository: its tags, manifests and referrers, as one event",
@@ -22,15 +22,13 @@ func newRepositoryDeleteCmd() *cobra.Command {
   outpost repository delete team/app --server http://127.0.0.1:5001`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := call(cmd.Context(), http.MethodDelete, server+"/outpost/v1/repositories/"+args[0])
-			if err != nil {
+			if err := c.do(cmd.Context(), http.MethodDelete, "/outpost/v1/repositories/"+args[0], nil, nil); err != nil {
 				return fmt.Errorf("delete repository %s: %w", args[0], err)
 			}
-			resp.Body.Close()
 			fmt.Fprintf(cmd.OutOrStdout(), "deleted repository %s\n", args[0])
 			return nil
 		},
 	}
-	addServerFlag(cmd.Flags(), &server)
+	c.addServerFlag(cmd.Flags())
 	return cmd
 }

@@ -6,20 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
+	"log/slog"
 	"os"
-	"path/filepath"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/registry"
 )
 
@@ -33,6 +28,10 @@ type serveOptions struct {
 	MessageTTL  string `yaml:"message-ttl"`
 	LogLevel    string `yaml:"log-level"`
 	LogFormat   string `yaml:"log-format"`
+	// ConnectionString makes this a connected node (from `outpost node get-settings`).
+	ConnectionString string `yaml:"connection-string"`
+	// AdvertiseAddr is the host this node's children reach it at.
+	AdvertiseAddr string `yaml:"advertise-addr"`
 }
 
 func defaultServeOptions() serveOptions {
@@ -55,6 +54,7 @@ func newServeCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts := defaultServeOptions()
+			opts.ConnectionString = os.Getenv("OUTPOST_CONNECTION_STRING")
 			if configFile != "" {
 				if err := loadServeConfig(configFile, &opts); err != nil {
 					return err
@@ -74,6 +74,9 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.MessageTTL, "message-ttl", flagOpts.MessageTTL, "how long events stay in the log, ISO 8601, P1D to P90D")
 	f.StringVar(&flagOpts.LogLevel, "log-level", flagOpts.LogLevel, "debug, info, warn or error")
 	f.StringVar(&flagOpts.LogFormat, "log-format", flagOpts.LogFormat, "text or json")
+	f.StringVar(&flagOpts.ConnectionString, "connection-string", "",
+		"run as a connected node under a parent (from `outpost node get-settings`; env OUTPOST_CONNECTION_STRING); mode and settings then come from the root")
+	f.StringVar(&flagOpts.AdvertiseAddr, "advertise-addr", "", "host this node's children reach it at (default: the listen addresses' host)")
 	return cmd
 }
 
@@ -108,15 +111,33 @@ func overrideFromFlag(opts, flags *serveOptions, name string) {
 		opts.LogLevel = flags.LogLevel
 	case "log-format":
 		opts.LogFormat = flags.LogFormat
+	case "connection-string":
+		opts.ConnectionString = flags.ConnectionString
+	case "advertise-addr":
+		opts.AdvertiseAddr = flags.AdvertiseAddr
 	}
 }
 
 // runServe runs a node until ctx ends, then shuts it down in order: stop taking
 // requests and finish those in flight, then close the event log and NATS.
 func runServe(ctx context.Context, opts serveOptions) error {
-	logger, err := newLogger(os.Stderr, opts.LogLevel, opts.LogFormat)
+	level := new(slog.LevelVar)
+	logger, err := newLogger(os.Stderr, opts.LogLevel, opts.LogFormat, level)
 	if err != nil {
 		return err
+	}
+	n := &node{opts: opts, logger: logger, level: level, name: opts.Name}
+	if opts.ConnectionString != "" {
+		// A connected node's name, mode and settings come from its parent.
+		if n.cs, err = hierarchy.ParseConnectionString(opts.ConnectionString); err != nil {
+			return err
+		}
+		n.name = n.cs.NodeName
+		defer n.close()
+		if err := n.start(ctx, events.DefaultMessageTTL); err != nil {
+			return err
+		}
+		return n.runConnected(ctx)
 	}
 	mode, err := registry.ParseMode(opts.Mode)
 	if err != nil {
@@ -133,91 +154,11 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	if !validNodeName(opts.Name) {
 		return fmt.Errorf("name %q: 5 to 50 letters and digits, starting with a letter (or \"root\")", opts.Name)
 	}
-	for _, dir := range []string{opts.Data, filepath.Join(opts.Data, "registry"), filepath.Join(opts.Data, "nats")} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("data directory: %w", err)
-		}
-	}
-
-	ns, err := events.StartServer(events.ServerConfig{
-		Dir: filepath.Join(opts.Data, "nats"), Addr: opts.GatewayAddr, Name: opts.Name,
-	})
-	if err != nil {
+	defer n.close()
+	if err := n.start(ctx, ttl); err != nil {
 		return err
 	}
-	defer ns.Shutdown()
-	nc, err := ns.Connect("outpost-" + opts.Name)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-
-	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	logCfg.Registerer = metrics
-	eventLog, err := events.OpenLog(ctx, nc, logCfg)
-	if err != nil {
-		return err
-	}
-	reg, err := registry.New(ctx, registry.Config{
-		Dir: filepath.Join(opts.Data, "registry"), Mode: mode, Node: opts.Name,
-		Publisher: eventLog, Registerer: metrics, Logger: logger,
-	})
-	if err != nil {
-		return err
-	}
-	defer reg.Close()
-
-	mux := http.NewServeMux()
-	mux.Handle("/v2/", reg)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := ready(r.Context(), ns, eventLog, reg); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-	mux.Handle("/outpost/v1/events", events.Handler(eventLog))
-	mux.Handle("/outpost/v1/repositories/", reg.RepositoryHandler())
-
-	ln, err := net.Listen("tcp", opts.Addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", opts.Addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	logger.Info("serving", "node", opts.Name, "mode", mode, "http", ln.Addr().String(),
-		"gateway", ns.Addr().String(), "data", opts.Data, "message_ttl", events.FormatDuration(ttl))
-
-	select {
-	case err := <-served:
-		return fmt.Errorf("http server: %w", err)
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down", "node", opts.Name)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("http shutdown", "err", err)
-	}
-	if err := nc.Drain(); err != nil {
-		logger.Warn("nats drain", "err", err)
-	}
-	logger.Info("stopped", "node", opts.Name)
-	return nil
-}
-
-func ready(ctx context.Context, ns *events.Server, l *events.Log, reg *registry.Registry) error {
-	if !ns.Running() {
-		return errors.New("nats: jetstream not running")
-	}
-	if _, err := l.Stats(ctx); err != nil {
-		return err
-	}
-	return reg.Ready(ctx)
+	return n.runRoot(ctx, mode)
 }
 
 // validNodeName applies the node naming rule; "root" is the root's default name.

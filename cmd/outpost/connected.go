@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/pipeline"
+	"github.com/outpost-edge/outpost/registry"
+)
+
+// runConnected runs a node under a parent: activation, settings from the parent, the
+// link workers, and a gateway for its own children.
+func (n *node) runConnected(ctx context.Context) error {
+	instance, err := instanceID(n.opts.Data)
+	if err != nil {
+		return err
+	}
+	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name); err != nil {
+		return err
+	}
+	n.uplink = hierarchy.NewUplink(n.parentConn, n.name)
+	n.reconcile = make(chan struct{}, 1)
+	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
+		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Status: n.status, Interval: statusInterval,
+		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger,
+	})
+	if err := n.activate(ctx, instance, syncer); err != nil {
+		return err
+	}
+	self := n.getSelf()
+	mode := registry.Mode(self.Settings.Mode)
+	if err := n.startGateway(n.uplink); err != nil {
+		return err
+	}
+	if err := n.openRegistry(ctx, mode, n.gateway); err != nil {
+		return err
+	}
+	n.link, err = pipeline.NewLink(ctx, pipeline.LinkConfig{
+		Self: n.name, Parent: self.Parent, ParentConn: n.parentConn, LocalConn: n.nc,
+		Local: pipeline.Endpoint{Host: loopback(n.httpLn.Addr().String()), User: events.ReplicaUser, Password: n.internalPw},
+		ParentRegistry: pipeline.Endpoint{Host: n.cs.ParentRegistry, Secure: n.cs.ParentProtocol == "https",
+			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword},
+		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
+	})
+	if err != nil {
+		return err
+	}
+	go n.runRouter(ctx)
+	go n.runWorker(ctx, "downstream", n.link.RunDownstream)
+	if mode == registry.ReadWrite {
+		go n.runWorker(ctx, "upstream", n.link.RunUpstream)
+	}
+	go n.reconcileLoop(ctx)
+	go syncer.Run(ctx)
+	return n.serveHTTP(ctx, mode)
+}
+
+func (n *node) runWorker(ctx context.Context, name string, run func(context.Context) error) {
+	if err := run(ctx); err != nil && ctx.Err() == nil {
+		n.logger.Error(name+" worker stopped", "err", err)
+	}
+}
+
+// activate marks this node Active at the root through its parent and fetches its
+// settings. A node that ran before starts on the settings it kept if the parent is
+// unreachable; a new one waits for the parent. Another process Active for the node
+// is final: ALREADY_ACTIVATED.
+func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.Syncer) error {
+	stored, _, err := n.nodes.Get(ctx, n.name)
+	if err != nil && !errors.Is(err, hierarchy.ErrNotFound) {
+		return err
+	}
+	wait := time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
+		if err == nil {
+			err = syncer.SyncOnce(actx)
+		}
+		cancel()
+		switch {
+		case err == nil:
+			n.logger.Info("activated", "node", n.name, "parent", n.getSelf().Parent)
+			return nil
+		case errors.Is(err, hierarchy.ErrAlreadyActivated):
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case stored != nil:
+			n.logger.Warn("parent unreachable: starting on kept settings", "err", err)
+			n.applySettings(ctx, stored)
+			go n.activateLater(ctx, instance)
+			return nil
+		}
+		n.logger.Warn("waiting for parent to activate this node", "gateway", n.cs.ParentGateway, "err", err)
+		sleepCtx(ctx, wait)
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+func (n *node) activateLater(ctx context.Context, instance string) {
+	for ctx.Err() == nil {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
+		cancel()
+		if err == nil {
+			n.logger.Info("activated", "node", n.name)
+			return
+		}
+		if errors.Is(err, hierarchy.ErrAlreadyActivated) {
+			n.logger.Error("another process is active for this node; this one keeps serving what it has", "err", err)
+			return
+		}
+		sleepCtx(ctx, 5*time.Second)
+	}
+}
+
+// applySettings takes this node's definition as its parent sent it.
+func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
+	n.setSelf(self)
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(self.Settings.LogLevel)); err == nil && lv != n.level.Level() {
+		n.level.Set(lv)
+		n.logger.Info("log level changed by parent", "level", self.Settings.LogLevel)
+	}
+	if err := n.log.SetMessageTTL(time.Duration(self.Settings.MessageTTL)); err != nil {
+		n.logger.Warn("message TTL from parent", "err", err)
+	}
+	applied, _, err := n.local.Get(ctx, "resync-generation")
+	want := strconv.FormatUint(self.ResyncGeneration, 10)
+	if (errors.Is(err, events.ErrKeyNotFound) || (err == nil && string(applied) != want)) && n.requested.Swap(want) != want {
+		select {
+		case n.reconcile <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// reconcileLoop compares the whole scope with the parent on first activation and on
+// each `node resync`.
+func (n *node) reconcileLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.reconcile:
+		}
+		self := n.getSelf()
+		start := time.Now()
+		res, err := n.link.Reconcile(ctx, self.Settings.Repositories.Matches, self.Settings.Mode == hierarchy.ReadWrite)
+		if err != nil {
+			n.logger.Warn("reconcile", "err", err)
+			n.requested.Store("")
+			sleepCtx(ctx, 5*time.Second)
+			select {
+			case n.reconcile <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		if err := n.local.Put(ctx, "resync-generation", []byte(strconv.FormatUint(self.ResyncGeneration, 10))); err != nil {
+			n.logger.Warn("reconcile: record", "err", err)
+		}
+		n.logger.Info("reconciled", "repositories", res.Repositories, "tags", res.Tags, "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// selfStatus is this node's own status for its parent.
+func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
+	now := time.Now().UTC()
+	st := hierarchy.Status{Node: n.name, State: hierarchy.Online, LogLevel: strings.ToLower(n.level.Level().String()), Reported: now}
+	if self := n.getSelf(); self != nil {
+		st.Repositories = self.Settings.Repositories
+	}
+	if n.link != nil {
+		ls := n.link.State()
+		st.LastSync, st.LastActivity = ls.LastSync, ls.LastActivity
+		if now.Sub(ls.LastActivity) < 5*time.Second {
+			st.State = hierarchy.Syncing
+		}
+		if ls.LastError != "" {
+			st.Details = append(st.Details, hierarchy.Detail{Code: "LINK_ERROR", Message: ls.LastError, Time: ls.LastErrorTime})
+		}
+		if ob, err := events.OpenOutbox(ctx, n.nc, events.UpstreamOutbox(), time.Duration(n.getSelf().Settings.MessageTTL)); err == nil {
+			if p, err := ob.Pending(ctx); err == nil {
+				st.Links = append(st.Links, hierarchy.LinkStatus{Link: "upstream", PendingMessages: p.Messages, PendingBytes: p.Bytes})
+			}
+		}
+	}
+	if n.reg != nil {
+		if err := n.reg.Ready(ctx); err != nil {
+			st.State = hierarchy.Unhealthy
+			st.Details = append(st.Details, hierarchy.Detail{Code: "UNHEALTHY", Message: err.Error(), Time: now})
+		}
+	}
+	return st
+}
+
+// instanceID identifies this process's data directory to the root: a restart on the
+// same data is the same instance; another directory is another process.
+func instanceID(data string) (string, error) {
+	file := filepath.Join(data, "instance")
+	if b, err := os.ReadFile(file); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	if err := os.WriteFile(file, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("instance id: %w", err)
+	}
+	return id, nil
+}
+
+// loopback turns a wildcard listen address into one this process can dial.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

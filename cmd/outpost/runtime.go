@@ -1,0 +1,387 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/pipeline"
+	"github.com/outpost-edge/outpost/registry"
+)
+
+// The node runtime: what `outpost serve` assembles from the packages. A root manages
+// the tree; a connected node (--connection-string) gets its settings from its parent
+// and runs the link workers. Both route their events to their children.
+
+// statusInterval is how often a connected node exchanges settings and status with
+// its parent; a node silent for staleAfter shows Offline at the root.
+const (
+	statusInterval = 2 * time.Second
+	staleAfter     = 15 * time.Second
+)
+
+type node struct {
+	opts   serveOptions
+	name   string
+	logger *slog.Logger
+	level  *slog.LevelVar
+
+	ns      *events.Server
+	nc      *nats.Conn
+	metrics *prometheus.Registry
+	log     *events.Log
+	reg     *registry.Registry
+	nodes   *hierarchy.Store
+	status  *hierarchy.StatusStore
+	local   *events.Bucket
+	gateway *hierarchy.Gateway
+
+	httpLn     net.Listener
+	httpSrv    *http.Server
+	handler    atomic.Pointer[http.Handler]
+	served     chan error
+	internalPw string
+
+	// A connected node's view of itself, refreshed from its parent.
+	selfMu sync.RWMutex
+	self   *hierarchy.Node
+
+	cs         hierarchy.ConnectionString
+	parentConn *nats.Conn
+	uplink     *hierarchy.Uplink
+	link       *pipeline.Link
+	reconcile  chan struct{}
+	requested  atomic.Value // the resync generation last asked for: asked once
+
+	admin *hierarchy.API
+}
+
+func (n *node) connected() bool { return n.cs.NodeName != "" }
+
+func (n *node) setSelf(s *hierarchy.Node) {
+	n.selfMu.Lock()
+	defer n.selfMu.Unlock()
+	n.self = s
+}
+
+func (n *node) getSelf() *hierarchy.Node {
+	n.selfMu.RLock()
+	defer n.selfMu.RUnlock()
+	return n.self
+}
+
+// start brings up NATS, the stores and the HTTP listener: everything a root and a
+// connected node share before their settings are known.
+func (n *node) start(ctx context.Context, ttl time.Duration) error {
+	for _, dir := range []string{n.opts.Data, filepath.Join(n.opts.Data, "registry"), filepath.Join(n.opts.Data, "nats")} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+	}
+	var err error
+	if n.ns, err = events.StartServer(events.ServerConfig{
+		Dir: filepath.Join(n.opts.Data, "nats"), Addr: n.opts.GatewayAddr, Name: n.name,
+	}); err != nil {
+		return err
+	}
+	if n.nc, err = n.ns.Connect("outpost-" + n.name); err != nil {
+		return err
+	}
+	n.metrics = prometheus.NewRegistry()
+	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if n.log, err = events.OpenLog(ctx, n.nc, events.LogConfig{MessageTTL: ttl, Registerer: n.metrics}); err != nil {
+		return err
+	}
+	buckets := map[string]**events.Bucket{}
+	var nodesB, statusB *events.Bucket
+	buckets[events.BucketNodes], buckets[events.BucketStatus], buckets[events.BucketLocal] = &nodesB, &statusB, &n.local
+	for name, b := range buckets {
+		if *b, err = events.OpenBucket(ctx, n.nc, name); err != nil {
+			return err
+		}
+	}
+	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
+	if n.httpLn, err = net.Listen("tcp", n.opts.Addr); err != nil {
+		return fmt.Errorf("listen %s: %w", n.opts.Addr, err)
+	}
+	// Serve at once: until the node is ready (a connected node waits for its parent)
+	// clients get a clear 503, not a connection that hangs.
+	starting := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			fmt.Fprintln(w, "ok")
+			return
+		}
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "node "+n.name+" is starting (waiting for its parent to activate it)", http.StatusServiceUnavailable)
+	}))
+	n.handler.Store(&starting)
+	n.httpSrv = &http.Server{ReadHeaderTimeout: 30 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*n.handler.Load()).ServeHTTP(w, r) })}
+	n.served = make(chan error, 1)
+	go func() { n.served <- n.httpSrv.Serve(n.httpLn) }()
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return err
+	}
+	n.internalPw = hex.EncodeToString(pw)
+	return nil
+}
+
+func (n *node) close() {
+	n.shutdown()
+	if n.parentConn != nil {
+		n.parentConn.Close()
+	}
+	if n.gateway != nil {
+		n.gateway.Stop()
+	}
+	if n.reg != nil {
+		_ = n.reg.Close()
+	}
+	if n.nc != nil {
+		_ = n.nc.Drain()
+	}
+	if n.ns != nil {
+		n.ns.Shutdown()
+	}
+	n.logger.Info("stopped", "node", n.name)
+}
+
+// endpoints is what this node advertises to its children.
+func (n *node) endpoints() hierarchy.Endpoints {
+	return hierarchy.Endpoints{
+		Registry: advertise(n.httpLn.Addr().String(), n.opts.AdvertiseAddr),
+		Gateway:  advertise(n.ns.Addr().String(), n.opts.AdvertiseAddr),
+		Protocol: "http",
+	}
+}
+
+func advertise(listen, host string) string {
+	h, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if host != "" {
+		h = host
+	}
+	return net.JoinHostPort(h, port)
+}
+
+// openRegistry builds the registry in the given mode, with this node's children
+// (and at the root the admin) allowed to write as peers.
+func (n *node) openRegistry(ctx context.Context, mode registry.Mode, peers registry.PeerAuthenticator) error {
+	var err error
+	n.reg, err = registry.New(ctx, registry.Config{
+		Dir: filepath.Join(n.opts.Data, "registry"), Mode: mode, Node: n.name,
+		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
+		InternalPassword: n.internalPw, Peers: peers,
+	})
+	return err
+}
+
+func (n *node) startGateway(activator hierarchy.Activator) error {
+	var err error
+	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
+		Self: n.name, Conn: n.nc, Nodes: n.nodes, Status: n.status, Activator: activator, Logger: n.logger,
+		Pending: func(ctx context.Context, child string) (events.Pending, error) {
+			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL)
+			if err != nil {
+				return events.Pending{}, err
+			}
+			return ob.Pending(ctx)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	n.ns.SetChildAuthenticator(n.gateway)
+	return nil
+}
+
+// children lists this node's direct children as router neighbours.
+func (n *node) children(ctx context.Context) ([]pipeline.Neighbour, error) {
+	all, err := n.nodes.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []pipeline.Neighbour
+	for _, c := range all {
+		if c.Parent != n.name {
+			continue
+		}
+		out = append(out, pipeline.Neighbour{Name: c.Name, Outbox: events.DownstreamOutbox(c.Name),
+			Matches: c.Settings.Repositories.Matches, TTL: time.Duration(c.Settings.MessageTTL)})
+	}
+	return out, nil
+}
+
+// Neighbours implements pipeline.Topology: the children, and for a ReadWrite
+// connected node its parent.
+func (n *node) Neighbours(ctx context.Context) ([]pipeline.Neighbour, error) {
+	out, err := n.children(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if self := n.getSelf(); self != nil && self.Settings.Mode == hierarchy.ReadWrite {
+		out = append(out, pipeline.Neighbour{Name: self.Parent, Outbox: events.UpstreamOutbox(),
+			Matches: self.Settings.Repositories.Matches, TTL: time.Duration(self.Settings.MessageTTL)})
+	}
+	return out, nil
+}
+
+// serveHTTP mounts the node's handlers and serves until ctx ends.
+func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", n.reg)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/outpost/v1/events", events.Handler(n.log))
+	mux.Handle("/outpost/v1/repositories/", n.reg.RepositoryHandler())
+	if n.admin != nil {
+		mux.Handle("/outpost/v1/nodes", n.admin)
+		mux.Handle("/outpost/v1/nodes/", n.admin)
+	}
+	h := http.Handler(mux)
+	n.handler.Store(&h)
+	n.logger.Info("serving", "node", n.name, "mode", mode, "http", n.httpLn.Addr().String(),
+		"gateway", n.ns.Addr().String(), "data", n.opts.Data, "connected", n.connected())
+	select {
+	case err := <-n.served:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// shutdown stops taking requests and lets those in flight finish.
+func (n *node) shutdown() {
+	if n.httpSrv == nil {
+		return
+	}
+	n.logger.Info("shutting down", "node", n.name)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.httpSrv.Shutdown(ctx); err != nil {
+		n.logger.Warn("http shutdown", "err", err)
+	}
+}
+
+func (n *node) ready(ctx context.Context) error {
+	if !n.ns.Running() {
+		return errors.New("nats: jetstream not running")
+	}
+	if _, err := n.log.Stats(ctx); err != nil {
+		return err
+	}
+	return n.reg.Ready(ctx)
+}
+
+// runRoot runs the root: the management API, the tree's authority, the gateway for
+// its children.
+func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
+	token, err := adminToken(ctx, n.opts.Data, n.local, n.logger)
+	if err != nil {
+		return err
+	}
+	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Status: n.status, Root: n.name,
+		RootMode: hierarchy.Mode(mode), Endpoints: n.endpoints()})
+	n.admin = hierarchy.NewAPI(m, token, staleAfter)
+	if err := n.startGateway(m); err != nil {
+		return err
+	}
+	if err := n.openRegistry(ctx, mode, rootPeers{n.gateway, n.admin}); err != nil {
+		return err
+	}
+	go n.runRouter(ctx)
+	return n.serveHTTP(ctx, mode)
+}
+
+// rootPeers lets the root's children push upstream and the admin use the registry.
+type rootPeers struct {
+	children *hierarchy.Gateway
+	admin    *hierarchy.API
+}
+
+func (p rootPeers) AuthenticatePeer(user, password string) (string, bool) {
+	if user == "admin" {
+		return "", p.admin.IsAdmin(password)
+	}
+	return p.children.AuthenticatePeer(user, password)
+}
+
+func (n *node) runRouter(ctx context.Context) {
+	r := pipeline.NewRouter(n.nc, n.log, n, n.logger)
+	if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+		n.logger.Error("router stopped", "err", err)
+	}
+}
+
+// adminToken reads the root's admin token: OUTPOST_ADMIN_TOKEN at first start, else
+// generated, written to DATA/admin-token (0600) and printed once. Only its hash is
+// kept in the store; later starts check the file or the variable against it.
+func adminToken(ctx context.Context, data string, local *events.Bucket, log *slog.Logger) (string, error) {
+	file := filepath.Join(data, "admin-token")
+	token := os.Getenv("OUTPOST_ADMIN_TOKEN")
+	if token == "" {
+		if b, err := os.ReadFile(file); err == nil {
+			token = strings.TrimSpace(string(b))
+		}
+	}
+	stored, _, err := local.Get(ctx, "admin-token")
+	switch {
+	case errors.Is(err, events.ErrKeyNotFound):
+		generated := token == ""
+		if generated {
+			if token, err = hierarchy.NewPassword(); err != nil {
+				return "", err
+			}
+		}
+		h, err := hierarchy.HashPassword(token, time.Now())
+		if err != nil {
+			return "", err
+		}
+		if err := local.Put(ctx, "admin-token", h.Hash); err != nil {
+			return "", err
+		}
+		if generated {
+			if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+				return "", fmt.Errorf("admin token: %w", err)
+			}
+			// Printed once, to the operator's terminal, never to the log.
+			fmt.Fprintf(os.Stderr, "Admin token (also in %s): %s\n", file, token)
+		}
+		log.Info("admin token set", "file", file, "generated", generated)
+		return token, nil
+	case err != nil:
+		return "", err
+	}
+	if token == "" || !(hierarchy.SyncToken{Password1: &hierarchy.PasswordHash{Hash: stored}}).Verify(token) {
+		return "", fmt.Errorf("admin token: neither OUTPOST_ADMIN_TOKEN nor %s holds the token this root was set up with", file)
+	}
+	return token, nil
+}

@@ -1,0 +1,109 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Named errors of a Bucket.
+var (
+	ErrKeyNotFound = errors.New("key not found")
+	// ErrKeyChanged: Create found the key, or Update found a newer revision.
+	ErrKeyChanged = errors.New("key exists or changed")
+)
+
+// Bucket names: the state a node keeps besides content and events.
+const (
+	BucketNodes  = "OUTPOST_NODES"  // node definitions: the whole tree at the root, a subtree elsewhere
+	BucketStatus = "OUTPOST_STATUS" // the last status of each node in the subtree
+	BucketLocal  = "OUTPOST_LOCAL"  // this node's own small records (activation instance, applied resync)
+)
+
+// Bucket is a durable key-value map in the node's JetStream.
+type Bucket struct {
+	kv jetstream.KeyValue
+}
+
+// OpenBucket creates or opens a bucket.
+func OpenBucket(ctx context.Context, nc *nats.Conn, name string) (*Bucket, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", name, err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: name, Storage: jetstream.FileStorage, History: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", name, err)
+	}
+	return &Bucket{kv: kv}, nil
+}
+
+// Get returns a key's value and revision.
+func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	e, err := b.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("%s: %w", key, ErrKeyNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// Put sets a key whatever it held.
+func (b *Bucket) Put(ctx context.Context, key string, value []byte) error {
+	if _, err := b.kv.Put(ctx, key, value); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Create sets a key that must not exist.
+func (b *Bucket) Create(ctx context.Context, key string, value []byte) error {
+	_, err := b.kv.Create(ctx, key, value)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%s: %w", key, ErrKeyChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	return nil
+}
+
+// Update sets a key only if it is still at revision.
+func (b *Bucket) Update(ctx context.Context, key string, value []byte, revision uint64) error {
+	_, err := b.kv.Update(ctx, key, value, revision)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return fmt.Errorf("%s: %w", key, ErrKeyChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("update %s: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes a key; a missing key is not an error.
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	if err := b.kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// Keys lists the keys.
+func (b *Bucket) Keys(ctx context.Context) ([]string, error) {
+	keys, err := b.kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	return keys, nil
+}

@@ -1,0 +1,201 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Outboxes: one durable queue per neighbour, drained by one durable consumer.
+const (
+	upstreamOutbox   = "UPSTREAM"
+	downstreamPrefix = "DOWN_"
+	outboxSubject    = "outpost.outbox."
+	drainConsumer    = "drain"
+	routerConsumer   = "router"
+	// AckWait is how long a delivered message may go unacknowledged before it is
+	// delivered again; workers signal progress on long copies.
+	AckWait = 2 * time.Minute
+)
+
+// UpstreamOutbox names the outbox toward this node's parent.
+func UpstreamOutbox() string { return upstreamOutbox }
+
+// DownstreamOutbox names the outbox, at a parent, toward one child.
+func DownstreamOutbox(child string) string { return downstreamPrefix + child }
+
+// Outbox is the durable queue of events waiting for one neighbour.
+type Outbox struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	name   string
+	ttl    time.Duration
+}
+
+// OpenOutbox creates or updates an outbox and its drain consumer. ttl is how long a
+// message waits for the neighbour (the link's message TTL).
+func OpenOutbox(ctx context.Context, nc *nats.Conn, name string, ttl time.Duration) (*Outbox, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open outbox %s: %w", name, err)
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "events waiting for one neighbour",
+		Subjects:    []string{outboxSubject + name},
+		Storage:     jetstream.FileStorage,
+		// An applied message leaves the outbox: what is left is what waits.
+		Retention:   jetstream.WorkQueuePolicy,
+		AllowMsgTTL: true,
+		MaxAge:      MaxMessageTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open outbox %s: %w", name, err)
+	}
+	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: drainConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait,
+		MaxAckPending: 1, // in order: one message at a time
+	}); err != nil {
+		return nil, fmt.Errorf("open outbox %s: consumer: %w", name, err)
+	}
+	return &Outbox{js: js, stream: stream, name: name, ttl: ttl}, nil
+}
+
+// Name is the outbox's stream name.
+func (o *Outbox) Name() string { return o.name }
+
+// Append queues e for the neighbour. key makes the append idempotent within the
+// dedupe window (the router passes event id + neighbour).
+func (o *Outbox) Append(ctx context.Context, e *Event, key string) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := o.js.Publish(ctx, outboxSubject+o.name, data,
+		jetstream.WithMsgID(key), jetstream.WithMsgTTL(o.ttl), jetstream.WithExpectStream(o.name)); err != nil {
+		return fmt.Errorf("append %s to outbox %s: %w", e.ID, o.name, err)
+	}
+	return nil
+}
+
+// Pending is what waits in an outbox.
+type Pending struct {
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+	// FirstSeq and LastSeq bound what the stream holds; a drain whose next sequence
+	// is below FirstSeq lost messages to their TTL.
+	FirstSeq uint64 `json:"-"`
+	LastSeq  uint64 `json:"-"`
+}
+
+// Pending reads the outbox's size.
+func (o *Outbox) Pending(ctx context.Context) (Pending, error) {
+	info, err := o.stream.Info(ctx)
+	if err != nil {
+		return Pending{}, fmt.Errorf("outbox %s: %w", o.name, err)
+	}
+	return Pending{Messages: info.State.Msgs, Bytes: info.State.Bytes,
+		FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
+}
+
+// DeleteOutbox removes an outbox and what waits in it (a deleted child).
+func DeleteOutbox(ctx context.Context, nc *nats.Conn, name string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete outbox %s: %w", name, err)
+	}
+	return nil
+}
+
+// Queue is the consuming end of an outbox or of the event log, local or at a parent.
+type Queue struct {
+	cons jetstream.Consumer
+}
+
+// OpenQueue binds to an outbox's drain consumer over nc, which may be a connection
+// to the parent's gateway.
+func OpenQueue(ctx context.Context, nc *nats.Conn, outbox string) (*Queue, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := js.Consumer(ctx, outbox, drainConsumer)
+	if err != nil {
+		return nil, fmt.Errorf("outbox %s: %w", outbox, err)
+	}
+	return &Queue{cons: cons}, nil
+}
+
+// Consume returns a queue over the event log for the node's router.
+func (l *Log) Consume(ctx context.Context) (*Queue, error) {
+	cons, err := l.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: routerConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait, MaxAckPending: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event log consumer: %w", err)
+	}
+	return &Queue{cons: cons}, nil
+}
+
+// Delivery is one message taken from a queue, to be acked once applied.
+type Delivery struct {
+	Event *Event
+	// Sequence is the message's position in its stream.
+	Sequence uint64
+	// Pending is how many more messages wait behind it.
+	Pending uint64
+	msg     jetstream.Msg
+}
+
+// Next waits up to wait for a message; it returns nil, nil when none came.
+func (q *Queue) Next(ctx context.Context, wait time.Duration) (*Delivery, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	batch, err := q.cons.Fetch(1, jetstream.FetchContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		e, err := decode(m.Data(), meta.Sequence.Stream)
+		if err != nil {
+			// A message that cannot be read never will be: drop it, loudly.
+			_ = m.Term()
+			return nil, err
+		}
+		return &Delivery{Event: e, Sequence: meta.Sequence.Stream, Pending: meta.NumPending, msg: m}, nil
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	return nil, nil
+}
+
+// NextSequence is the stream sequence the queue will deliver next.
+func (q *Queue) NextSequence(ctx context.Context) (uint64, error) {
+	info, err := q.cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.Delivered.Stream + 1, nil
+}
+
+// Ack confirms the message was applied; it waits for the server's confirmation.
+func (d *Delivery) Ack(ctx context.Context) error { return d.msg.DoubleAck(ctx) }
+
+// Retry hands the message back for redelivery after delay.
+func (d *Delivery) Retry(delay time.Duration) error { return d.msg.NakWithDelay(delay) }
+
+// InProgress extends the ack deadline during a long copy.
+func (d *Delivery) InProgress() error { return d.msg.InProgress() }

@@ -1,0 +1,256 @@
+package hierarchy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// NodeView is a node as the management API shows it: its definition (never its
+// token hashes), its depth, and its last status.
+type NodeView struct {
+	Name             string     `json:"name"`
+	Parent           string     `json:"parent"`
+	Depth            int        `json:"depth"`
+	Settings         Settings   `json:"settings"`
+	Active           bool       `json:"active"`
+	Activated        *time.Time `json:"activated,omitempty"`
+	ResyncGeneration uint64     `json:"resyncGeneration"`
+	Endpoints        Endpoints  `json:"endpoints,omitzero"`
+	Status           *Status    `json:"status,omitempty"`
+	Created          time.Time  `json:"created"`
+	Updated          time.Time  `json:"updated"`
+}
+
+func view(t *Tree, n *Node, st map[string]Status) NodeView {
+	v := NodeView{Name: n.Name, Parent: n.Parent, Depth: t.Depth(n.Name), Settings: n.Settings,
+		Active: n.Activation != nil, ResyncGeneration: n.ResyncGeneration, Endpoints: n.Endpoints,
+		Created: n.Created, Updated: n.Updated}
+	if n.Activation != nil {
+		v.Activated = &n.Activation.Time
+	}
+	if s, ok := st[n.Name]; ok {
+		v.Status = &s
+	} else if n.Activation == nil {
+		v.Status = &Status{Node: n.Name, State: Offline}
+	}
+	return v
+}
+
+// CreateRequest is the body of POST /outpost/v1/nodes.
+type CreateRequest struct {
+	Name     string   `json:"name"`
+	Parent   string   `json:"parent,omitempty"`
+	Settings Settings `json:"settings"`
+}
+
+// UpdateRequest is the body of PATCH /outpost/v1/nodes/<name>; absent fields stay.
+type UpdateRequest struct {
+	SyncSchedule       *string   `json:"syncSchedule,omitempty"`
+	SyncWindow         *Duration `json:"syncWindow,omitempty"`
+	MessageTTL         *Duration `json:"messageTtl,omitempty"`
+	LogLevel           *string   `json:"logLevel,omitempty"`
+	AddRepositories    Scope     `json:"addRepositories,omitempty"`
+	RemoveRepositories Scope     `json:"removeRepositories,omitempty"`
+	Mode               *Mode     `json:"mode,omitempty"`
+	Parent             *string   `json:"parent,omitempty"`
+}
+
+// Apply changes settings as the request asks.
+func (u UpdateRequest) Apply(s *Settings) error {
+	if u.Mode != nil {
+		s.Mode = *u.Mode // CheckUpdate refuses a change, with the reason
+	}
+	if u.SyncSchedule != nil {
+		s.SyncSchedule = *u.SyncSchedule
+	}
+	if u.SyncWindow != nil {
+		s.SyncWindow = *u.SyncWindow
+	}
+	if u.MessageTTL != nil {
+		s.MessageTTL = *u.MessageTTL
+	}
+	if u.LogLevel != nil {
+		s.LogLevel = *u.LogLevel
+	}
+	for _, p := range u.RemoveRepositories {
+		i := slices.Index(s.Repositories, p)
+		if i < 0 {
+			return fmt.Errorf("remove repository %q: the node does not have it", p)
+		}
+		s.Repositories = slices.Delete(s.Repositories, i, i+1)
+	}
+	for _, p := range u.AddRepositories {
+		if !slices.Contains(s.Repositories, p) {
+			s.Repositories = append(s.Repositories, p)
+		}
+	}
+	return nil
+}
+
+// API serves the root's management API under /outpost/v1/nodes, for the admin token.
+type API struct {
+	m          *Manager
+	adminHash  [32]byte // sha256 of the admin token: compared in constant time
+	staleAfter time.Duration
+}
+
+// NewAPI returns the management API. staleAfter is how long a silent node stays
+// Online in listings.
+func NewAPI(m *Manager, adminToken string, staleAfter time.Duration) *API {
+	return &API{m: m, adminHash: sha256.Sum256([]byte(adminToken)), staleAfter: staleAfter}
+}
+
+// IsAdmin reports whether token is the admin token.
+func (a *API) IsAdmin(token string) bool {
+	h := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(h[:], a.adminHash[:]) == 1
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || !a.IsAdmin(token) {
+		writeJSONError(w, http.StatusUnauthorized, "the management API needs the admin token (--token or OUTPOST_TOKEN)")
+		return
+	}
+	rest := strings.Trim(strings.TrimPrefix(r.URL.Path, "/outpost/v1/nodes"), "/")
+	name, action, _ := strings.Cut(rest, "/")
+	ctx := r.Context()
+	var (
+		out any
+		err error
+	)
+	status := http.StatusOK
+	switch {
+	case name == "" && r.Method == http.MethodGet:
+		out, err = a.list(ctx, r.URL.Query().Get("parent"))
+	case name == "" && r.Method == http.MethodPost:
+		var req CreateRequest
+		if err = decode(r, &req); err == nil {
+			var n *Node
+			if n, err = a.m.Create(ctx, req.Name, req.Parent, req.Settings); err == nil {
+				out, err = a.show(ctx, n.Name)
+				status = http.StatusCreated
+			}
+		}
+	case action == "" && r.Method == http.MethodGet:
+		out, err = a.show(ctx, name)
+	case action == "" && r.Method == http.MethodPatch:
+		var req UpdateRequest
+		if err = decode(r, &req); err == nil {
+			if _, err = a.m.Update(ctx, name, req.Apply); err == nil {
+				out, err = a.show(ctx, name)
+			}
+		}
+	case action == "" && r.Method == http.MethodDelete:
+		err = a.m.Delete(ctx, name)
+		out = map[string]string{"deleted": name}
+	case action == "deactivate" && r.Method == http.MethodPost:
+		if _, err = a.m.Deactivate(ctx, name); err == nil {
+			out, err = a.show(ctx, name)
+		}
+	case action == "resync" && r.Method == http.MethodPost:
+		if _, err = a.m.Resync(ctx, name); err == nil {
+			out, err = a.show(ctx, name)
+		}
+	case action == "settings" && r.Method == http.MethodPost:
+		gen := 0
+		if s := r.URL.Query().Get("generatePassword"); s != "" {
+			if gen, err = strconv.Atoi(s); err != nil {
+				err = fmt.Errorf("%w: generatePassword %q: must be 1 or 2", ErrInvalid, s)
+			}
+		}
+		if err == nil {
+			var cs ConnectionString
+			if cs, err = a.m.Settings(ctx, name, gen); err == nil {
+				out = map[string]string{"connectionString": cs.String()}
+			}
+		}
+	default:
+		writeJSONError(w, http.StatusNotFound, fmt.Sprintf("no such management call: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	if err != nil {
+		writeJSONError(w, statusOf(err), err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func (a *API) list(ctx context.Context, parent string) ([]NodeView, error) {
+	t, err := a.m.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.m.Statuses(ctx, a.staleAfter)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []*Node
+	if parent != "" {
+		if !t.exists(parent) {
+			return nil, fmt.Errorf("%w: parent %s", ErrNotFound, parent)
+		}
+		nodes = t.Subtree(parent)
+	} else {
+		nodes = t.Subtree(t.Root)
+	}
+	out := make([]NodeView, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, view(t, n, st))
+	}
+	return out, nil
+}
+
+func (a *API) show(ctx context.Context, name string) (NodeView, error) {
+	t, err := a.m.Tree(ctx)
+	if err != nil {
+		return NodeView{}, err
+	}
+	n, ok := t.Get(name)
+	if !ok {
+		return NodeView{}, fmt.Errorf("%w: node %s", ErrNotFound, name)
+	}
+	st, err := a.m.Statuses(ctx, a.staleAfter)
+	if err != nil {
+		return NodeView{}, err
+	}
+	return view(t, n, st), nil
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: request body: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrAlreadyActivated):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

@@ -1,0 +1,256 @@
+package hierarchy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/outpost-edge/outpost/events"
+)
+
+// Activator activates a node: the root's Manager does it, a connected node forwards
+// the request to its parent.
+type Activator interface {
+	Activate(ctx context.Context, node, instance string, ep Endpoints) error
+}
+
+var (
+	_ Activator                 = (*Manager)(nil)
+	_ Activator                 = (*Uplink)(nil)
+	_ events.ChildAuthenticator = (*Gateway)(nil)
+)
+
+// Gateway answers a node's children: it checks their sync tokens at login and serves
+// their control requests (activation, settings for their subtree, status reports).
+type Gateway struct {
+	self      string
+	nodes     *Store // this node's subtree, or the whole tree at the root
+	status    *StatusStore
+	activator Activator
+	pending   func(ctx context.Context, child string) (events.Pending, error)
+	log       *slog.Logger
+	sub       *nats.Subscription
+
+	mu    sync.Mutex
+	known map[string]knownLogin // recent successful logins: bcrypt is slow on purpose
+}
+
+type knownLogin struct {
+	sum     [32]byte
+	expires time.Time
+}
+
+// loginCacheTTL is how long a verified sync token is trusted without bcrypt; a
+// changed token takes at most this long to stop working.
+const loginCacheTTL = time.Minute
+
+// GatewayConfig configures a Gateway.
+type GatewayConfig struct {
+	Self      string
+	Conn      *nats.Conn // the node's own connection to its NATS server
+	Nodes     *Store
+	Status    *StatusStore
+	Activator Activator
+	// Pending reads what waits in a child's outbox here, for its status.
+	Pending func(ctx context.Context, child string) (events.Pending, error)
+	Logger  *slog.Logger
+}
+
+// StartGateway subscribes to the children's control requests.
+func StartGateway(cfg GatewayConfig) (*Gateway, error) {
+	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, status: cfg.Status, activator: cfg.Activator,
+		pending: cfg.Pending, log: cfg.Logger, known: map[string]knownLogin{}}
+	sub, err := cfg.Conn.Subscribe(events.ControlSubscription, g.handle)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.sub = sub
+	return g, nil
+}
+
+// Stop ends the subscription.
+func (g *Gateway) Stop() { _ = g.sub.Unsubscribe() }
+
+// AuthenticateChild accepts the sync token of a direct child.
+func (g *Gateway) AuthenticateChild(user, password string) (string, bool) {
+	name, ok := strings.CutSuffix(user, "-sync")
+	if !ok {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(password))
+	g.mu.Lock()
+	k, hit := g.known[user]
+	g.mu.Unlock()
+	if hit && k.sum == sum && time.Now().Before(k.expires) {
+		return name, true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, _, err := g.nodes.Get(ctx, name)
+	if err != nil || n.Parent != g.self || !n.SyncToken.Verify(password) {
+		// A child defined moments ago is known here only after this node's next sync.
+		g.log.Warn("sync token refused: unknown child of this node or wrong password", "user", user)
+		return "", false
+	}
+	g.mu.Lock()
+	g.known[user] = knownLogin{sum: sum, expires: time.Now().Add(loginCacheTTL)}
+	g.mu.Unlock()
+	return name, true
+}
+
+// AuthenticatePeer lets a child's sync token write to this node's registry.
+func (g *Gateway) AuthenticatePeer(user, password string) (string, bool) {
+	return g.AuthenticateChild(user, password)
+}
+
+type controlReply struct {
+	Error string  `json:"error,omitempty"`
+	Code  string  `json:"code,omitempty"`
+	Nodes []*Node `json:"nodes,omitempty"`
+}
+
+type activateRequest struct {
+	Node      string    `json:"node"`
+	Instance  string    `json:"instance"`
+	Endpoints Endpoints `json:"endpoints"`
+}
+
+type statusReport struct {
+	Statuses []Status `json:"statuses"`
+}
+
+func (g *Gateway) handle(m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reply := g.serve(ctx, m)
+	data, _ := json.Marshal(reply)
+	if err := m.Respond(data); err != nil {
+		g.log.Warn("gateway reply", "subject", m.Subject, "err", err)
+	}
+}
+
+func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
+	child, verb, err := events.ParseControlSubject(m.Subject)
+	if err != nil {
+		return controlReply{Error: err.Error()}
+	}
+	nodes, err := g.nodes.List(ctx)
+	if err != nil {
+		return controlReply{Error: err.Error()}
+	}
+	t := NewTree(g.self, ReadOnly, nodes)
+	c, ok := t.Get(child)
+	if !ok || c.Parent != g.self {
+		return controlReply{Error: fmt.Sprintf("node %s is not a child of %s", child, g.self)}
+	}
+	subtree := append([]*Node{c}, t.Subtree(child)...)
+	inSubtree := func(name string) bool {
+		for _, n := range subtree {
+			if n.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	switch verb {
+	case events.VerbActivate:
+		var req activateRequest
+		if err := json.Unmarshal(m.Data, &req); err != nil || !inSubtree(req.Node) {
+			return controlReply{Error: fmt.Sprintf("activate: %s may only activate its own subtree", child)}
+		}
+		if err := g.activator.Activate(ctx, req.Node, req.Instance, req.Endpoints); err != nil {
+			r := controlReply{Error: err.Error()}
+			if errors.Is(err, ErrAlreadyActivated) {
+				r.Code = ErrAlreadyActivated.Error()
+			}
+			return r
+		}
+		return controlReply{}
+	case events.VerbConfig:
+		return controlReply{Nodes: subtree}
+	case events.VerbStatus:
+		var rep statusReport
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			return controlReply{Error: "status: " + err.Error()}
+		}
+		for _, st := range rep.Statuses {
+			if !inSubtree(st.Node) {
+				continue // a report may only speak for its own subtree
+			}
+			if st.Node == child && g.pending != nil {
+				// What waits for the child is known here, not there.
+				if p, err := g.pending(ctx, child); err == nil {
+					st.Links = append(st.Links, LinkStatus{Link: "downstream", PendingMessages: p.Messages, PendingBytes: p.Bytes})
+				}
+			}
+			if err := g.status.Put(ctx, st); err != nil {
+				return controlReply{Error: err.Error()}
+			}
+		}
+		return controlReply{}
+	}
+	return controlReply{Error: fmt.Sprintf("unknown control verb %q", verb)}
+}
+
+// Uplink is a connected node's control channel to its parent.
+type Uplink struct {
+	nc   *nats.Conn
+	self string
+}
+
+// NewUplink wraps a connection to the parent's gateway.
+func NewUplink(nc *nats.Conn, self string) *Uplink { return &Uplink{nc: nc, self: self} }
+
+func (u *Uplink) request(ctx context.Context, verb string, req any) (controlReply, error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return controlReply{}, err
+	}
+	msg, err := u.nc.RequestWithContext(ctx, events.ControlSubject(u.self, verb), data)
+	if err != nil {
+		return controlReply{}, fmt.Errorf("%s request to parent: %w", verb, err)
+	}
+	var r controlReply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		return controlReply{}, fmt.Errorf("%s reply from parent: %w", verb, err)
+	}
+	if r.Code == ErrAlreadyActivated.Error() {
+		return r, fmt.Errorf("%w: %s", ErrAlreadyActivated, strings.TrimPrefix(r.Error, ErrAlreadyActivated.Error()+": "))
+	}
+	if r.Error != "" {
+		return r, fmt.Errorf("parent refused %s: %s", verb, r.Error)
+	}
+	return r, nil
+}
+
+// Activate asks the root, through the parent, to mark node Active for instance.
+func (u *Uplink) Activate(ctx context.Context, node, instance string, ep Endpoints) error {
+	_, err := u.request(ctx, events.VerbActivate, activateRequest{Node: node, Instance: instance, Endpoints: ep})
+	return err
+}
+
+// Config fetches this node's definition and its subtree's, this node first.
+func (u *Uplink) Config(ctx context.Context) ([]*Node, error) {
+	r, err := u.request(ctx, events.VerbConfig, struct{}{})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Nodes) == 0 || r.Nodes[0].Name != u.self {
+		return nil, fmt.Errorf("config from parent does not describe %s", u.self)
+	}
+	return r.Nodes, nil
+}
+
+// Report sends statuses of this node and its subtree up.
+func (u *Uplink) Report(ctx context.Context, sts []Status) error {
+	_, err := u.request(ctx, events.VerbStatus, statusReport{Statuses: sts})
+	return err
+}

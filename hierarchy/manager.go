@@ -1,0 +1,224 @@
+package hierarchy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrAlreadyActivated refuses a second process for a node that is Active.
+var ErrAlreadyActivated = errors.New("ALREADY_ACTIVATED")
+
+// Manager is the root's authority over the tree: every change to a node definition
+// goes through it, one at a time.
+type Manager struct {
+	store         *Store
+	status        *StatusStore
+	root          string
+	rootMode      Mode
+	rootEndpoints Endpoints
+	now           func() time.Time
+
+	mu sync.Mutex
+}
+
+// ManagerConfig configures a Manager.
+type ManagerConfig struct {
+	Store     *Store
+	Status    *StatusStore
+	Root      string    // the root's name
+	RootMode  Mode      // the root's own mode
+	Endpoints Endpoints // where the root's children reach it
+	Now       func() time.Time
+}
+
+// NewManager returns the root's manager.
+func NewManager(cfg ManagerConfig) *Manager {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Manager{store: cfg.Store, status: cfg.Status, root: cfg.Root, rootMode: cfg.RootMode,
+		rootEndpoints: cfg.Endpoints, now: cfg.Now}
+}
+
+// Tree reads the whole tree.
+func (m *Manager) Tree(ctx context.Context) (*Tree, error) {
+	nodes, err := m.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return NewTree(m.root, m.rootMode, nodes), nil
+}
+
+// Create defines a node. An empty parent means the root.
+func (m *Manager) Create(ctx context.Context, name, parent string, s Settings) (*Node, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if parent == "" {
+		parent = m.root
+	}
+	s.Defaults()
+	now := m.now().UTC()
+	n := &Node{Name: name, Parent: parent, Settings: s, Created: now, Updated: now}
+	t, err := m.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.CheckCreate(n); err != nil {
+		return nil, err
+	}
+	if err := m.store.Create(ctx, n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Update applies change to a node's settings under the tree's rules.
+func (m *Manager) Update(ctx context.Context, name string, change func(*Settings) error) (*Node, error) {
+	return m.modify(ctx, name, func(t *Tree, n *Node) error {
+		old := *n
+		if err := change(&n.Settings); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		return t.CheckUpdate(&old, n)
+	})
+}
+
+// modify reads a node, changes it and writes it back at the revision it read.
+func (m *Manager) modify(ctx context.Context, name string, change func(*Tree, *Node) error) (*Node, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, rev, err := m.store.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := m.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := change(t, n); err != nil {
+		return nil, err
+	}
+	n.Updated = m.now().UTC()
+	if err := m.store.Update(ctx, n, rev); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Delete removes a node without children.
+func (m *Manager) Delete(ctx context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, err := m.Tree(ctx)
+	if err != nil {
+		return err
+	}
+	if err := t.CheckDelete(name); err != nil {
+		return err
+	}
+	if err := m.store.Delete(ctx, name); err != nil {
+		return err
+	}
+	return m.status.Delete(ctx, name)
+}
+
+// Deactivate frees a node definition for another process.
+func (m *Manager) Deactivate(ctx context.Context, name string) (*Node, error) {
+	return m.modify(ctx, name, func(_ *Tree, n *Node) error {
+		n.Activation = nil
+		return nil
+	})
+}
+
+// Resync asks a node to reconcile its whole scope at its next contact.
+func (m *Manager) Resync(ctx context.Context, name string) (*Node, error) {
+	return m.modify(ctx, name, func(_ *Tree, n *Node) error {
+		n.ResyncGeneration++
+		return nil
+	})
+}
+
+// Activate marks a node Active for one process instance; a node Active for another
+// instance is refused until it is deactivated. A process restarting on the same data
+// directory keeps its instance and is let back in.
+func (m *Manager) Activate(ctx context.Context, name, instance string, ep Endpoints) error {
+	_, err := m.modify(ctx, name, func(_ *Tree, n *Node) error {
+		if n.Activation != nil && n.Activation.Instance != instance {
+			return fmt.Errorf("%w: node %s is active in another process since %s; run `outpost node deactivate %s` at the root first",
+				ErrAlreadyActivated, name, n.Activation.Time.Format(time.RFC3339), name)
+		}
+		n.Activation = &Activation{Instance: instance, Time: m.now().UTC()}
+		n.Endpoints = ep
+		return nil
+	})
+	return err
+}
+
+// Settings makes a node's connection string. generate 1 or 2 replaces that password
+// and prints it; 0 makes password 1 if the node has none yet.
+func (m *Manager) Settings(ctx context.Context, name string, generate int) (ConnectionString, error) {
+	var pw string
+	var parentEP Endpoints
+	n, err := m.modify(ctx, name, func(t *Tree, n *Node) error {
+		if n.Parent == m.root {
+			parentEP = m.rootEndpoints
+		} else if p, ok := t.Get(n.Parent); ok {
+			parentEP = p.Endpoints
+		}
+		if parentEP.Gateway == "" || parentEP.Registry == "" {
+			return fmt.Errorf("%w: parent %s has not activated yet, so its endpoints are unknown: start it first", ErrConflict, n.Parent)
+		}
+		switch {
+		case generate == 0 && n.SyncToken.Password1 == nil && n.SyncToken.Password2 == nil:
+			generate = 1
+		case generate == 0:
+			return fmt.Errorf("%w: sync token passwords are stored only as hashes: pass --generate-password 1 or 2 to make a new one (the other keeps working)", ErrInvalid)
+		case generate != 1 && generate != 2:
+			return fmt.Errorf("%w: generate password %d: must be 1 or 2", ErrInvalid, generate)
+		}
+		var err error
+		if pw, err = NewPassword(); err != nil {
+			return err
+		}
+		h, err := HashPassword(pw, m.now().UTC())
+		if err != nil {
+			return err
+		}
+		if generate == 1 {
+			n.SyncToken.Password1 = h
+		} else {
+			n.SyncToken.Password2 = h
+		}
+		return nil
+	})
+	if err != nil {
+		return ConnectionString{}, err
+	}
+	proto := parentEP.Protocol
+	if proto == "" {
+		proto = "http"
+	}
+	return ConnectionString{NodeName: n.Name, SyncTokenName: SyncTokenName(n.Name), SyncTokenPassword: pw,
+		ParentGateway: parentEP.Gateway, ParentProtocol: proto, ParentRegistry: parentEP.Registry}, nil
+}
+
+// Statuses returns the last status of every node, aged: a node silent for
+// staleAfter is Offline.
+func (m *Manager) Statuses(ctx context.Context, staleAfter time.Duration) (map[string]Status, error) {
+	t, err := m.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := m.status.All(ctx, t.Nodes())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Status{}
+	for _, st := range all {
+		out[st.Node] = st.Seen(m.now(), staleAfter)
+	}
+	return out, nil
+}

@@ -1,0 +1,109 @@
+package hierarchy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/outpost-edge/outpost/events"
+)
+
+// State is a node's connection state as its parent sees it.
+type State string
+
+// Connection states.
+const (
+	Online    State = "Online"
+	Offline   State = "Offline"
+	Syncing   State = "Syncing"
+	Unhealthy State = "Unhealthy"
+)
+
+// Status is what a node reports about itself; parents relay their subtree's up.
+type Status struct {
+	Node         string       `json:"node"`
+	State        State        `json:"state"`
+	LastSync     time.Time    `json:"lastSync,omitzero"`
+	LastActivity time.Time    `json:"lastActivity,omitzero"`
+	Links        []LinkStatus `json:"links,omitempty"`
+	Details      []Detail     `json:"details,omitempty"`
+	LogLevel     string       `json:"logLevel,omitempty"`
+	Repositories Scope        `json:"repositories,omitempty"`
+	Reported     time.Time    `json:"reported"`
+}
+
+// LinkStatus is what waits on one link.
+type LinkStatus struct {
+	Link            string `json:"link"` // "upstream" or "downstream"
+	PendingMessages uint64 `json:"pendingMessages"`
+	PendingBytes    uint64 `json:"pendingBytes"`
+}
+
+// Detail is something an operator should know, with a code and a time.
+type Detail struct {
+	Code    string    `json:"code"`
+	Message string    `json:"message"`
+	Time    time.Time `json:"time"`
+}
+
+// StatusStore keeps the last status of each node in the subtree.
+type StatusStore struct {
+	bucket *events.Bucket
+}
+
+// NewStatusStore wraps an opened bucket.
+func NewStatusStore(b *events.Bucket) *StatusStore { return &StatusStore{bucket: b} }
+
+// Put records a status.
+func (s *StatusStore) Put(ctx context.Context, st Status) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return s.bucket.Put(ctx, st.Node, data)
+}
+
+// Get returns a node's last status; ok is false if it never reported.
+func (s *StatusStore) Get(ctx context.Context, node string) (Status, bool, error) {
+	data, _, err := s.bucket.Get(ctx, node)
+	if errors.Is(err, events.ErrKeyNotFound) {
+		return Status{}, false, nil
+	}
+	if err != nil {
+		return Status{}, false, err
+	}
+	var st Status
+	if err := json.Unmarshal(data, &st); err != nil {
+		return Status{}, false, err
+	}
+	return st, true, nil
+}
+
+// All returns the statuses of the given nodes that have reported.
+func (s *StatusStore) All(ctx context.Context, nodes []*Node) ([]Status, error) {
+	var out []Status
+	for _, n := range nodes {
+		st, ok, err := s.Get(ctx, n.Name)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+// Delete forgets a node's status.
+func (s *StatusStore) Delete(ctx context.Context, node string) error {
+	return s.bucket.Delete(ctx, node)
+}
+
+// Seen ages a stored status: a node that has not reported for staleAfter is Offline.
+func (st Status) Seen(now time.Time, staleAfter time.Duration) Status {
+	if st.Reported.IsZero() || now.Sub(st.Reported) > staleAfter {
+		st.State = Offline
+	}
+	return st
+}

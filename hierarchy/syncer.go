@@ -1,0 +1,99 @@
+package hierarchy
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// SyncerConfig configures a connected node's exchange of settings and status with
+// its parent.
+type SyncerConfig struct {
+	Self   string
+	Uplink *Uplink
+	// Nodes is the local copy of this node's subtree definitions.
+	Nodes *Store
+	// Status holds the subtree's statuses, relayed up with this node's own.
+	Status *StatusStore
+	// Interval is the time between exchanges. Default 2 s.
+	Interval time.Duration
+	// Apply is called with this node's definition after each config fetch.
+	Apply func(ctx context.Context, self *Node)
+	// SelfStatus reports this node's own status.
+	SelfStatus func(ctx context.Context) Status
+	Logger     *slog.Logger
+}
+
+// Syncer pulls settings down and pushes status up, level by level: each node copies
+// its subtree from its parent and serves it to its own children.
+type Syncer struct {
+	cfg SyncerConfig
+}
+
+// NewSyncer returns a syncer.
+func NewSyncer(cfg SyncerConfig) *Syncer {
+	if cfg.Interval == 0 {
+		cfg.Interval = 2 * time.Second
+	}
+	return &Syncer{cfg: cfg}
+}
+
+// Run exchanges with the parent every interval until ctx ends.
+func (s *Syncer) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := s.SyncOnce(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("sync with parent", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// SyncOnce fetches settings, applies them, and reports status.
+func (s *Syncer) SyncOnce(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	nodes, err := s.cfg.Uplink.Config(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.replaceSubtree(ctx, nodes); err != nil {
+		return err
+	}
+	s.cfg.Apply(ctx, nodes[0])
+	statuses := []Status{s.cfg.SelfStatus(ctx)}
+	subtree, err := s.cfg.Status.All(ctx, nodes[1:])
+	if err != nil {
+		return err
+	}
+	return s.cfg.Uplink.Report(ctx, append(statuses, subtree...))
+}
+
+// replaceSubtree makes the local copy exactly what the parent sent.
+func (s *Syncer) replaceSubtree(ctx context.Context, nodes []*Node) error {
+	old, err := s.cfg.Nodes.List(ctx)
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, n := range nodes {
+		keep[n.Name] = true
+		if err := s.cfg.Nodes.Put(ctx, n); err != nil {
+			return err
+		}
+	}
+	for _, n := range old {
+		if !keep[n.Name] {
+			if err := s.cfg.Nodes.Delete(ctx, n.Name); err != nil {
+				return err
+			}
+			_ = s.cfg.Status.Delete(ctx, n.Name)
+		}
+	}
+	return nil
+}

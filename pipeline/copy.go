@@ -1,0 +1,316 @@
+// Package pipeline moves content along the tree: it routes the node's events into
+// per-neighbour outboxes, drains them with the copy engine inside sync windows, and
+// reconciles whole scopes when events may have been lost.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/outpost-edge/outpost/events"
+)
+
+// Endpoint is a registry the copy engine reads from or writes to.
+type Endpoint struct {
+	// Host is the registry's host:port.
+	Host string
+	// Secure uses https; otherwise http.
+	Secure bool
+	// User and Password authenticate with basic auth; empty is anonymous.
+	User, Password string
+	// Header goes with every request (where a replicated change comes from).
+	Header http.Header
+	// Transport is the base transport; default http.DefaultTransport.
+	Transport http.RoundTripper
+}
+
+func (e Endpoint) repo(repo string) (name.Repository, error) {
+	var opts []name.Option
+	if !e.Secure {
+		opts = append(opts, name.Insecure)
+	}
+	return name.NewRepository(e.Host+"/"+repo, opts...)
+}
+
+func (e Endpoint) scheme() string {
+	if e.Secure {
+		return "https"
+	}
+	return "http"
+}
+
+func (e Endpoint) transport() http.RoundTripper {
+	base := e.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return headerTransport{base: base, header: e.Header}
+}
+
+func (e Endpoint) options(ctx context.Context) []remote.Option {
+	auth := authn.Anonymous
+	if e.User != "" {
+		auth = authn.FromConfig(authn.AuthConfig{Username: e.User, Password: e.Password})
+	}
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(e.transport())}
+}
+
+type headerTransport struct {
+	base   http.RoundTripper
+	header http.Header
+}
+
+// RoundTrip adds the endpoint's headers and the origin the context carries.
+func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	origin, _ := r.Context().Value(originKey{}).(string)
+	if len(t.header) == 0 && origin == "" {
+		return t.base.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	for k, v := range t.header {
+		r.Header[k] = v
+	}
+	if origin != "" {
+		r.Header.Set(events.HeaderOrigin, origin)
+	}
+	return t.base.RoundTrip(r)
+}
+
+// Copier applies events from a source registry to a destination. It applies the
+// source's current state, not the event's payload, so applying an event twice, late
+// or out of order converges all the same.
+type Copier struct {
+	src, dst Endpoint
+	srcPull  *remote.Puller
+	dstPull  *remote.Puller
+	dstPush  *remote.Pusher
+}
+
+// NewCopier builds a copier; its clients are reused across copies.
+func NewCopier(ctx context.Context, src, dst Endpoint) (*Copier, error) {
+	srcPull, err := remote.NewPuller(src.options(ctx)...)
+	if err != nil {
+		return nil, err
+	}
+	dstPull, err := remote.NewPuller(dst.options(ctx)...)
+	if err != nil {
+		return nil, err
+	}
+	dstPush, err := remote.NewPusher(dst.options(ctx)...)
+	if err != nil {
+		return nil, err
+	}
+	return &Copier{src: src, dst: dst, srcPull: srcPull, dstPull: dstPull, dstPush: dstPush}, nil
+}
+
+// maxReferrerDepth bounds signatures of signatures of ...
+const maxReferrerDepth = 4
+
+// Apply brings the destination to the source's current state for what e names.
+func (c *Copier) Apply(ctx context.Context, e *events.Event) error {
+	switch e.Action {
+	case events.ActionPush, events.ActionTagDelete:
+		if e.Tag != "" {
+			return c.SyncTag(ctx, e.Repository, e.Tag)
+		}
+		return c.CopyDigest(ctx, e.Repository, e.Digest)
+	case events.ActionManifestDelete:
+		return c.syncDeletedDigest(ctx, e.Repository, e.Digest)
+	case events.ActionRepositoryDelete:
+		return c.syncDeletedRepository(ctx, e.Repository)
+	}
+	return fmt.Errorf("apply %s: unknown action %q", e.ID, e.Action)
+}
+
+// SyncTag makes the destination's tag what the source's is: copied if the source has
+// it, deleted if not.
+func (c *Copier) SyncTag(ctx context.Context, repo, tag string) error {
+	srcRepo, dstRepo, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	desc, err := c.srcPull.Head(ctx, srcRepo.Tag(tag))
+	if isNotFound(err) {
+		err := c.dstPush.Delete(ctx, dstRepo.Tag(tag))
+		if isNotFound(err) {
+			return nil
+		}
+		return wrap("delete tag", dstRepo.Tag(tag), err)
+	}
+	if err != nil {
+		return wrap("resolve", srcRepo.Tag(tag), err)
+	}
+	if err := c.copyManifest(ctx, repo, desc.Digest, 0); err != nil {
+		return err
+	}
+	if cur, err := c.dstPull.Head(ctx, dstRepo.Tag(tag)); err == nil && cur.Digest == desc.Digest {
+		return nil
+	}
+	got, err := c.srcPull.Get(ctx, srcRepo.Digest(desc.Digest.String()))
+	if err != nil {
+		return wrap("read", srcRepo.Digest(desc.Digest.String()), err)
+	}
+	// The tag last: it only ever points at complete content.
+	return wrap("tag", dstRepo.Tag(tag), c.dstPush.Put(ctx, dstRepo.Tag(tag), got))
+}
+
+// CopyDigest copies a manifest and everything under it, if the source still has it.
+func (c *Copier) CopyDigest(ctx context.Context, repo, digest string) error {
+	h, err := v1.NewHash(digest)
+	if err != nil {
+		return fmt.Errorf("copy %s@%s: %w", repo, digest, err)
+	}
+	return c.copyManifest(ctx, repo, h, 0)
+}
+
+// copyManifest copies a manifest by digest: its blobs (streamed, verified, only the
+// missing ones), an index's children, the manifest, then its referrers.
+func (c *Copier) copyManifest(ctx context.Context, repo string, d v1.Hash, depth int) error {
+	srcRepo, dstRepo, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	src, dst := srcRepo.Digest(d.String()), dstRepo.Digest(d.String())
+	if _, err := c.dstPull.Head(ctx, dst); err != nil {
+		if !isNotFound(err) {
+			return wrap("check", dst, err)
+		}
+		desc, err := c.srcPull.Get(ctx, src)
+		if isNotFound(err) {
+			return nil // gone at the source: its delete event follows
+		}
+		if err != nil {
+			return wrap("read", src, err)
+		}
+		if err := c.writeManifest(ctx, dst, desc); err != nil {
+			return err
+		}
+	}
+	if depth >= maxReferrerDepth {
+		return nil
+	}
+	return c.copyReferrers(ctx, repo, src, d, depth)
+}
+
+func (c *Copier) writeManifest(ctx context.Context, dst name.Digest, desc *remote.Descriptor) error {
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return wrap("read index", dst, err)
+		}
+		return wrap("write index", dst, c.dstPush.Push(ctx, dst, idx))
+	case desc.MediaType.IsImage() || desc.MediaType == "application/vnd.oci.artifact.manifest.v1+json" || isOCIManifestLike(desc):
+		img, err := desc.Image()
+		if err != nil {
+			return wrap("read image", dst, err)
+		}
+		return wrap("write image", dst, c.dstPush.Push(ctx, dst, img))
+	}
+	return fmt.Errorf("copy %s: media type %s is not an image or index", dst, desc.MediaType)
+}
+
+// isOCIManifestLike accepts manifests without a mediaType field that still carry a
+// config and layers (some artifact tools omit it).
+func isOCIManifestLike(desc *remote.Descriptor) bool { return desc.MediaType == "" }
+
+func (c *Copier) copyReferrers(ctx context.Context, repo string, src name.Digest, subject v1.Hash, depth int) error {
+	idx, err := remote.Referrers(src, append(c.src.options(ctx), remote.Reuse(c.srcPull))...)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return wrap("list referrers of", src, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return wrap("list referrers of", src, err)
+	}
+	for _, r := range m.Manifests {
+		if r.Digest == subject {
+			continue
+		}
+		if err := c.copyManifest(ctx, repo, r.Digest, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Copier) syncDeletedDigest(ctx context.Context, repo, digest string) error {
+	srcRepo, dstRepo, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	if _, err := c.srcPull.Head(ctx, srcRepo.Digest(digest)); err == nil {
+		return nil // it came back at the source
+	} else if !isNotFound(err) {
+		return wrap("check", srcRepo.Digest(digest), err)
+	}
+	err = c.dstPush.Delete(ctx, dstRepo.Digest(digest))
+	if isNotFound(err) {
+		return nil
+	}
+	return wrap("delete", dstRepo.Digest(digest), err)
+}
+
+func (c *Copier) syncDeletedRepository(ctx context.Context, repo string) error {
+	srcRepo, _, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	tags, err := c.srcPull.List(ctx, srcRepo)
+	if err == nil && len(tags) > 0 {
+		return nil // pushed to again since
+	}
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("list %s: %w", srcRepo, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete,
+		c.dst.scheme()+"://"+c.dst.Host+"/outpost/v1/repositories/"+repo, nil)
+	if err != nil {
+		return err
+	}
+	if c.dst.User != "" {
+		req.SetBasicAuth(c.dst.User, c.dst.Password)
+	}
+	resp, err := c.dst.transport().RoundTrip(req)
+	if err != nil {
+		return fmt.Errorf("delete repository %s at %s: %w", repo, c.dst.Host, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusNotFound {
+		return fmt.Errorf("delete repository %s at %s: %s", repo, c.dst.Host, resp.Status)
+	}
+	return nil
+}
+
+func (c *Copier) repos(repo string) (src, dst name.Repository, err error) {
+	if src, err = c.src.repo(repo); err != nil {
+		return src, dst, fmt.Errorf("repository %q: %w", repo, err)
+	}
+	if dst, err = c.dst.repo(repo); err != nil {
+		return src, dst, fmt.Errorf("repository %q: %w", repo, err)
+	}
+	return src, dst, nil
+}
+
+func isNotFound(err error) bool {
+	var terr *transport.Error
+	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+}
+
+func wrap(op string, ref name.Reference, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s %s: %w", op, ref, err)
+}

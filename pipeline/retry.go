@@ -1,0 +1,24 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// retry spaces out attempts after failures: 200 ms doubling up to 30 s, never
+// giving up (a message leaves its outbox by success or by its TTL).
+type retry struct{ b *backoff.ExponentialBackOff }
+
+func newRetry() *retry {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 200 * time.Millisecond
+	b.MaxInterval = 30 * time.Second
+	b.MaxElapsedTime = 0
+	b.Reset()
+	return &retry{b: b}
+}
+
+func (r *retry) next() time.Duration { return r.b.NextBackOff() }
+
+func (r *retry) reset() { r.b.Reset() }
