@@ -66,6 +66,9 @@ type UpdateRequest struct {
 
 // Apply changes settings as the request asks.
 func (u UpdateRequest) Apply(s *Settings) error {
+	if u.Parent != nil {
+		return fmt.Errorf("parent cannot change: delete the node and create it again under %s", *u.Parent)
+	}
 	if u.Mode != nil {
 		s.Mode = *u.Mode // CheckUpdate refuses a change, with the reason
 	}

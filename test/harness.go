@@ -84,7 +84,12 @@ type NodeOptions struct {
 	Name string
 	// Args are extra `outpost serve` flags.
 	Args []string
+	// ConnectionString makes it a connected node.
+	ConnectionString string
 }
+
+// AdminToken is the admin token of every root the harness starts.
+const AdminToken = "test-admin-token-0123456789"
 
 // Node is one `outpost serve` process.
 type Node struct {
@@ -129,10 +134,15 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 // Start (re)starts the process on the node's data directory.
 func (n *Node) Start() {
 	n.t.Helper()
-	args := append([]string{"serve", "--data", n.opts.Data, "--addr", "127.0.0.1:0",
-		"--gateway-addr", "127.0.0.1:0", "--mode", n.opts.Mode, "--name", n.opts.Name,
-		"--log-format", "json"}, n.opts.Args...)
-	cmd := exec.Command(Binary(n.t), args...)
+	args := []string{"serve", "--data", n.opts.Data, "--addr", "127.0.0.1:0",
+		"--gateway-addr", "127.0.0.1:0", "--log-format", "json"}
+	if n.opts.ConnectionString != "" {
+		args = append(args, "--connection-string", n.opts.ConnectionString)
+	} else {
+		args = append(args, "--mode", n.opts.Mode, "--name", n.opts.Name)
+	}
+	cmd := exec.Command(Binary(n.t), append(args, n.opts.Args...)...)
+	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN_TOKEN="+AdminToken)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		n.t.Fatal(err)
@@ -184,6 +194,49 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	w.n.mu.Lock()
 	defer w.n.mu.Unlock()
 	return w.n.output.Write(p)
+}
+
+// CLI runs `outpost ARGS --server <this node>` with the admin token and returns its
+// output and error.
+func (n *Node) CLI(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(t), append(args, "--server", n.URL)...)
+	cmd.Env = append(os.Environ(), "OUTPOST_TOKEN="+AdminToken)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), fmt.Errorf("outpost %s: %v", strings.Join(args, " "), err)
+	}
+	return stdout.String(), nil
+}
+
+// MustCLI is CLI that fails the test on error.
+func (n *Node) MustCLI(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := n.CLI(t, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return out
+}
+
+// StartChild defines a node at root (under parent, "" for the root) with the CLI
+// and starts it with its connection string.
+func StartChild(t testing.TB, root *Node, name, parent, mode string, repos ...string) *Node {
+	t.Helper()
+	args := []string{"node", "create", name, "--mode", mode}
+	if parent != "" {
+		args = append(args, "--parent", parent)
+	}
+	for _, r := range repos {
+		args = append(args, "--repository", r)
+	}
+	root.MustCLI(t, args...)
+	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", name))
+	return StartNode(t, NodeOptions{Name: name, ConnectionString: cs})
 }
 
 // Data is the node's data directory.
