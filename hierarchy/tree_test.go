@@ -1,0 +1,113 @@
+package hierarchy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/events"
+)
+
+var zeroTime time.Time
+
+func settings(mode Mode, repos ...Pattern) Settings {
+	s := Settings{Mode: mode, Repositories: repos}
+	s.Defaults()
+	return s
+}
+
+// startManager runs a Manager over real JetStream buckets.
+func startManager(t *testing.T) *Manager {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Addr: "127.0.0.1:0", Name: "hroot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	nodes, err := events.OpenBucket(ctx, nc, events.BucketNodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := events.OpenBucket(ctx, nc, events.BucketStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewManager(ManagerConfig{Store: NewStore(nodes), Status: NewStatusStore(status), Root: "root",
+		RootMode: ReadWrite, Endpoints: Endpoints{Registry: "127.0.0.1:5000", Gateway: "127.0.0.1:4222"}})
+}
+
+func TestManagerAppliesTheTreeRules(t *testing.T) {
+	m := startManager(t)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, "factory", "", settings(ReadWrite, "plant/*")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Create(ctx, "lineone", "factory", settings(ReadOnly, "plant/line1/*")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, parent string
+		s            Settings
+		want         error
+		msg          string
+	}{
+		{"factory", "", settings(ReadOnly, "x"), ErrConflict, "already exists"},
+		{"linetwo", "lineone", settings(ReadWrite, "plant/line1/a"), ErrInvalid, "lineone is ReadOnly"},
+		{"linetwo", "factory", settings(ReadOnly, "plant2/*"), ErrInvalid, "not within the scope"},
+		{"linetwo", "nowhere", settings(ReadOnly, "x"), ErrInvalid, "no such node"},
+	} {
+		_, err := m.Create(ctx, c.name, c.parent, c.s)
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("create %s under %q: %v, want %v with %q", c.name, c.parent, err, c.want, c.msg)
+		}
+	}
+	if err := m.Delete(ctx, "factory"); !errors.Is(err, ErrConflict) {
+		t.Errorf("delete with children: %v", err)
+	}
+	if _, err := m.Update(ctx, "factory", func(s *Settings) error { s.Repositories = Scope{"other/*"}; return nil }); err == nil ||
+		!strings.Contains(err.Error(), "lineone still syncs") {
+		t.Errorf("narrowing below a child's scope: %v", err)
+	}
+
+	// Activation: one instance at a time until deactivated; the same instance may return.
+	if err := m.Activate(ctx, "factory", "one", Endpoints{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Activate(ctx, "factory", "one", Endpoints{}); err != nil {
+		t.Errorf("same instance again: %v", err)
+	}
+	if err := m.Activate(ctx, "factory", "two", Endpoints{}); !errors.Is(err, ErrAlreadyActivated) {
+		t.Errorf("second instance: %v, want ALREADY_ACTIVATED", err)
+	}
+	if _, err := m.Deactivate(ctx, "factory"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Activate(ctx, "factory", "two", Endpoints{Registry: "10.1.1.1:5000", Gateway: "10.1.1.1:4222"}); err != nil {
+		t.Errorf("after deactivate: %v", err)
+	}
+
+	// Settings: the first call makes password 1; later calls must say which to replace.
+	cs, err := m.Settings(ctx, "lineone", 0)
+	if err != nil || cs.ParentRegistry != "10.1.1.1:5000" || cs.SyncTokenPassword == "" {
+		t.Fatalf("settings: %+v, %v", cs, err)
+	}
+	if _, err := m.Settings(ctx, "lineone", 0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("settings again without --generate-password: %v", err)
+	}
+	cs2, err := m.Settings(ctx, "lineone", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _, _ := m.store.Get(ctx, "lineone")
+	if !n.SyncToken.Verify(cs.SyncTokenPassword) || !n.SyncToken.Verify(cs2.SyncTokenPassword) {
+		t.Error("passwords 1 and 2 must both work after generating 2")
+	}
+}
