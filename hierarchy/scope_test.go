@@ -56,10 +56,10 @@ func TestConnectionStringRoundTripAndErrors(t *testing.T) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	for s, want := range map[string]string{
-		"ConnectedRegistryName=siteone":                        "missing ParentEndpointProtocol",
-		strings.Replace(cs.String(), "http;", "ftp;", 1):       `ParentEndpointProtocol "ftp"`,
-		cs.String() + ";Colour=blue":                           `unknown key "Colour"`,
-		strings.Replace(cs.String(), "siteone;", "ab;", 1):     "ConnectedRegistryName",
+		"ConnectedRegistryName=siteone":                       "missing ParentEndpointProtocol",
+		strings.Replace(cs.String(), "http;", "ftp;", 1):      `ParentEndpointProtocol "ftp"`,
+		cs.String() + ";Colour=blue":                          `unknown key "Colour"`,
+		strings.Replace(cs.String(), "siteone;", "ab;", 1):    "ConnectedRegistryName",
 		"garbage-without-equals-sign-" + cs.SyncTokenPassword: "is not Key=Value",
 	} {
 		_, err := ParseConnectionString(s)
