@@ -3,6 +3,8 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -321,4 +323,31 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestResyncRestoresALostStore: a site whose registry storage was lost (a replaced
+// disk) gets its whole scope back from `node resync`, not from events long acked.
+func TestResyncRestoresALostStore(t *testing.T) {
+	root := StartNode(t, NodeOptions{})
+	site := StartChild(t, root, "sitered", "", "ReadOnly", "app/*")
+	dx := push(t, root, "app/x:1", newImage(t, 1))
+	dy := push(t, root, "app/y:1", newImage(t, 2))
+	push(t, root, "other/z:1", newImage(t, 1))
+	eventuallyAt(t, "app/x:1", dx, site)
+	eventuallyAt(t, "app/y:1", dy, site)
+
+	site.Stop()
+	if err := os.RemoveAll(filepath.Join(site.Data(), "registry")); err != nil {
+		t.Fatal(err)
+	}
+	site.Start()
+	if got, _ := resolve(site, "app/x:1"); got != "" {
+		t.Fatalf("app/x:1 survived the lost store: %s", got)
+	}
+	root.MustCLI(t, "node", "resync", "sitered")
+	eventuallyAt(t, "app/x:1", dx, site)
+	eventuallyAt(t, "app/y:1", dy, site)
+	if got, _ := resolve(site, "other/z:1"); got != "" {
+		t.Errorf("resync copied other/z, outside the scope")
+	}
 }
