@@ -18,6 +18,8 @@ const (
 	Offline   State = "Offline"
 	Syncing   State = "Syncing"
 	Unhealthy State = "Unhealthy"
+	// Waiting: connected, with its sync window closed.
+	Waiting State = "Waiting"
 )
 
 // Status is what a node reports about itself; parents relay their subtree's up.
@@ -29,6 +31,12 @@ type Status struct {
 	Links        []LinkStatus `json:"links,omitempty"`
 	Details      []Detail     `json:"details,omitempty"`
 	LogLevel     string       `json:"logLevel,omitempty"`
+	// WindowOpen says whether the link to the parent may move content now, until
+	// WindowUntil (zero: no end); while closed, the next window's bounds.
+	WindowOpen      bool      `json:"windowOpen"`
+	WindowUntil     time.Time `json:"windowUntil,omitzero"`
+	NextWindowStart time.Time `json:"nextWindowStart,omitzero"`
+	NextWindowEnd   time.Time `json:"nextWindowEnd,omitzero"`
 	Repositories Scope        `json:"repositories,omitempty"`
 	Reported     time.Time    `json:"reported"`
 }

@@ -29,7 +29,11 @@ type LinkConfig struct {
 	// UpstreamTTL is how long an event waits in the upstream outbox.
 	UpstreamTTL time.Duration
 	// Poll bounds how long a worker waits for a message before looking again.
-	Poll   time.Duration
+	Poll time.Duration
+	// Window is when the link may move content; default always.
+	Window Window
+	// Now is the clock windows are read by; default time.Now.
+	Now    func() time.Time
 	Logger *slog.Logger
 }
 
@@ -41,8 +45,10 @@ type Link struct {
 	down *Copier
 	up   *Copier
 
-	mu    sync.Mutex
-	state LinkState
+	mu          sync.Mutex
+	state       LinkState
+	window      Window
+	forcedUntil time.Time // a `sync now` or recovered window, in the link's clock
 }
 
 // LinkState is what the link reports in the node's status.
@@ -54,12 +60,25 @@ type LinkState struct {
 	// LastError is the last failure, cleared by the next success.
 	LastError     string
 	LastErrorTime time.Time
+	// Open says whether content may move now; Until is when that ends (zero: never),
+	// Next and NextEnd bound the next scheduled window while closed.
+	Open          bool
+	Until         time.Time
+	Next, NextEnd time.Time
+	// LastOpen is the start of the last window the link was open in.
+	LastOpen time.Time
 }
 
 // NewLink builds the link's copiers.
 func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 	if cfg.Poll == 0 {
 		cfg.Poll = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Window == (Window{}) {
+		cfg.Window = Window{always: true}
 	}
 	local := cfg.Local
 	local.Header = cloneHeader(local.Header)
@@ -72,7 +91,90 @@ func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
 	}
-	return &Link{cfg: cfg, down: down, up: up}, nil
+	return &Link{cfg: cfg, down: down, up: up, window: cfg.Window}, nil
+}
+
+// SetWindow changes the link's window (settings from the root).
+func (l *Link) SetWindow(w Window) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.window = w
+}
+
+// SyncNow opens the link at once for one window length (an hour for a link that is
+// always open anyway): `outpost sync now`, `node resync`, a missed window.
+func (l *Link) SyncNow() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	length := l.window.Length()
+	if length == 0 {
+		length = time.Hour
+	}
+	l.forcedUntil = l.cfg.Now().Add(length)
+}
+
+// RecoverMissed opens the link for one window length if a scheduled window passed
+// since lastOpen while the node or link was down.
+func (l *Link) RecoverMissed(lastOpen time.Time) bool {
+	l.mu.Lock()
+	w := l.window
+	l.mu.Unlock()
+	now := l.cfg.Now()
+	start, end, ok := w.Previous(now)
+	if !ok || !now.After(end) || !start.After(lastOpen) {
+		l.cfg.Logger.Debug("link: no missed window", "now", now, "previous", start, "last_open", lastOpen)
+		return false
+	}
+	l.cfg.Logger.Info("link: a sync window was missed; draining now", "missed", start)
+	l.SyncNow()
+	return true
+}
+
+// gate says whether content may move now and until when (zero: no end).
+func (l *Link) gate() (open bool, until time.Time) {
+	now := l.cfg.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	open, start, end := l.window.At(now)
+	s := &l.state
+	s.Next, s.NextEnd = time.Time{}, time.Time{}
+	switch {
+	case l.window.Always():
+		until = time.Time{}
+	case open:
+		until = end
+		s.LastOpen = start
+	default:
+		s.Next, s.NextEnd = start, end
+	}
+	if now.Before(l.forcedUntil) {
+		if !open || until.Before(l.forcedUntil) {
+			until = l.forcedUntil
+		}
+		open = true
+	}
+	s.Open, s.Until = open, until
+	return open, until
+}
+
+// WaitOpen blocks until the link may move content and returns a context that ends
+// when it may no longer: at the end of the window no new copy starts, and one in
+// flight stops.
+func (l *Link) WaitOpen(ctx context.Context) (context.Context, context.CancelFunc) {
+	for {
+		open, until := l.gate()
+		if open {
+			if until.IsZero() {
+				return context.WithCancel(ctx)
+			}
+			// The window is in the link's clock; the deadline in real time.
+			return context.WithDeadline(ctx, time.Now().Add(until.Sub(l.cfg.Now())))
+		}
+		sleep(ctx, l.cfg.Poll)
+		if ctx.Err() != nil {
+			return context.WithCancel(ctx)
+		}
+	}
 }
 
 func cloneHeader(h http.Header) http.Header {
@@ -142,41 +244,61 @@ func retryOpen(ctx context.Context, log *slog.Logger, what string, open func() (
 func (l *Link) drain(ctx context.Context, direction string, q *events.Queue, c *Copier) error {
 	retry := newRetry()
 	for ctx.Err() == nil {
-		d, err := q.Next(ctx, l.cfg.Poll)
-		if err != nil {
-			l.fail(direction, err)
-			sleep(ctx, retry.next())
-			continue
-		}
-		if d == nil {
-			if direction == "downstream" {
-				l.record(func(s *LinkState) { s.LastSync = time.Now().UTC() })
-			}
-			continue
-		}
-		if err := l.apply(ctx, d, c); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))
-			_ = d.Retry(retry.next())
-			continue
-		}
-		if err := d.Ack(ctx); err != nil {
-			l.fail(direction, fmt.Errorf("ack %s: %w", d.Event.ID, err))
-			continue
-		}
-		retry.reset()
-		l.record(func(s *LinkState) {
-			s.LastActivity, s.LastError = time.Now().UTC(), ""
-			if d.Pending == 0 && direction == "downstream" {
-				s.LastSync = s.LastActivity
-			}
-		})
-		l.cfg.Logger.Debug("link: applied", "direction", direction, "action", d.Event.Action,
-			"repository", d.Event.Repository, "tag", d.Event.Tag, "digest", d.Event.Digest)
+		wctx, cancel := l.WaitOpen(ctx)
+		l.drainOne(wctx, direction, q, c, retry)
+		cancel()
 	}
 	return nil
+}
+
+// drainOne takes and applies at most one message while the window is open.
+func (l *Link) drainOne(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *retry) {
+	if ctx.Err() != nil {
+		return
+	}
+	d, err := q.Next(ctx, l.cfg.Poll)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		l.fail(direction, err)
+		sleep(ctx, retry.next())
+		return
+	}
+	if d == nil {
+		if direction == "downstream" {
+			l.record(func(s *LinkState) { s.LastSync = time.Now().UTC() })
+		}
+		return
+	}
+	if open, _ := l.gate(); !open {
+		// The window closed while the message was on its way: no new copy starts.
+		_ = d.Retry(0)
+		return
+	}
+	if err := l.apply(ctx, d, c); err != nil {
+		if ctx.Err() != nil {
+			// The window closed mid-copy: the message is delivered again next time.
+			_ = d.Retry(0)
+			return
+		}
+		l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))
+		_ = d.Retry(retry.next())
+		return
+	}
+	if err := d.Ack(ctx); err != nil {
+		l.fail(direction, fmt.Errorf("ack %s: %w", d.Event.ID, err))
+		return
+	}
+	retry.reset()
+	l.record(func(s *LinkState) {
+		s.LastActivity, s.LastError = time.Now().UTC(), ""
+		if d.Pending == 0 && direction == "downstream" {
+			s.LastSync = s.LastActivity
+		}
+	})
+	l.cfg.Logger.Debug("link: applied", "direction", direction, "action", d.Event.Action,
+		"repository", d.Event.Repository, "tag", d.Event.Tag, "digest", d.Event.Digest)
 }
 
 // apply copies one event's content, telling the server the message is still being

@@ -223,20 +223,34 @@ func (n *Node) MustCLI(t testing.TB, args ...string) string {
 	return out
 }
 
-// StartChild defines a node at root (under parent, "" for the root) with the CLI
-// and starts it with its connection string.
-func StartChild(t testing.TB, root *Node, name, parent, mode string, repos ...string) *Node {
+// Child describes a node StartChild defines at the root and starts.
+type Child struct {
+	Name string
+	// Parent is the parent node; "" is the root.
+	Parent string
+	// Mode is ReadWrite or ReadOnly.
+	Mode         string
+	Repositories []string
+	// CreateArgs are extra `outpost node create` flags (schedule, window, TTL).
+	CreateArgs []string
+	// ServeArgs are extra `outpost serve` flags.
+	ServeArgs []string
+}
+
+// StartChild defines a node at root with the CLI and starts it with its connection
+// string. Its parent must be running.
+func StartChild(t testing.TB, root *Node, c Child) *Node {
 	t.Helper()
-	args := []string{"node", "create", name, "--mode", mode}
-	if parent != "" {
-		args = append(args, "--parent", parent)
+	args := []string{"node", "create", c.Name, "--mode", c.Mode}
+	if c.Parent != "" {
+		args = append(args, "--parent", c.Parent)
 	}
-	for _, r := range repos {
+	for _, r := range c.Repositories {
 		args = append(args, "--repository", r)
 	}
-	root.MustCLI(t, args...)
-	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", name))
-	return StartNode(t, NodeOptions{Name: name, ConnectionString: cs})
+	root.MustCLI(t, append(args, c.CreateArgs...)...)
+	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", c.Name))
+	return StartNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: c.ServeArgs})
 }
 
 // Data is the node's data directory.
@@ -334,3 +348,5 @@ func MustRun(t testing.TB, timeout time.Duration, name string, args ...string) s
 	}
 	return out
 }
+
+func jsonOf(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -103,10 +103,10 @@ func listNodes(t *testing.T, root *Node) map[string]nodeView {
 // (ReadOnly, team/app only) under the root.
 func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
-	a := StartChild(t, root, "sitea", "", "ReadWrite", "team/*")
-	b := StartChild(t, root, "siteb", "sitea", "ReadWrite", "team/*")
-	c := StartChild(t, root, "sitec", "siteb", "ReadOnly", "team/*")
-	a2 := StartChild(t, root, "siteatwo", "", "ReadOnly", "team/app")
+	a := StartChild(t, root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: []string{"team/*"}})
+	b := StartChild(t, root, Child{Name: "siteb", Parent: "sitea", Mode: "ReadWrite", Repositories: []string{"team/*"}})
+	c := StartChild(t, root, Child{Name: "sitec", Parent: "siteb", Mode: "ReadOnly", Repositories: []string{"team/*"}})
+	a2 := StartChild(t, root, Child{Name: "siteatwo", Mode: "ReadOnly", Repositories: []string{"team/app"}})
 	all := []*Node{root, a, b, c, a2}
 
 	// A push at the ReadOnly leaf is refused.
@@ -215,7 +215,7 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 // TestSecondProcessForAnActiveNodeIsRefused: ALREADY_ACTIVATED until deactivated.
 func TestSecondProcessForAnActiveNodeIsRefused(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
-	StartChild(t, root, "siteone", "", "ReadOnly", "app/*")
+	StartChild(t, root, Child{Name: "siteone", Mode: "ReadOnly", Repositories: []string{"app/*"}})
 	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", "siteone", "--generate-password", "2"))
 	out, err := Run(t, time.Minute, Binary(t), "serve", "--data", t.TempDir(), "--addr", "127.0.0.1:0",
 		"--gateway-addr", "127.0.0.1:0", "--connection-string", cs)
@@ -329,7 +329,7 @@ func contains(list []string, s string) bool {
 // disk) gets its whole scope back from `node resync`, not from events long acked.
 func TestResyncRestoresALostStore(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
-	site := StartChild(t, root, "sitered", "", "ReadOnly", "app/*")
+	site := StartChild(t, root, Child{Name: "sitered", Mode: "ReadOnly", Repositories: []string{"app/*"}})
 	dx := push(t, root, "app/x:1", newImage(t, 1))
 	dy := push(t, root, "app/y:1", newImage(t, 2))
 	push(t, root, "other/z:1", newImage(t, 1))

@@ -53,9 +53,15 @@ func (n *node) runConnected(ctx context.Context) error {
 		ParentRegistry: pipeline.Endpoint{Host: n.cs.ParentRegistry, Secure: n.cs.ParentProtocol == "https",
 			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
+		Window: windowOf(self, n.logger), Now: n.now,
 	})
 	if err != nil {
 		return err
+	}
+	if b, _, err := n.local.Get(ctx, "last-open-window"); err == nil {
+		if t, err := time.Parse(time.RFC3339, string(b)); err == nil {
+			n.link.RecoverMissed(t)
+		}
 	}
 	go n.runRouter(ctx)
 	go n.runWorker(ctx, "downstream", n.link.RunDownstream)
@@ -127,9 +133,27 @@ func (n *node) activateLater(ctx context.Context, instance string) {
 	}
 }
 
+// windowOf reads a node's sync schedule and window; settings the root validated
+// always parse, so a failure falls back to always open, loudly.
+func windowOf(self *hierarchy.Node, log *slog.Logger) pipeline.Window {
+	w, err := pipeline.NewWindow(self.Settings.SyncSchedule, time.Duration(self.Settings.SyncWindow))
+	if err != nil {
+		log.Error("sync window from parent; the link stays always open", "err", err)
+		w, _ = pipeline.NewWindow(pipeline.AlwaysSchedule, 0)
+	}
+	return w
+}
+
 // applySettings takes this node's definition as its parent sent it.
 func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
+	old := n.getSelf()
 	n.setSelf(self)
+	if n.link != nil {
+		n.link.SetWindow(windowOf(self, n.logger))
+		if old != nil && self.ResyncGeneration != old.ResyncGeneration {
+			n.link.SyncNow() // a resync drains at once, whatever the window
+		}
+	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(self.Settings.LogLevel)); err == nil && lv != n.level.Level() {
 		n.level.Set(lv)
@@ -158,8 +182,10 @@ func (n *node) reconcileLoop(ctx context.Context) {
 		case <-n.reconcile:
 		}
 		self := n.getSelf()
+		wctx, cancel := n.link.WaitOpen(ctx) // a reconcile moves content too: only in a window
 		start := time.Now()
-		res, err := n.link.Reconcile(ctx, self.Settings.Repositories.Matches, self.Settings.Mode == hierarchy.ReadWrite)
+		res, err := n.link.Reconcile(wctx, self.Settings.Repositories.Matches, self.Settings.Mode == hierarchy.ReadWrite)
+		cancel()
 		if err != nil {
 			n.logger.Warn("reconcile", "err", err)
 			n.requested.Store("")
@@ -192,6 +218,15 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		}
 		if ls.LastError != "" {
 			st.Details = append(st.Details, hierarchy.Detail{Code: "LINK_ERROR", Message: ls.LastError, Time: ls.LastErrorTime})
+		}
+		st.WindowOpen, st.WindowUntil, st.NextWindowStart, st.NextWindowEnd = ls.Open, ls.Until, ls.Next, ls.NextEnd
+		if !ls.Open && st.State == hierarchy.Online {
+			st.State = hierarchy.Waiting
+		}
+		if !ls.LastOpen.IsZero() && !ls.LastOpen.Equal(n.lastOpenSaved) {
+			if err := n.local.Put(ctx, "last-open-window", []byte(ls.LastOpen.Format(time.RFC3339))); err == nil {
+				n.lastOpenSaved = ls.LastOpen
+			}
 		}
 		if ob, err := events.OpenOutbox(ctx, n.nc, events.UpstreamOutbox(), time.Duration(n.getSelf().Settings.MessageTTL)); err == nil {
 			if p, err := ob.Pending(ctx); err == nil {

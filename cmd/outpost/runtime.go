@@ -70,6 +70,11 @@ type node struct {
 	link       *pipeline.Link
 	reconcile  chan struct{}
 	requested  atomic.Value // the resync generation last asked for: asked once
+	// lastOpenSaved is the last window start written to the store, for missed-window
+	// recovery after a restart.
+	lastOpenSaved time.Time
+	// now is the clock windows are read by (see --clock-offset-file).
+	now func() time.Time
 
 	admin *hierarchy.API
 }
@@ -262,6 +267,7 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}))
 	mux.Handle("/outpost/v1/events", events.Handler(n.log))
 	mux.Handle("/outpost/v1/repositories/", n.reg.RepositoryHandler())
+	mux.HandleFunc("/outpost/v1/sync", n.serveSyncNow)
 	if n.admin != nil {
 		mux.Handle("/outpost/v1/nodes", n.admin)
 		mux.Handle("/outpost/v1/nodes/", n.admin)
@@ -288,6 +294,19 @@ func (n *node) shutdown() {
 	defer cancel()
 	if err := n.httpSrv.Shutdown(ctx); err != nil {
 		n.logger.Warn("http shutdown", "err", err)
+	}
+}
+
+// serveSyncNow opens a connected node's link at once: `outpost sync now`.
+func (n *node) serveSyncNow(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method != http.MethodPost:
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+	case n.link == nil:
+		http.Error(w, "node "+n.name+" has no parent link to sync", http.StatusBadRequest)
+	default:
+		n.link.SyncNow()
+		fmt.Fprintln(w, "syncing")
 	}
 }
 

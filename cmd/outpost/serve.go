@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -32,6 +34,9 @@ type serveOptions struct {
 	ConnectionString string `yaml:"connection-string"`
 	// AdvertiseAddr is the host this node's children reach it at.
 	AdvertiseAddr string `yaml:"advertise-addr"`
+	// ClockOffsetFile, for tests only, shifts the clock sync windows are read by: the
+	// file holds a Go duration ("26h"). Windows are validated as always.
+	ClockOffsetFile string `yaml:"-"`
 }
 
 func defaultServeOptions() serveOptions {
@@ -77,6 +82,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ConnectionString, "connection-string", "",
 		"run as a connected node under a parent (from `outpost node get-settings`; env OUTPOST_CONNECTION_STRING); mode and settings then come from the root")
 	f.StringVar(&flagOpts.AdvertiseAddr, "advertise-addr", "", "host this node's children reach it at (default: the listen addresses' host)")
+	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
+	_ = f.MarkHidden("clock-offset-file")
 	return cmd
 }
 
@@ -115,6 +122,8 @@ func overrideFromFlag(opts, flags *serveOptions, name string) {
 		opts.ConnectionString = flags.ConnectionString
 	case "advertise-addr":
 		opts.AdvertiseAddr = flags.AdvertiseAddr
+	case "clock-offset-file":
+		opts.ClockOffsetFile = flags.ClockOffsetFile
 	}
 }
 
@@ -126,7 +135,7 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	if err != nil {
 		return err
 	}
-	n := &node{opts: opts, logger: logger, level: level, name: opts.Name}
+	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile)}
 	if opts.ConnectionString != "" {
 		// A connected node's name, mode and settings come from its parent.
 		if n.cs, err = hierarchy.ParseConnectionString(opts.ConnectionString); err != nil {
@@ -176,4 +185,23 @@ func validNodeName(s string) bool {
 		}
 	}
 	return true
+}
+
+// offsetClock is time.Now, shifted by the duration a file holds when one is given
+// (tests move a node's sync-window clock this way; the file is read at each call).
+func offsetClock(file string) func() time.Time {
+	if file == "" {
+		return time.Now
+	}
+	return func() time.Time {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return time.Now()
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(string(b)))
+		if err != nil {
+			return time.Now()
+		}
+		return time.Now().Add(d)
+	}
 }
