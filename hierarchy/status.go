@@ -37,8 +37,8 @@ type Status struct {
 	WindowUntil     time.Time `json:"windowUntil,omitzero"`
 	NextWindowStart time.Time `json:"nextWindowStart,omitzero"`
 	NextWindowEnd   time.Time `json:"nextWindowEnd,omitzero"`
-	Repositories Scope        `json:"repositories,omitempty"`
-	Reported     time.Time    `json:"reported"`
+	Repositories    Scope     `json:"repositories,omitempty"`
+	Reported        time.Time `json:"reported"`
 }
 
 // LinkStatus is what waits on one link.
