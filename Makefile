@@ -9,6 +9,7 @@ CRANE_VERSION       := v0.22.1
 ORAS_VERSION        := v1.3.6
 CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
 REGISTRY_VERSION    := v3.1.2
+REGSYNC_VERSION     := v0.11.7
 
 LDFLAGS := -s -w
 
@@ -38,15 +39,17 @@ test-unit: lint
 test-e2e: tools
 	$(GO) test -count=1 -timeout 20m ./test/...
 
+# Two suites: a node against plain distribution, and a tree against crane and regsync.
 bench: tools
-	$(GO) run ./test/bench --registry $(BIN)/registry
+	$(GO) run ./test/bench node --registry $(BIN)/registry
+	$(GO) run ./test/bench tree --crane $(BIN)/crane --regsync $(BIN)/regsync
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
 	$(GO) vet ./...
 
-tools: system-deps $(BIN)/crane $(BIN)/oras $(BIN)/conformance $(BIN)/registry
+tools: system-deps $(BIN)/crane $(BIN)/oras $(BIN)/conformance $(BIN)/registry $(BIN)/regsync
 
 $(BIN)/crane:
 	GOBIN=$(BIN) $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
@@ -56,6 +59,8 @@ $(BIN)/conformance:
 	GOBIN=$(BIN) $(GO) install github.com/opencontainers/distribution-spec/conformance@$(CONFORMANCE_VERSION)
 $(BIN)/registry:
 	GOBIN=$(BIN) $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
+$(BIN)/regsync:
+	GOBIN=$(BIN) $(GO) install github.com/regclient/regclient/cmd/regsync@$(REGSYNC_VERSION)
 
 # From Debian: skopeo (a client under test) and gcc (for -race). As root they are
 # installed; otherwise we say how.
