@@ -21,6 +21,8 @@ const (
 	// AckWait is how long a delivered message may go unacknowledged before it is
 	// delivered again; workers signal progress on long copies.
 	AckWait = 2 * time.Minute
+	// MaxBatch is the most messages a worker holds unacknowledged at once.
+	MaxBatch = 256
 )
 
 // UpstreamOutbox names the outbox toward this node's parent.
@@ -59,7 +61,9 @@ func OpenOutbox(ctx context.Context, nc *nats.Conn, name string, ttl time.Durati
 	}
 	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: drainConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait,
-		MaxAckPending: 1, // in order: one message at a time
+		// A worker takes batches and applies different tags at once; the copy engine
+		// applies current state, so order between different tags does not matter.
+		MaxAckPending: MaxBatch,
 	}); err != nil {
 		return nil, fmt.Errorf("open outbox %s: consumer: %w", name, err)
 	}
@@ -164,22 +168,50 @@ func (q *Queue) Next(ctx context.Context, wait time.Duration) (*Delivery, error)
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	for m := range batch.Messages() {
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		e, err := decode(m.Data(), meta.Sequence.Stream)
-		if err != nil {
-			// A message that cannot be read never will be: drop it, loudly.
-			_ = m.Term()
-			return nil, err
-		}
-		return &Delivery{Event: e, Sequence: meta.Sequence.Stream, Pending: meta.NumPending, msg: m}, nil
+		return delivery(m)
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	return nil, nil
+}
+
+// NextBatch returns the messages waiting now, up to max, without waiting; when none
+// wait it waits up to wait for one. It returns nothing when none came.
+func (q *Queue) NextBatch(ctx context.Context, max int, wait time.Duration) ([]*Delivery, error) {
+	batch, err := q.cons.FetchNoWait(max)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	var out []*Delivery
+	for m := range batch.Messages() {
+		d, err := delivery(m)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, d)
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	d, err := q.Next(ctx, wait)
+	if err != nil || d == nil {
+		return nil, err
+	}
+	return []*Delivery{d}, nil
+}
+
+func delivery(m jetstream.Msg) (*Delivery, error) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	e, err := decode(m.Data(), meta.Sequence.Stream)
+	if err != nil {
+		_ = m.Term() // a message that cannot be read never will be
+		return nil, err
+	}
+	return &Delivery{Event: e, Sequence: meta.Sequence.Stream, Pending: meta.NumPending, msg: m}, nil
 }
 
 // NextSequence is the stream sequence the queue will deliver next.
@@ -193,6 +225,10 @@ func (q *Queue) NextSequence(ctx context.Context) (uint64, error) {
 
 // Ack confirms the message was applied; it waits for the server's confirmation.
 func (d *Delivery) Ack(ctx context.Context) error { return d.msg.DoubleAck(ctx) }
+
+// AckAsync confirms the message without waiting. A lost ack only means the message
+// is delivered and applied once more, which changes nothing.
+func (d *Delivery) AckAsync() error { return d.msg.Ack() }
 
 // Retry hands the message back for redelivery after delay.
 func (d *Delivery) Retry(delay time.Duration) error { return d.msg.NakWithDelay(delay) }

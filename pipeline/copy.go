@@ -131,35 +131,43 @@ func (c *Copier) Apply(ctx context.Context, e *events.Event) error {
 }
 
 // SyncTag makes the destination's tag what the source's is: copied if the source has
-// it, deleted if not.
+// it, deleted if not. Referrers travel by their own events; see SyncTagDeep.
 func (c *Copier) SyncTag(ctx context.Context, repo, tag string) error {
+	return c.syncTag(ctx, repo, tag, false)
+}
+
+// SyncTagDeep is SyncTag that also copies the referrers (signatures, SBOMs) of what
+// the tag points at, for reconcile, where their events may be lost.
+func (c *Copier) SyncTagDeep(ctx context.Context, repo, tag string) error {
+	return c.syncTag(ctx, repo, tag, true)
+}
+
+func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) error {
 	srcRepo, dstRepo, err := c.repos(repo)
 	if err != nil {
 		return err
 	}
-	desc, err := c.srcPull.Head(ctx, srcRepo.Tag(tag))
+	src, dst := srcRepo.Tag(tag), dstRepo.Tag(tag)
+	desc, err := c.srcPull.Get(ctx, src)
 	if isNotFound(err) {
-		err := c.dstPush.Delete(ctx, dstRepo.Tag(tag))
+		err := c.dstPush.Delete(ctx, dst)
 		if isNotFound(err) {
 			return nil
 		}
-		return wrap("delete tag", dstRepo.Tag(tag), err)
+		return wrap("delete tag", dst, err)
 	}
 	if err != nil {
-		return wrap("resolve", srcRepo.Tag(tag), err)
+		return wrap("resolve", src, err)
 	}
-	if err := c.copyManifest(ctx, repo, desc.Digest, 0); err != nil {
+	if cur, err := c.dstPull.Head(ctx, dst); err == nil && cur.Digest == desc.Digest {
+		// Already there: the common case for an event applied twice or late.
+	} else if err := c.write(ctx, dst, desc); err != nil {
 		return err
 	}
-	if cur, err := c.dstPull.Head(ctx, dstRepo.Tag(tag)); err == nil && cur.Digest == desc.Digest {
+	if !deep {
 		return nil
 	}
-	got, err := c.srcPull.Get(ctx, srcRepo.Digest(desc.Digest.String()))
-	if err != nil {
-		return wrap("read", srcRepo.Digest(desc.Digest.String()), err)
-	}
-	// The tag last: it only ever points at complete content.
-	return wrap("tag", dstRepo.Tag(tag), c.dstPush.Put(ctx, dstRepo.Tag(tag), got))
+	return c.copyReferrers(ctx, repo, srcRepo.Digest(desc.Digest.String()), desc.Digest, 0)
 }
 
 // CopyDigest copies a manifest and everything under it, if the source still has it.
@@ -168,11 +176,12 @@ func (c *Copier) CopyDigest(ctx context.Context, repo, digest string) error {
 	if err != nil {
 		return fmt.Errorf("copy %s@%s: %w", repo, digest, err)
 	}
-	return c.copyManifest(ctx, repo, h, 0)
+	return c.copyManifest(ctx, repo, h, -1)
 }
 
 // copyManifest copies a manifest by digest: its blobs (streamed, verified, only the
-// missing ones), an index's children, the manifest, then its referrers.
+// missing ones), an index's children, the manifest, then, from depth 0 on, its
+// referrers (depth -1: none).
 func (c *Copier) copyManifest(ctx context.Context, repo string, d v1.Hash, depth int) error {
 	srcRepo, dstRepo, err := c.repos(repo)
 	if err != nil {
@@ -190,32 +199,35 @@ func (c *Copier) copyManifest(ctx context.Context, repo string, d v1.Hash, depth
 		if err != nil {
 			return wrap("read", src, err)
 		}
-		if err := c.writeManifest(ctx, dst, desc); err != nil {
+		if err := c.write(ctx, dst, desc); err != nil {
 			return err
 		}
 	}
-	if depth >= maxReferrerDepth {
+	if depth < 0 || depth >= maxReferrerDepth {
 		return nil
 	}
 	return c.copyReferrers(ctx, repo, src, d, depth)
 }
 
-func (c *Copier) writeManifest(ctx context.Context, dst name.Digest, desc *remote.Descriptor) error {
+// write pushes a manifest to ref (a tag or a digest) after its blobs and, for an
+// index, its children: the destination skips what it has, so only the missing bytes
+// travel, streamed and verified.
+func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Descriptor) error {
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return wrap("read index", dst, err)
+			return wrap("read index", ref, err)
 		}
-		return wrap("write index", dst, c.dstPush.Push(ctx, dst, idx))
-	case desc.MediaType.IsImage() || desc.MediaType == "application/vnd.oci.artifact.manifest.v1+json" || isOCIManifestLike(desc):
+		return wrap("write index", ref, c.dstPush.Push(ctx, ref, idx))
+	case desc.MediaType.IsImage() || isOCIManifestLike(desc):
 		img, err := desc.Image()
 		if err != nil {
-			return wrap("read image", dst, err)
+			return wrap("read image", ref, err)
 		}
-		return wrap("write image", dst, c.dstPush.Push(ctx, dst, img))
+		return wrap("write image", ref, c.dstPush.Push(ctx, ref, img))
 	}
-	return fmt.Errorf("copy %s: media type %s is not an image or index", dst, desc.MediaType)
+	return fmt.Errorf("copy %s: media type %s is not an image or index", ref, desc.MediaType)
 }
 
 // isOCIManifestLike accepts manifests without a mediaType field that still carry a

@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nats-io/nats.go"
 
@@ -245,65 +248,130 @@ func (l *Link) drain(ctx context.Context, direction string, q *events.Queue, c *
 	retry := newRetry()
 	for ctx.Err() == nil {
 		wctx, cancel := l.WaitOpen(ctx)
-		l.drainOne(wctx, direction, q, c, retry)
+		l.drainBatch(wctx, direction, q, c, retry)
 		cancel()
 	}
 	return nil
 }
 
-// drainOne takes and applies at most one message while the window is open.
-func (l *Link) drainOne(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *retry) {
-	if ctx.Err() != nil {
-		return
-	}
-	d, err := q.Next(ctx, l.cfg.Poll)
+// copyJobs is how many copies a link runs at once.
+const copyJobs = 4
+
+// drainBatch takes what waits (or waits a poll interval for one message) and applies
+// it: events for the same tag or digest collapse into one copy of the source's
+// current state (a tag moved ten times is copied once), different ones run
+// copyJobs at a time, and a repository delete waits for what came before it.
+func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *retry) {
+	ds, err := q.NextBatch(ctx, events.MaxBatch, l.cfg.Poll)
 	if err != nil {
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() == nil {
+			l.fail(direction, err)
+			sleep(ctx, retry.next())
 		}
-		l.fail(direction, err)
-		sleep(ctx, retry.next())
 		return
 	}
-	if d == nil {
+	if len(ds) == 0 {
 		if direction == "downstream" {
 			l.record(func(s *LinkState) { s.LastSync = time.Now().UTC() })
 		}
 		return
 	}
-	if open, _ := l.gate(); !open {
-		// The window closed while the message was on its way: no new copy starts.
-		_ = d.Retry(0)
-		return
-	}
-	if err := l.apply(ctx, d, c); err != nil {
-		if ctx.Err() != nil {
-			// The window closed mid-copy: the message is delivered again next time.
-			_ = d.Retry(0)
-			return
+	var failed atomic.Bool
+	for _, segment := range segments(ds) {
+		g := errgroup.Group{}
+		g.SetLimit(copyJobs)
+		for _, grp := range segment {
+			g.Go(func() error {
+				if !l.applyGroup(ctx, direction, c, grp, retry) {
+					failed.Store(true)
+				}
+				return nil
+			})
 		}
-		l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))
-		_ = d.Retry(retry.next())
-		return
+		_ = g.Wait()
 	}
-	if err := d.Ack(ctx); err != nil {
-		l.fail(direction, fmt.Errorf("ack %s: %w", d.Event.ID, err))
+	if failed.Load() {
 		return
 	}
 	retry.reset()
+	last := ds[len(ds)-1]
 	l.record(func(s *LinkState) {
 		s.LastActivity, s.LastError = time.Now().UTC(), ""
-		if d.Pending == 0 && direction == "downstream" {
+		if last.Pending == 0 && direction == "downstream" {
 			s.LastSync = s.LastActivity
 		}
 	})
-	l.cfg.Logger.Debug("link: applied", "direction", direction, "action", d.Event.Action,
-		"repository", d.Event.Repository, "tag", d.Event.Tag, "digest", d.Event.Digest)
 }
 
-// apply copies one event's content, telling the server the message is still being
-// worked on while a large copy runs.
-func (l *Link) apply(ctx context.Context, d *events.Delivery, c *Copier) error {
+// segments splits a batch at repository deletes and groups the rest by what they
+// name, in order of first appearance.
+func segments(ds []*events.Delivery) [][][]*events.Delivery {
+	var out [][][]*events.Delivery
+	var cur [][]*events.Delivery
+	index := map[string]int{}
+	flush := func() {
+		if len(cur) > 0 {
+			out = append(out, cur)
+		}
+		cur, index = nil, map[string]int{}
+	}
+	for _, d := range ds {
+		e := d.Event
+		if e.Action == events.ActionRepositoryDelete {
+			flush()
+			out = append(out, [][]*events.Delivery{{d}})
+			continue
+		}
+		key := e.Repository + "@" + e.Digest
+		if e.Tag != "" {
+			key = e.Repository + ":" + e.Tag
+		}
+		if i, ok := index[key]; ok {
+			cur[i] = append(cur[i], d)
+			continue
+		}
+		index[key] = len(cur)
+		cur = append(cur, []*events.Delivery{d})
+	}
+	flush()
+	return out
+}
+
+// applyGroup applies the latest event of a group once and settles every message of
+// the group by the result. It reports success.
+func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp []*events.Delivery, retry *retry) bool {
+	d := grp[len(grp)-1]
+	retryAll := func(delay time.Duration) {
+		for _, x := range grp {
+			_ = x.Retry(delay)
+		}
+	}
+	if open, _ := l.gate(); !open {
+		retryAll(0) // the window closed while the batch was on its way
+		return true
+	}
+	if err := l.apply(ctx, grp, c); err != nil {
+		if ctx.Err() != nil {
+			retryAll(0) // the window closed mid-copy: delivered again next time
+			return true
+		}
+		l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))
+		retryAll(retry.next())
+		return false
+	}
+	for _, x := range grp {
+		if err := x.AckAsync(); err != nil {
+			l.fail(direction, fmt.Errorf("ack %s: %w", x.Event.ID, err))
+		}
+	}
+	l.cfg.Logger.Debug("link: applied", "direction", direction, "action", d.Event.Action,
+		"repository", d.Event.Repository, "tag", d.Event.Tag, "digest", d.Event.Digest, "coalesced", len(grp))
+	return true
+}
+
+// apply copies the latest event of a group's content, telling the server its
+// messages are still being worked on while a large copy runs.
+func (l *Link) apply(ctx context.Context, grp []*events.Delivery, c *Copier) error {
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -314,11 +382,14 @@ func (l *Link) apply(ctx context.Context, d *events.Delivery, c *Copier) error {
 			case <-done:
 				return
 			case <-t.C:
-				_ = d.InProgress()
+				for _, d := range grp {
+					_ = d.InProgress()
+				}
 			}
 		}
 	}()
-	return c.Apply(WithOrigin(ctx, d.Event.Origin), d.Event)
+	e := grp[len(grp)-1].Event
+	return c.Apply(WithOrigin(ctx, e.Origin), e)
 }
 
 func (l *Link) fail(direction string, err error) {

@@ -45,7 +45,7 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 		}
 		for _, tag := range parentTags {
 			res.Tags++
-			if err := l.down.SyncTag(ctx, repo, tag); err != nil {
+			if err := l.down.SyncTagDeep(ctx, repo, tag); err != nil {
 				return res, err
 			}
 		}
@@ -58,7 +58,7 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 			if readWrite {
 				c = l.up // sends it up
 			}
-			if err := c.SyncTag(ctx, repo, tag); err != nil {
+			if err := c.SyncTagDeep(ctx, repo, tag); err != nil {
 				return res, err
 			}
 		}

@@ -1,14 +1,19 @@
 package pipeline
 
 import (
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 )
 
 // retry spaces out attempts after failures: 200 ms doubling up to 30 s, never
-// giving up (a message leaves its outbox by success or by its TTL).
-type retry struct{ b *backoff.ExponentialBackOff }
+// giving up (a message leaves its outbox by success or by its TTL). Safe for the
+// copies a link runs at once.
+type retry struct {
+	mu sync.Mutex
+	b  *backoff.ExponentialBackOff
+}
 
 func newRetry() *retry {
 	b := backoff.NewExponentialBackOff()
@@ -19,6 +24,14 @@ func newRetry() *retry {
 	return &retry{b: b}
 }
 
-func (r *retry) next() time.Duration { return r.b.NextBackOff() }
+func (r *retry) next() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b.NextBackOff()
+}
 
-func (r *retry) reset() { r.b.Reset() }
+func (r *retry) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.b.Reset()
+}
