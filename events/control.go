@@ -47,6 +47,7 @@ func childPermissions(child string) (pub, sub []string) {
 	out := DownstreamOutbox(child)
 	return []string{
 			"$JS.API.CONSUMER.INFO." + out + "." + drainConsumer,
+			"$JS.API.STREAM.INFO." + out, // to see messages that expired before it came
 			"$JS.API.CONSUMER.MSG.NEXT." + out + "." + drainConsumer,
 			"$JS.ACK." + out + "." + drainConsumer + ".>",
 			controlPrefix + child + ".*",

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -121,7 +122,9 @@ func DeleteOutbox(ctx context.Context, nc *nats.Conn, name string) error {
 
 // Queue is the consuming end of an outbox or of the event log, local or at a parent.
 type Queue struct {
-	cons jetstream.Consumer
+	js     jetstream.JetStream
+	stream string
+	cons   jetstream.Consumer
 }
 
 // OpenQueue binds to an outbox's drain consumer over nc, which may be a connection
@@ -135,7 +138,19 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, outbox string) (*Queue, error
 	if err != nil {
 		return nil, fmt.Errorf("outbox %s: %w", outbox, err)
 	}
-	return &Queue{cons: cons}, nil
+	return &Queue{js: js, stream: outbox, cons: cons}, nil
+}
+
+// Bounds returns the first and last sequence the queue's stream holds (first is
+// last+1 when it is empty). Messages below first that were never acked expired or
+// were purged: lost to this consumer.
+func (q *Queue) Bounds(ctx context.Context) (first, last uint64, err error) {
+	st, err := q.js.Stream(ctx, q.stream)
+	if err != nil {
+		return 0, 0, fmt.Errorf("outbox %s: %w", q.stream, err)
+	}
+	info := st.CachedInfo()
+	return info.State.FirstSeq, info.State.LastSeq, nil
 }
 
 // Consume returns a queue over the event log for the node's router.
@@ -146,11 +161,12 @@ func (l *Log) Consume(ctx context.Context) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event log consumer: %w", err)
 	}
-	return &Queue{cons: cons}, nil
+	return &Queue{js: l.js, stream: StreamName, cons: cons}, nil
 }
 
 // Delivery is one message taken from a queue, to be acked once applied.
 type Delivery struct {
+	acked atomic.Bool
 	Event *Event
 	// Sequence is the message's position in its stream.
 	Sequence uint64
@@ -228,7 +244,16 @@ func (d *Delivery) Ack(ctx context.Context) error { return d.msg.DoubleAck(ctx) 
 
 // AckAsync confirms the message without waiting. A lost ack only means the message
 // is delivered and applied once more, which changes nothing.
-func (d *Delivery) AckAsync() error { return d.msg.Ack() }
+func (d *Delivery) AckAsync() error {
+	err := d.msg.Ack()
+	if err == nil {
+		d.acked.Store(true)
+	}
+	return err
+}
+
+// Settled reports whether the message was acked here.
+func (d *Delivery) Settled() bool { return d.acked.Load() }
 
 // Retry hands the message back for redelivery after delay.
 func (d *Delivery) Retry(delay time.Duration) error { return d.msg.NakWithDelay(delay) }

@@ -36,9 +36,24 @@ type LinkConfig struct {
 	// Window is when the link may move content; default always.
 	Window Window
 	// Now is the clock windows are read by; default time.Now.
-	Now    func() time.Time
+	Now func() time.Time
+	// Sequences keeps, across restarts, the highest stream sequence each direction
+	// applied; nil keeps it in memory only.
+	Sequences SequenceStore
+	// OnGap is told when messages left a queue (their TTL ended, or they were purged)
+	// before the link applied them: the link's scope needs a reconcile.
+	OnGap  func(direction string, lost uint64)
 	Logger *slog.Logger
 }
+
+// SequenceStore keeps the highest stream sequence a link direction applied.
+type SequenceStore interface {
+	LoadSequence(direction string) uint64
+	SaveSequence(direction string, seq uint64)
+}
+
+// gapCheckInterval is how often an idle link asks whether messages expired unseen.
+const gapCheckInterval = 5 * time.Second
 
 // Link moves content between a node and its parent: downstream drains the parent's
 // outbox for this node into the local registry, upstream drains the local upstream
@@ -217,6 +232,54 @@ func (l *Link) RunDownstream(ctx context.Context) error {
 	return l.drain(ctx, "downstream", q, l.down)
 }
 
+// sequences tracks, per direction, the highest sequence applied and finds gaps.
+type sequences struct {
+	l         *Link
+	direction string
+	q         *events.Queue
+	applied   uint64
+	checked   time.Time
+}
+
+func (l *Link) sequences(direction string, q *events.Queue) *sequences {
+	s := &sequences{l: l, direction: direction, q: q}
+	if l.cfg.Sequences != nil {
+		s.applied = l.cfg.Sequences.LoadSequence(direction)
+	}
+	return s
+}
+
+func (s *sequences) done(seq uint64) {
+	if seq > s.applied {
+		s.applied = seq
+		if s.l.cfg.Sequences != nil {
+			s.l.cfg.Sequences.SaveSequence(s.direction, seq)
+		}
+	}
+}
+
+// check reports messages that left the queue without being applied here: every
+// sequence between the last applied and the queue's first is gone. An idle link
+// asks every gapCheckInterval; one with a batch asks first (force), as the batch
+// would otherwise move the last applied sequence past the gap.
+func (s *sequences) check(ctx context.Context, force bool) {
+	if s.applied == 0 || (!force && time.Since(s.checked) < gapCheckInterval) {
+		return
+	}
+	s.checked = time.Now()
+	first, _, err := s.q.Bounds(ctx)
+	if err != nil || first <= s.applied+1 {
+		return
+	}
+	lost := first - s.applied - 1
+	s.l.cfg.Logger.Warn("link: messages expired before they were applied; reconciling",
+		"direction", s.direction, "lost", lost, "after_sequence", s.applied)
+	s.done(first - 1)
+	if s.l.cfg.OnGap != nil {
+		s.l.cfg.OnGap(s.direction, lost)
+	}
+}
+
 // RunUpstream drains this node's upstream outbox into the parent until ctx ends.
 func (l *Link) RunUpstream(ctx context.Context) error {
 	if _, err := events.OpenOutbox(ctx, l.cfg.LocalConn, events.UpstreamOutbox(), l.cfg.UpstreamTTL); err != nil {
@@ -246,9 +309,10 @@ func retryOpen(ctx context.Context, log *slog.Logger, what string, open func() (
 
 func (l *Link) drain(ctx context.Context, direction string, q *events.Queue, c *Copier) error {
 	retry := newRetry()
+	seqs := l.sequences(direction, q)
 	for ctx.Err() == nil {
 		wctx, cancel := l.WaitOpen(ctx)
-		l.drainBatch(wctx, direction, q, c, retry)
+		l.drainBatch(wctx, direction, q, c, retry, seqs)
 		cancel()
 	}
 	return nil
@@ -261,7 +325,7 @@ const copyJobs = 4
 // it: events for the same tag or digest collapse into one copy of the source's
 // current state (a tag moved ten times is copied once), different ones run
 // copyJobs at a time, and a repository delete waits for what came before it.
-func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *retry) {
+func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *retry, seqs *sequences) {
 	ds, err := q.NextBatch(ctx, events.MaxBatch, l.cfg.Poll)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -274,8 +338,10 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 		if direction == "downstream" {
 			l.record(func(s *LinkState) { s.LastSync = time.Now().UTC() })
 		}
+		seqs.check(ctx, false)
 		return
 	}
+	seqs.check(ctx, true)
 	var failed atomic.Bool
 	for _, segment := range segments(ds) {
 		g := errgroup.Group{}
@@ -290,6 +356,13 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 		}
 		_ = g.Wait()
 	}
+	var applied uint64
+	for _, d := range ds {
+		if d.Settled() {
+			applied = max(applied, d.Sequence)
+		}
+	}
+	seqs.done(applied)
 	if failed.Load() {
 		return
 	}

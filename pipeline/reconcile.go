@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -30,6 +32,8 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 		return res, err
 	}
 	repos := slices.Compact(slices.Sorted(slices.Values(append(parentRepos, localRepos...))))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(copyJobs)
 	for _, repo := range repos {
 		if !inScope(repo) {
 			continue
@@ -45,9 +49,7 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 		}
 		for _, tag := range parentTags {
 			res.Tags++
-			if err := l.down.SyncTagDeep(ctx, repo, tag); err != nil {
-				return res, err
-			}
+			g.Go(func() error { return l.down.SyncTagDeep(gctx, repo, tag) })
 		}
 		for _, tag := range localTags {
 			if slices.Contains(parentTags, tag) {
@@ -58,12 +60,10 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 			if readWrite {
 				c = l.up // sends it up
 			}
-			if err := c.SyncTagDeep(ctx, repo, tag); err != nil {
-				return res, err
-			}
+			g.Go(func() error { return c.SyncTagDeep(gctx, repo, tag) })
 		}
 	}
-	return res, nil
+	return res, g.Wait()
 }
 
 func (c *Copier) sourceCatalog(ctx context.Context) ([]string, error) {

@@ -95,10 +95,13 @@ const AdminToken = "test-admin-token-0123456789"
 type Node struct {
 	t    testing.TB
 	opts NodeOptions
-	// Host is the HTTP listener, 127.0.0.1:port; it changes on restart.
+	// Host is the HTTP listener, 127.0.0.1:port.
 	Host string
 	// URL is http://Host.
 	URL string
+	// Gateway is the NATS gateway listener. Both keep their ports across restarts,
+	// as a real site's do: its children's connection strings name them.
+	Gateway string
 
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -134,8 +137,12 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 // Start (re)starts the process on the node's data directory.
 func (n *Node) Start() {
 	n.t.Helper()
-	args := []string{"serve", "--data", n.opts.Data, "--addr", "127.0.0.1:0",
-		"--gateway-addr", "127.0.0.1:0", "--log-format", "json"}
+	httpAddr, gatewayAddr := "127.0.0.1:0", "127.0.0.1:0"
+	if n.Host != "" {
+		httpAddr, gatewayAddr = n.Host, n.Gateway
+	}
+	args := []string{"serve", "--data", n.opts.Data, "--addr", httpAddr,
+		"--gateway-addr", gatewayAddr, "--log-format", "json"}
 	if n.opts.ConnectionString != "" {
 		args = append(args, "--connection-string", n.opts.ConnectionString)
 	} else {
@@ -152,12 +159,12 @@ func (n *Node) Start() {
 		n.t.Fatal(err)
 	}
 	n.cmd, n.done = cmd, make(chan struct{})
-	serving := make(chan string, 1)
+	serving := make(chan [2]string, 1)
 	go n.readLog(stderr, serving)
 	go func(done chan struct{}) { n.exitErr = cmd.Wait(); close(done) }(n.done)
 	select {
-	case host := <-serving:
-		n.Host, n.URL = host, "http://"+host
+	case addrs := <-serving:
+		n.Host, n.URL, n.Gateway = addrs[0], "http://"+addrs[0], addrs[1]
 	case <-n.done:
 		n.t.Fatalf("outpost serve exited before serving:\n%s", n.Output())
 	case <-time.After(60 * time.Second):
@@ -166,7 +173,7 @@ func (n *Node) Start() {
 	}
 }
 
-func (n *Node) readLog(r io.Reader, serving chan<- string) {
+func (n *Node) readLog(r io.Reader, serving chan<- [2]string) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -176,12 +183,13 @@ func (n *Node) readLog(r io.Reader, serving chan<- string) {
 		n.output.WriteByte('\n')
 		n.mu.Unlock()
 		var rec struct {
-			Msg  string `json:"msg"`
-			HTTP string `json:"http"`
+			Msg     string `json:"msg"`
+			HTTP    string `json:"http"`
+			Gateway string `json:"gateway"`
 		}
 		if json.Unmarshal(line, &rec) == nil && rec.Msg == "serving" {
 			select {
-			case serving <- rec.HTTP:
+			case serving <- [2]string{rec.HTTP, rec.Gateway}:
 			default:
 			}
 		}

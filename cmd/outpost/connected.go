@@ -54,6 +54,7 @@ func (n *node) runConnected(ctx context.Context) error {
 			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
+		Sequences: localSequences{n.local}, OnGap: n.onGap,
 	})
 	if err != nil {
 		return err
@@ -172,6 +173,36 @@ func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
 	}
 }
 
+// onGap records that messages expired before the link applied them and reconciles.
+func (n *node) onGap(direction string, lost uint64) {
+	n.detailMu.Lock()
+	n.gapDetail = &hierarchy.Detail{Code: "MESSAGES_EXPIRED", Time: time.Now().UTC(), Message: fmt.Sprintf(
+		"%d %s messages expired before they were applied (away longer than the message TTL, or purged): reconciling the whole scope",
+		lost, direction)}
+	n.detailMu.Unlock()
+	n.requested.Store("")
+	select {
+	case n.reconcile <- struct{}{}:
+	default:
+	}
+}
+
+// localSequences keeps the link's applied sequences in the node's local bucket.
+type localSequences struct{ b *events.Bucket }
+
+func (s localSequences) LoadSequence(direction string) uint64 {
+	v, _, err := s.b.Get(context.Background(), "seq-"+direction)
+	if err != nil {
+		return 0
+	}
+	seq, _ := strconv.ParseUint(string(v), 10, 64)
+	return seq
+}
+
+func (s localSequences) SaveSequence(direction string, seq uint64) {
+	_ = s.b.Put(context.Background(), "seq-"+direction, []byte(strconv.FormatUint(seq, 10)))
+}
+
 // reconcileLoop compares the whole scope with the parent on first activation and on
 // each `node resync`.
 func (n *node) reconcileLoop(ctx context.Context) {
@@ -200,6 +231,11 @@ func (n *node) reconcileLoop(ctx context.Context) {
 			n.logger.Warn("reconcile: record", "err", err)
 		}
 		n.logger.Info("reconciled", "repositories", res.Repositories, "tags", res.Tags, "took", time.Since(start).Round(time.Millisecond))
+		n.detailMu.Lock()
+		if n.gapDetail != nil && !strings.Contains(n.gapDetail.Message, "reconciled at") {
+			n.gapDetail.Message += "; reconciled at " + time.Now().UTC().Format(time.RFC3339)
+		}
+		n.detailMu.Unlock()
 	}
 }
 
@@ -234,6 +270,11 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 			}
 		}
 	}
+	n.detailMu.Lock()
+	if n.gapDetail != nil {
+		st.Details = append(st.Details, *n.gapDetail)
+	}
+	n.detailMu.Unlock()
 	if n.reg != nil {
 		if err := n.reg.Ready(ctx); err != nil {
 			st.State = hierarchy.Unhealthy

@@ -75,6 +75,9 @@ type node struct {
 	lastOpenSaved time.Time
 	// now is the clock windows are read by (see --clock-offset-file).
 	now func() time.Time
+	// gapDetail says messages expired before the link applied them, for the status.
+	detailMu  sync.Mutex
+	gapDetail *hierarchy.Detail
 
 	admin *hierarchy.API
 }
