@@ -58,6 +58,7 @@ type UpdateRequest struct {
 	SyncWindow         *Duration `json:"syncWindow,omitempty"`
 	MessageTTL         *Duration `json:"messageTtl,omitempty"`
 	LogLevel           *string   `json:"logLevel,omitempty"`
+	BandwidthLimit     *int64    `json:"bandwidthLimit,omitempty"`
 	AddRepositories    Scope     `json:"addRepositories,omitempty"`
 	RemoveRepositories Scope     `json:"removeRepositories,omitempty"`
 	Mode               *Mode     `json:"mode,omitempty"`
@@ -83,6 +84,9 @@ func (u UpdateRequest) Apply(s *Settings) error {
 	}
 	if u.LogLevel != nil {
 		s.LogLevel = *u.LogLevel
+	}
+	if u.BandwidthLimit != nil {
+		s.BandwidthLimit = *u.BandwidthLimit
 	}
 	for _, p := range u.RemoveRepositories {
 		i := slices.Index(s.Repositories, p)

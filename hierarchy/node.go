@@ -70,6 +70,9 @@ type Settings struct {
 	SyncWindow   Duration `json:"syncWindow,omitempty"`
 	MessageTTL   Duration `json:"messageTtl"`
 	LogLevel     string   `json:"logLevel"`
+	// BandwidthLimit caps the bytes per second of content moved over the node's
+	// link to its parent, both directions together; 0 is no limit.
+	BandwidthLimit int64 `json:"bandwidthLimit,omitempty"`
 }
 
 // Node is one site's definition, as the root holds it.
@@ -151,6 +154,9 @@ func (s *Settings) Validate() error {
 		return fmt.Errorf("sync window: required with sync schedule %q (PT1H to P7D)", s.SyncSchedule)
 	case w != 0 && (w < MinSyncWindow || w > MaxSyncWindow):
 		return fmt.Errorf("sync window %s: must be from PT1H to P7D", s.SyncWindow)
+	}
+	if s.BandwidthLimit < 0 {
+		return fmt.Errorf("bandwidth limit %d: must be 0 (none) or a number of bytes per second", s.BandwidthLimit)
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, s.LogLevel) {
 		return fmt.Errorf("log level %q: must be debug, info, warn or error", s.LogLevel)

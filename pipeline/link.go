@@ -40,6 +40,8 @@ type LinkConfig struct {
 	// Sequences keeps, across restarts, the highest stream sequence each direction
 	// applied; nil keeps it in memory only.
 	Sequences SequenceStore
+	// Meter counts (and may limit) the bytes moved over the parent link; nil: none.
+	Meter *Meter
 	// OnGap is told when messages left a queue (their TTL ended, or they were purged)
 	// before the link applied them: the link's scope needs a reconcile.
 	OnGap  func(direction string, lost uint64)
@@ -101,11 +103,20 @@ func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 	local := cfg.Local
 	local.Header = cloneHeader(local.Header)
 	local.Header.Set(events.HeaderFrom, cfg.Parent)
-	down, err := NewCopier(ctx, cfg.ParentRegistry, local)
+	fromParent, toParent := cfg.ParentRegistry, cfg.ParentRegistry
+	if cfg.Meter != nil {
+		base := cfg.ParentRegistry.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		fromParent.Transport = cfg.Meter.Transport(base, "downstream")
+		toParent.Transport = cfg.Meter.Transport(base, "upstream")
+	}
+	down, err := NewCopier(ctx, fromParent, local)
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
 	}
-	up, err := NewCopier(ctx, cfg.Local, cfg.ParentRegistry)
+	up, err := NewCopier(ctx, cfg.Local, toParent)
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
 	}

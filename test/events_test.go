@@ -10,8 +10,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/outpost-edge/outpost/events"
 )
@@ -50,6 +52,24 @@ func newImage(t testing.TB, layers int) v1.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+func newLayer(t testing.TB, size int64) v1.Layer {
+	t.Helper()
+	l, err := random.Layer(size, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func appendLayer(t testing.TB, img v1.Image, l v1.Layer) v1.Image {
+	t.Helper()
+	out, err := mutate.AppendLayers(img, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func digest(t testing.TB, img interface{ Digest() (v1.Hash, error) }) string {

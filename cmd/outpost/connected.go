@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/pipeline"
@@ -31,6 +33,14 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.uplink = hierarchy.NewUplink(n.parentConn, n.name)
+	moved := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outpost_link_bytes_total",
+		Help: "Content bytes moved over the link to the parent, by direction.",
+	}, []string{"direction"})
+	if err := n.metrics.Register(moved); err != nil {
+		return err
+	}
+	n.meter = pipeline.NewMeter(moved)
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Status: n.status, Interval: statusInterval,
@@ -54,7 +64,7 @@ func (n *node) runConnected(ctx context.Context) error {
 			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
-		Sequences: localSequences{n.local}, OnGap: n.onGap,
+		Sequences: localSequences{n.local}, OnGap: n.onGap, Meter: n.meter,
 	})
 	if err != nil {
 		return err
@@ -149,6 +159,7 @@ func windowOf(self *hierarchy.Node, log *slog.Logger) pipeline.Window {
 func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
 	old := n.getSelf()
 	n.setSelf(self)
+	n.meter.SetLimit(self.Settings.BandwidthLimit)
 	if n.link != nil {
 		n.link.SetWindow(windowOf(self, n.logger))
 		if old != nil && self.ResyncGeneration != old.ResyncGeneration {

@@ -29,6 +29,7 @@ func newNodeCmd() *cobra.Command {
 // nodeFlags are the settings flags create and update share.
 type nodeFlags struct {
 	schedule, window, ttl, logLevel string
+	bandwidth                       int64
 }
 
 func (f *nodeFlags) add(cmd *cobra.Command) {
@@ -36,6 +37,7 @@ func (f *nodeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.window, "sync-window", "", "how long each window stays open, ISO 8601 PT1H to P7D; required with a schedule")
 	cmd.Flags().StringVar(&f.ttl, "sync-message-ttl", "", "how long messages wait for the node, ISO 8601 P1D to P90D (default P2D)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "", "the node's log level: debug, info, warn, error (default info)")
+	cmd.Flags().Int64Var(&f.bandwidth, "bandwidth-limit", 0, "bytes per second of content over the link to the parent, both ways together (0: no limit)")
 }
 
 func parseDurationFlag(name, s string) (hierarchy.Duration, error) {
@@ -64,6 +66,7 @@ func newNodeCreateCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := hierarchy.CreateRequest{Name: args[0], Parent: parent, Settings: hierarchy.Settings{
 				Mode: hierarchy.Mode(mode), SyncSchedule: f.schedule, LogLevel: f.logLevel,
+				BandwidthLimit: f.bandwidth,
 			}}
 			for _, r := range repos {
 				req.Settings.Repositories = append(req.Settings.Repositories, hierarchy.Pattern(r))
@@ -116,6 +119,9 @@ func newNodeUpdateCmd() *cobra.Command {
 			}
 			if fl.Changed("log-level") {
 				req.LogLevel = &f.logLevel
+			}
+			if fl.Changed("bandwidth-limit") {
+				req.BandwidthLimit = &f.bandwidth
 			}
 			if fl.Changed("sync-window") {
 				d, err := parseDurationFlag("sync-window", f.window)

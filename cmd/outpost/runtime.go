@@ -68,6 +68,7 @@ type node struct {
 	parentConn *nats.Conn
 	uplink     *hierarchy.Uplink
 	link       *pipeline.Link
+	meter      *pipeline.Meter
 	reconcile  chan struct{}
 	requested  atomic.Value // the resync generation last asked for: asked once
 	// lastOpenSaved is the last window start written to the store, for missed-window

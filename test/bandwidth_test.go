@@ -1,0 +1,52 @@
+package test
+
+import (
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// linkBytes reads a connected node's outpost_link_bytes_total for a direction.
+func linkBytes(t *testing.T, n *Node, direction string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`outpost_link_bytes_total\{direction="` + direction + `"\} ([0-9.e+]+)`)
+	m := re.FindStringSubmatch(scrape(t, n))
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestBandwidthLimitHoldsTheLinkToIt: a site with a limit set at the root moves its
+// content no faster than the limit, and counts what it moved.
+func TestBandwidthLimitHoldsTheLinkToIt(t *testing.T) {
+	const limit = 1 << 20 // 1 MiB/s
+	root := StartNode(t, NodeOptions{})
+	site := StartChild(t, root, Child{Name: "sitesat", Mode: "ReadOnly", Repositories: []string{"sat/*"},
+		CreateArgs: []string{"--bandwidth-limit", strconv.Itoa(limit)}})
+	img := newImage(t, 0)
+	layerBytes := 0
+	for range 3 { // 3 MiB of random layers
+		l := newLayer(t, 1<<20)
+		img = appendLayer(t, img, l)
+		layerBytes += 1 << 20
+	}
+	start := time.Now()
+	d := push(t, root, "sat/big:1", img)
+	eventuallyAt(t, "sat/big:1", d, site)
+	took := time.Since(start)
+	// 3 MiB at 1 MiB/s, less the first burst, cannot take under about 2.9 s.
+	if took < 2800*time.Millisecond {
+		t.Errorf("3 MiB crossed a 1 MiB/s link in %s", took)
+	}
+	if moved := linkBytes(t, site, "downstream"); moved < float64(layerBytes) {
+		t.Errorf("the site counts %.0f bytes moved downstream, want at least %d", moved, layerBytes)
+	}
+	t.Logf("3 MiB under a 1 MiB/s limit: %s", took.Round(10*time.Millisecond))
+
+}
