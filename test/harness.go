@@ -102,6 +102,9 @@ type Node struct {
 	// Gateway is the NATS gateway listener. Both keep their ports across restarts,
 	// as a real site's do: its children's connection strings name them.
 	Gateway string
+	// RegistryProxy and GatewayProxy sit on a child's links when it was started
+	// ThroughProxy.
+	RegistryProxy, GatewayProxy *FaultProxy
 
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -243,6 +246,9 @@ type Child struct {
 	CreateArgs []string
 	// ServeArgs are extra `outpost serve` flags.
 	ServeArgs []string
+	// ThroughProxy puts a FaultProxy on both of the child's links to its parent
+	// (registry and gateway); the node's RegistryProxy and GatewayProxy control them.
+	ThroughProxy bool
 }
 
 // StartChild defines a node at root with the CLI and starts it with its connection
@@ -258,7 +264,26 @@ func StartChild(t testing.TB, root *Node, c Child) *Node {
 	}
 	root.MustCLI(t, append(args, c.CreateArgs...)...)
 	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", c.Name))
-	return StartNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: c.ServeArgs})
+	var reg, gw *FaultProxy
+	if c.ThroughProxy {
+		reg = StartFaultProxy(t, csField(cs, "ParentRegistryEndpoint"))
+		gw = StartFaultProxy(t, csField(cs, "ParentGatewayEndpoint"))
+		cs = strings.Replace(cs, "ParentRegistryEndpoint="+csField(cs, "ParentRegistryEndpoint"), "ParentRegistryEndpoint="+reg.Addr(), 1)
+		cs = strings.Replace(cs, "ParentGatewayEndpoint="+csField(cs, "ParentGatewayEndpoint"), "ParentGatewayEndpoint="+gw.Addr(), 1)
+	}
+	n := StartNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: c.ServeArgs})
+	n.RegistryProxy, n.GatewayProxy = reg, gw
+	return n
+}
+
+// csField reads one key of a connection string.
+func csField(cs, key string) string {
+	for _, part := range strings.Split(cs, ";") {
+		if v, ok := strings.CutPrefix(part, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // Data is the node's data directory.

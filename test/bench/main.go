@@ -145,16 +145,22 @@ func quickDefaults(fs *flag.FlagSet, defaults map[string]quickDefault) {
 	}
 }
 
-// workDir makes the run's temporary directory; done removes it, unless keep.
-func workDir(keep bool) (dir string, done func(), err error) {
-	dir, err = os.MkdirTemp("", "outpost-bench-")
+// setUp makes the run's temporary work directory and, unless --outpost is given,
+// builds outpost into it; done removes the directory, unless --keep.
+func (c *common) setUp(ctx context.Context) (work string, done func(), err error) {
+	work, err = os.MkdirTemp("", "outpost-bench-")
 	if err != nil {
 		return "", nil, fmt.Errorf("work directory: %w", err)
 	}
-	if keep {
-		return dir, func() { slog.Info("kept the work directory", "dir", dir) }, nil
+	done = func() { os.RemoveAll(work) }
+	if c.keep {
+		done = func() { slog.Info("kept the work directory", "dir", work) }
 	}
-	return dir, func() { os.RemoveAll(dir) }, nil
+	if c.outpost, err = outpostBinary(ctx, c.outpost, work); err != nil {
+		done()
+		return "", nil, err
+	}
+	return work, done, nil
 }
 
 // outpostBinary returns bin, or builds ./cmd/outpost into dir if bin is empty.
@@ -174,6 +180,30 @@ func outpostBinary(ctx context.Context, bin, dir string) (string, error) {
 		return "", fmt.Errorf("build outpost: %w", err)
 	}
 	return bin, nil
+}
+
+// runRounds runs round 1 to c.rounds, each in work/roundN (removed afterwards
+// unless --keep) with content of its own, and prints each round's result as it
+// comes.
+func runRounds[R any](ctx context.Context, c common, work string, round func(ctx context.Context, g generator, dir string) (R, error), print func(R)) ([]R, error) {
+	seed := uint64(time.Now().UnixNano())
+	var results []R
+	for n := 1; n <= c.rounds; n++ {
+		dir := filepath.Join(work, fmt.Sprintf("round%d", n))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("round directory: %w", err)
+		}
+		r, err := round(ctx, generator{seed: seed, round: n}, dir)
+		if !c.keep {
+			os.RemoveAll(dir)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("round %d: %w", n, err)
+		}
+		results = append(results, r)
+		print(r)
+	}
+	return results, nil
 }
 
 // defaultTool is where a peer tool is looked for: ./bin, where `make tools` puts the

@@ -59,14 +59,11 @@ func runNodeSuite(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	work, cleanup, err := workDir(cfg.keep)
+	work, done, err := cfg.setUp(ctx)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	if cfg.outpost, err = outpostBinary(ctx, cfg.outpost, work); err != nil {
-		return err
-	}
+	defer done()
 	if cfg.registry, err = lookTool("registry", cfg.registry); err != nil {
 		return err
 	}
