@@ -225,6 +225,9 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 		if err != nil {
 			return wrap("read image", ref, err)
 		}
+		if err := c.copyLargeLayers(ctx, ref.Context().RepositoryStr(), img); err != nil {
+			return wrap("write image", ref, err)
+		}
 		return wrap("write image", ref, c.dstPush.Push(ctx, ref, img))
 	}
 	return fmt.Errorf("copy %s: media type %s is not an image or index", ref, desc.MediaType)

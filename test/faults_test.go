@@ -2,14 +2,18 @@ package test
 
 import (
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/google/go-containerregistry/pkg/v1/stream"
 )
 
 // pushMany pushes count fresh images as repo:0..count-1 at n, eight at a time, and
@@ -97,16 +101,31 @@ func eventuallyConverged(t *testing.T, repo string, want map[string]string, node
 	})
 }
 
-// verifyImages reads every image in full at n and checks every blob's digest.
+// verifyImages reads every image in full at n: go-containerregistry checks each
+// blob's digest as it reads to the end.
 func verifyImages(t *testing.T, n *Node, repo string, want map[string]string) {
 	t.Helper()
-	for tag := range want {
+	for tag, d := range want {
 		img, err := remote.Image(mustRef(t, n, repo+":"+tag))
 		if err != nil {
 			t.Fatalf("%s:%s at %s: %v", repo, tag, n.opts.Name, err)
 		}
-		if err := validate.Image(img); err != nil {
-			t.Errorf("%s:%s at %s does not verify: %v", repo, tag, n.opts.Name, err)
+		if got := digest(t, img); got != d {
+			t.Errorf("%s:%s at %s is %s, want %s", repo, tag, n.opts.Name, got, d)
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range layers {
+			rc, err := l.Compressed()
+			if err == nil {
+				_, err = io.Copy(io.Discard, rc)
+				rc.Close()
+			}
+			if err != nil {
+				t.Errorf("%s:%s at %s: a layer does not verify: %v", repo, tag, n.opts.Name, err)
+			}
 		}
 	}
 }
@@ -155,7 +174,62 @@ func TestFaultByteFlippedOnTheLink(t *testing.T) {
 		t.Fatalf("the proxy flipped %d bytes, want 1", leaf.RegistryProxy.Flipped())
 	}
 	verifyImages(t, leaf, "f/flip", map[string]string{"1": d})
-	if out := leaf.Output(); !strings.Contains(out, "checksum") && !strings.Contains(out, "digest") {
+	if out := leaf.Output(); !strings.Contains(out, "checksum") {
 		t.Errorf("the leaf never said it rejected a corrupt copy:\n%s", out)
 	}
+}
+
+// Scenario 3: the link cut five times during a 1 GiB layer: the copy completes and
+// resumes from what the child confirmed, re-sending at most 10% of the layer.
+func TestFaultLinkCutFiveTimesDuringAGiBLayer(t *testing.T) {
+	const size = 1 << 30
+	root := StartNode(t, NodeOptions{})
+	leaf := StartChild(t, root, Child{Name: "leafnode", Mode: "ReadOnly", Repositories: []string{"f/*"}, ThroughProxy: true})
+	layer := stream.NewLayer(io.NopCloser(io.LimitReader(rand.NewChaCha8([32]byte{1}), size)))
+	img := appendLayer(t, newImage(t, 0), layer)
+	proxy := leaf.RegistryProxy
+	start := proxy.ToChild() // before the push: the copy starts as soon as it lands
+	r := mustRef(t, root, "f/big:1")
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cuts atomic.Int64
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // cut at 150, 300, ... 750 MiB of the copy
+		for cut := int64(1); cut <= 5; {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if proxy.ToChild()-start > cut*150<<20 {
+				proxy.Cut()
+				cuts.Add(1)
+				cut++
+			}
+		}
+	}()
+	Eventually(t, 5*time.Minute, func() error {
+		got, err := resolve(leaf, "f/big:1")
+		if err != nil || got != desc.Digest.String() {
+			return fmt.Errorf("f/big:1 at the leaf: %q (%v), %d MiB sent, %d cuts", got, err, (proxy.ToChild()-start)>>20, cuts.Load())
+		}
+		return nil
+	})
+	sent := proxy.ToChild() - start
+	resent := sent - size
+	t.Logf("1 GiB layer: %d MiB toward the child, %d MiB re-sent (%.1f%%), link cut %d times",
+		sent>>20, resent>>20, 100*float64(resent)/size, cuts.Load())
+	if cuts.Load() < 5 {
+		t.Errorf("the link was cut only %d times", cuts.Load())
+	}
+	if resent > size/10 {
+		t.Errorf("re-sent %d MiB, more than 10%% of the layer", resent>>20)
+	}
+	verifyImages(t, leaf, "f/big", map[string]string{"1": desc.Digest.String()})
 }
