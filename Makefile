@@ -13,7 +13,7 @@ REGSYNC_VERSION     := v0.11.7
 
 LDFLAGS := -s -w
 
-.PHONY: all build run test test-unit test-e2e bench tools system-deps lint clean
+.PHONY: all build run test test-unit test-e2e test-faults bench tools system-deps lint clean
 
 all: build
 
@@ -38,6 +38,10 @@ test-unit: lint
 
 test-e2e: tools
 	$(GO) test -count=1 -timeout 20m ./test/...
+
+# The fault-injection suite alone (it is part of make test too).
+test-faults: tools
+	$(GO) test -count=1 -timeout 20m -run 'TestFault|TestOutage|TestSyncWindows|TestBandwidth' ./test/
 
 # Two suites: a node against plain distribution, and a tree against crane and regsync.
 bench: tools
