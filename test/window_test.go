@@ -131,3 +131,28 @@ func TestSyncWindowsGateTheLinkBothWays(t *testing.T) {
 	MustRun(t, time.Minute, Binary(t), "sync", "now", "--server", ship.URL)
 	eventuallyAt(t, "ship/d:1", dd, ship)
 }
+
+// TestTagMovedTenTimesBehindAClosedWindowIsCopiedOnce: coalescing. Only the tag's
+// final state crosses the link when the window opens.
+func TestTagMovedTenTimesBehindAClosedWindowIsCopiedOnce(t *testing.T) {
+	const layer = 256 << 10
+	clock := newFakeClock(t)
+	clock.set(0, "12:00")
+	root := StartNode(t, NodeOptions{})
+	ship := StartChild(t, root, Child{Name: "shiptwo", Mode: "ReadOnly", Repositories: []string{"ship/*"},
+		CreateArgs: []string{"--sync-schedule", "0 2 * * *", "--sync-window", "PT2H"},
+		ServeArgs:  []string{"--clock-offset-file", clock.file}})
+	var last string
+	for range 10 {
+		last = push(t, root, "ship/moving:latest", appendLayer(t, newImage(t, 0), newLayer(t, layer)))
+	}
+	waitingWith(t, root, "shiptwo", true, false)
+	before := linkBytes(t, ship, "downstream")
+	clock.set(1, "02:30")
+	eventuallyAt(t, "ship/moving:latest", last, ship)
+	moved := linkBytes(t, ship, "downstream") - before
+	t.Logf("10 moves of a tag with a %d KiB layer: %.0f KiB moved when the window opened", layer>>10, moved/1024)
+	if moved < layer || moved > 2*layer {
+		t.Errorf("moved %.0f bytes for a tag moved 10 times with %d-byte layers: want the final image only", moved, layer)
+	}
+}
