@@ -20,8 +20,10 @@ const (
 	drainConsumer    = "drain"
 	routerConsumer   = "router"
 	// AckWait is how long a delivered message may go unacknowledged before it is
-	// delivered again; workers signal progress on long copies.
-	AckWait = 2 * time.Minute
+	// delivered again; workers signal progress on long copies every quarter of it.
+	// Short, because a message can be delivered to a pull request its worker gave up
+	// on (a window closed, a process stopped): it comes back after AckWait.
+	AckWait = 30 * time.Second
 	// MaxBatch is the most messages a worker holds unacknowledged at once.
 	MaxBatch = 256
 )

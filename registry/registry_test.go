@@ -12,21 +12,20 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sirupsen/logrus"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/test/content"
 )
 
 // testRegistry is a registry served over real HTTP with a real embedded NATS and
@@ -118,35 +117,6 @@ func (tr *testRegistry) do(t testing.TB, method, path, contentType string, body 
 	return resp
 }
 
-func randomImage(t testing.TB) v1.Image {
-	t.Helper()
-	img, err := random.Image(512, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-func digestOf(t testing.TB, img interface{ Digest() (v1.Hash, error) }) string {
-	t.Helper()
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.String()
-}
-
-func mediaTypeOf(t testing.TB, img interface {
-	MediaType() (types.MediaType, error)
-}) string {
-	t.Helper()
-	mt, err := img.MediaType()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(mt)
-}
-
 func TestMain(m *testing.M) {
 	logrus.SetLevel(logrus.FatalLevel) // the embedded app logs every request
 	os.Exit(m.Run())
@@ -154,12 +124,12 @@ func TestMain(m *testing.M) {
 
 func TestPushAndDeleteBecomeEvents(t *testing.T) {
 	tr := startRegistry(t, ReadWrite)
-	byTag, byDigest := randomImage(t), randomImage(t)
+	byTag, byDigest := content.Image(t, 2), content.Image(t, 2)
 	tagRef := tr.ref(t, "team/app:1.0")
 	if err := remote.Write(tagRef, byTag); err != nil {
 		t.Fatal(err)
 	}
-	digestRef := tr.ref(t, "team/app@"+digestOf(t, byDigest))
+	digestRef := tr.ref(t, "team/app@"+content.Digest(t, byDigest))
 	if err := remote.Write(digestRef, byDigest); err != nil {
 		t.Fatal(err)
 	}
@@ -172,10 +142,10 @@ func TestPushAndDeleteBecomeEvents(t *testing.T) {
 
 	got := tr.events(t)
 	want := []events.Event{
-		{Action: events.ActionPush, Repository: "team/app", Tag: "1.0", Digest: digestOf(t, byTag), MediaType: mediaTypeOf(t, byTag)},
-		{Action: events.ActionPush, Repository: "team/app", Digest: digestOf(t, byDigest), MediaType: mediaTypeOf(t, byDigest)},
-		{Action: events.ActionTagDelete, Repository: "team/app", Tag: "1.0", Digest: digestOf(t, byTag)},
-		{Action: events.ActionManifestDelete, Repository: "team/app", Digest: digestOf(t, byDigest)},
+		{Action: events.ActionPush, Repository: "team/app", Tag: "1.0", Digest: content.Digest(t, byTag), MediaType: content.MediaType(t, byTag)},
+		{Action: events.ActionPush, Repository: "team/app", Digest: content.Digest(t, byDigest), MediaType: content.MediaType(t, byDigest)},
+		{Action: events.ActionTagDelete, Repository: "team/app", Tag: "1.0", Digest: content.Digest(t, byTag)},
+		{Action: events.ActionManifestDelete, Repository: "team/app", Digest: content.Digest(t, byDigest)},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d events, want %d: %v", len(got), len(want), got)
@@ -202,7 +172,7 @@ func TestPublishFailureFailsThePushAndMarksUnhealthy(t *testing.T) {
 		t.Fatalf("fresh node not ready: %v", err)
 	}
 	tr.NATS.Shutdown() // JetStream is gone: no event can be acknowledged
-	err := remote.Write(tr.ref(t, "app:1"), randomImage(t), remote.WithRetryBackoff(remote.Backoff{Steps: 1}))
+	err := remote.Write(tr.ref(t, "app:1"), content.Image(t, 2), remote.WithRetryBackoff(remote.Backoff{Steps: 1}))
 	var terr *transport.Error
 	if !errors.As(err, &terr) || terr.StatusCode != http.StatusInternalServerError {
 		t.Fatalf("push without an event log: err = %v, want a 500", err)
@@ -238,7 +208,7 @@ func ociErrors(t testing.TB, resp *http.Response) []string {
 func TestBadInputIsRefusedAndLeavesNothing(t *testing.T) {
 	tr := startRegistry(t, ReadWrite)
 	// A stored image the bad manifests can borrow a config from.
-	base := randomImage(t)
+	base := content.Image(t, 2)
 	if err := remote.Write(tr.ref(t, "good/app:base"), base); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +260,7 @@ func TestBadInputIsRefusedAndLeavesNothing(t *testing.T) {
 				data, _ := io.ReadAll(resp.Body)
 				t.Fatalf("status %d (%s), want %d", resp.StatusCode, data, c.status)
 			}
-			if codes := ociErrors(t, resp); !contains(codes, c.code) {
+			if codes := ociErrors(t, resp); !slices.Contains(codes, c.code) {
 				t.Errorf("codes %v, want %s", codes, c.code)
 			}
 			if c.repo != "" {
@@ -316,22 +286,13 @@ func mustLayerDigest(t testing.TB, img v1.Image) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return digestOf(t, layers[0])
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return content.Digest(t, layers[0])
 }
 
 func TestReadOnlyRefusesWritesAndServesReads(t *testing.T) {
 	dir := t.TempDir()
 	rw := startRegistryIn(t, dir, ReadWrite)
-	img := randomImage(t)
+	img := content.Image(t, 2)
 	if err := remote.Write(rw.ref(t, "app:1"), img); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +302,7 @@ func TestReadOnlyRefusesWritesAndServesReads(t *testing.T) {
 		{"POST", "/v2/app/blobs/uploads/"},
 		{"PUT", "/v2/app/manifests/2"},
 		{"DELETE", "/v2/app/manifests/1"},
-		{"DELETE", "/v2/app/manifests/" + digestOf(t, img)},
+		{"DELETE", "/v2/app/manifests/" + content.Digest(t, img)},
 		{"DELETE", "/v2/app/blobs/" + mustLayerDigest(t, img)},
 		{"PATCH", "/v2/app/blobs/uploads/some-id"},
 	} {
@@ -359,8 +320,8 @@ func TestReadOnlyRefusesWritesAndServesReads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pull from read-only node: %v", err)
 	}
-	if digestOf(t, got) != digestOf(t, img) {
-		t.Errorf("pulled %s, want %s", digestOf(t, got), digestOf(t, img))
+	if content.Digest(t, got) != content.Digest(t, img) {
+		t.Errorf("pulled %s, want %s", content.Digest(t, got), content.Digest(t, img))
 	}
 	if err := ro.DeleteRepository(context.Background(), "app"); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("repository delete on a read-only node: %v, want ErrReadOnly", err)
@@ -373,22 +334,22 @@ func TestReadOnlyRefusesWritesAndServesReads(t *testing.T) {
 func TestReferrersAPIAndSubjectHeader(t *testing.T) {
 	dir := t.TempDir()
 	tr := startRegistryIn(t, dir, ReadWrite)
-	img := randomImage(t)
+	img := content.Image(t, 2)
 	subjectRef := tr.ref(t, "app:1")
 	if err := remote.Write(subjectRef, img); err != nil {
 		t.Fatal(err)
 	}
-	subject := digestOf(t, img)
+	subject := content.Digest(t, img)
 	desc, err := remote.Head(subjectRef)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sbom := artifact(t, "application/spdx+json", desc)
-	sig := artifact(t, "application/vnd.dev.cosign.artifact.sig.v1+json", desc)
+	sbom := content.Artifact(t, "application/spdx+json", desc)
+	sig := content.Artifact(t, "application/vnd.dev.cosign.artifact.sig.v1+json", desc)
 	for _, a := range []v1.Image{sbom, sig} {
 		pushBlobs(t, tr.ref(t, "app").Context(), a)
 		raw, _ := a.RawManifest()
-		resp := tr.do(t, "PUT", "/v2/app/manifests/"+digestOf(t, a), string(types.OCIManifestSchema1), raw)
+		resp := tr.do(t, "PUT", "/v2/app/manifests/"+content.Digest(t, a), string(types.OCIManifestSchema1), raw)
 		if resp.StatusCode != http.StatusCreated {
 			t.Fatalf("push artifact: %d", resp.StatusCode)
 		}
@@ -412,7 +373,7 @@ func TestReferrersAPIAndSubjectHeader(t *testing.T) {
 		t.Fatalf("referrers: %d, want 2", len(idx.Manifests))
 	}
 	idx, hdr := listReferrers(tr, "?artifactType="+url.QueryEscape("application/spdx+json"))
-	if len(idx.Manifests) != 1 || idx.Manifests[0].ArtifactType != "application/spdx+json" || idx.Manifests[0].Digest.String() != digestOf(t, sbom) {
+	if len(idx.Manifests) != 1 || idx.Manifests[0].ArtifactType != "application/spdx+json" || idx.Manifests[0].Digest.String() != content.Digest(t, sbom) {
 		t.Errorf("filtered referrers = %+v, want only the sbom", idx.Manifests)
 	}
 	if hdr.Get("OCI-Filters-Applied") != "artifactType" {
@@ -426,14 +387,14 @@ func TestReferrersAPIAndSubjectHeader(t *testing.T) {
 	if m, _ := viaClient.IndexManifest(); len(m.Manifests) != 2 {
 		t.Errorf("remote.Referrers found %d, want 2", len(m.Manifests))
 	}
-	if err := remote.Delete(tr.ref(t, "app@"+digestOf(t, sig))); err != nil {
+	if err := remote.Delete(tr.ref(t, "app@"+content.Digest(t, sig))); err != nil {
 		t.Fatal(err)
 	}
 	// The index is durable: a restarted node answers the same.
 	tr.stop()
 	tr = startRegistryIn(t, dir, ReadWrite)
 	idx, _ = listReferrers(tr, "")
-	if len(idx.Manifests) != 1 || idx.Manifests[0].Digest.String() != digestOf(t, sbom) {
+	if len(idx.Manifests) != 1 || idx.Manifests[0].Digest.String() != content.Digest(t, sbom) {
 		t.Errorf("after delete and restart: %+v, want only the sbom", idx.Manifests)
 	}
 	if evs := tr.events(t); evs[1].Subject != subject {
@@ -459,32 +420,16 @@ func pushBlobs(t testing.TB, repo name.Repository, img v1.Image) {
 	}
 }
 
-// artifact builds a small artifact manifest that refers to subject.
-func artifact(t testing.TB, artifactType string, subject *v1.Descriptor) v1.Image {
-	t.Helper()
-	layer, err := random.Layer(64, types.OCILayer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.MediaType(artifactType)), types.OCIManifestSchema1), layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := *subject
-	s.Platform, s.Annotations = nil, nil
-	return mutate.Subject(img, s).(v1.Image)
-}
-
 func TestSHA512ManifestRoundTrip(t *testing.T) {
 	tr := startRegistry(t, ReadWrite)
-	img := randomImage(t)
+	img := content.Image(t, 2)
 	if err := remote.Write(tr.ref(t, "app:base"), img); err != nil { // blobs and config
 		t.Fatal(err)
 	}
 	raw, _ := img.RawManifest()
 	sum := sha512.Sum512(raw)
 	d512 := "sha512:" + hex.EncodeToString(sum[:])
-	mt := mediaTypeOf(t, img)
+	mt := content.MediaType(t, img)
 
 	resp := tr.do(t, "PUT", "/v2/app/manifests/"+d512, mt, raw)
 	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Docker-Content-Digest") != d512 {
@@ -538,7 +483,7 @@ func TestRouteParsing(t *testing.T) {
 func TestDeleteRepositoryKeepsNestedOnesAndRecordsOneEvent(t *testing.T) {
 	tr := startRegistry(t, ReadWrite)
 	for _, r := range []string{"team/app:1", "team/app:2", "team/app/sub:1"} {
-		if err := remote.Write(tr.ref(t, r), randomImage(t)); err != nil {
+		if err := remote.Write(tr.ref(t, r), content.Image(t, 2)); err != nil {
 			t.Fatal(err)
 		}
 	}

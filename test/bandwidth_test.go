@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/outpost-edge/outpost/test/content"
 )
 
 // linkBytes reads a connected node's outpost_link_bytes_total for a direction.
@@ -29,11 +32,11 @@ func TestBandwidthLimitHoldsTheLinkToIt(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
 	site := StartChild(t, root, Child{Name: "sitesat", Mode: "ReadOnly", Repositories: []string{"sat/*"},
 		CreateArgs: []string{"--bandwidth-limit", strconv.Itoa(limit)}})
-	img := newImage(t, 0)
+	img := content.Image(t, 0)
 	layerBytes := 0
 	for range 3 { // 3 MiB of random layers
-		l := newLayer(t, 1<<20)
-		img = appendLayer(t, img, l)
+		l := content.Layer(t, 1<<20, types.DockerLayer)
+		img = content.Append(t, img, l)
 		layerBytes += 1 << 20
 	}
 	start := time.Now()

@@ -9,12 +9,10 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/outpost-edge/outpost/test/content"
+
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // writeLayout writes a multi-layer image as an OCI layout that skopeo and crane push.
@@ -25,28 +23,11 @@ func writeLayout(t testing.TB, layers int) (dir, manifestDigest string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := newOCIImage(t, layers)
+	img := content.OCIImage(t, layers)
 	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"})); err != nil {
 		t.Fatal(err)
 	}
-	return dir, digest(t, img)
-}
-
-// newOCIImage builds an image with OCI media types throughout; skopeo's oci:
-// transport does not take Docker media types.
-func newOCIImage(t testing.TB, layers int) v1.Image {
-	t.Helper()
-	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	for range layers {
-		l, err := random.Layer(4096, types.OCILayer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return img
+	return dir, content.Digest(t, img)
 }
 
 const clientTimeout = 2 * time.Minute
@@ -143,7 +124,7 @@ func assertLayoutHolds(t testing.TB, dir, want string, layers int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := digest(t, img); got != want {
+	if got := content.Digest(t, img); got != want {
 		t.Errorf("pulled %s, want %s", got, want)
 	}
 	ls, err := img.Layers()

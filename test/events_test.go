@@ -8,12 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/outpost-edge/outpost/test/content"
+
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/outpost-edge/outpost/events"
 )
@@ -36,75 +33,30 @@ func eventLog(t testing.TB, n *Node) []events.Event {
 	return evs
 }
 
-func ref(t testing.TB, n *Node, s string) name.Reference {
-	t.Helper()
-	r, err := name.ParseReference(n.Host+"/"+s, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func newImage(t testing.TB, layers int) v1.Image {
-	t.Helper()
-	img, err := random.Image(1024, int64(layers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-func newLayer(t testing.TB, size int64) v1.Layer {
-	t.Helper()
-	l, err := random.Layer(size, types.DockerLayer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func appendLayer(t testing.TB, img v1.Image, l v1.Layer) v1.Image {
-	t.Helper()
-	out, err := mutate.AppendLayers(img, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func digest(t testing.TB, img interface{ Digest() (v1.Hash, error) }) string {
-	t.Helper()
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.String()
-}
-
 func TestEventLogRecordsEveryChangeAndSurvivesSIGKILL(t *testing.T) {
 	node := StartNode(t, NodeOptions{Name: "siteone"})
 
 	// 1. Exactly the changes made, with their fields, as `outpost events` prints them.
-	tagged, untagged := newImage(t, 2), newImage(t, 1)
-	if err := remote.Write(ref(t, node, "shop/web:1.0"), tagged); err != nil {
+	tagged, untagged := content.Image(t, 2), content.Image(t, 1)
+	if err := remote.Write(mustRef(t, node, "shop/web:1.0"), tagged); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref(t, node, "shop/web@"+digest(t, untagged)), untagged); err != nil {
+	if err := remote.Write(mustRef(t, node, "shop/web@"+content.Digest(t, untagged)), untagged); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Delete(ref(t, node, "shop/web:1.0")); err != nil {
+	if err := remote.Delete(mustRef(t, node, "shop/web:1.0")); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Delete(ref(t, node, "shop/web@"+digest(t, untagged))); err != nil {
+	if err := remote.Delete(mustRef(t, node, "shop/web@"+content.Digest(t, untagged))); err != nil {
 		t.Fatal(err)
 	}
 	MustRun(t, time.Minute, Binary(t), "repository", "delete", "shop/web", "--server", node.URL)
 	got := eventLog(t, node)
 	want := []string{
-		"push shop/web:1.0@" + digest(t, tagged),
-		"push shop/web@" + digest(t, untagged),
-		"tag-delete shop/web:1.0@" + digest(t, tagged),
-		"manifest-delete shop/web@" + digest(t, untagged),
+		"push shop/web:1.0@" + content.Digest(t, tagged),
+		"push shop/web@" + content.Digest(t, untagged),
+		"tag-delete shop/web:1.0@" + content.Digest(t, tagged),
+		"manifest-delete shop/web@" + content.Digest(t, untagged),
 		"repository-delete shop/web@",
 	}
 	if len(got) != len(want) {
@@ -133,14 +85,14 @@ func TestEventLogRecordsEveryChangeAndSurvivesSIGKILL(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			img := newImage(t, 1)
+			img := content.Image(t, 1)
 			tag := fmt.Sprintf("build-%d", i)
-			if err := remote.Write(ref(t, node, "shop/api:"+tag), img); err != nil {
+			if err := remote.Write(mustRef(t, node, "shop/api:"+tag), img); err != nil {
 				t.Errorf("push %s: %v", tag, err)
 				return
 			}
 			mu.Lock()
-			acked = append(acked, "push shop/api:"+tag+"@"+digest(t, img))
+			acked = append(acked, "push shop/api:"+tag+"@"+content.Digest(t, img))
 			mu.Unlock()
 		}()
 	}

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/outpost-edge/outpost/test/content"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/stream"
@@ -32,7 +35,7 @@ func pushMany(t *testing.T, n *Node, repo string, count int) map[string]string {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sema }()
-			img := newImage(t, 1)
+			img := content.Image(t, 1)
 			tag := fmt.Sprint(i)
 			r, _ := name.ParseReference(n.Host+"/"+repo+":"+tag, name.Insecure)
 			if err := remote.Write(r, img); err != nil {
@@ -40,7 +43,7 @@ func pushMany(t *testing.T, n *Node, repo string, count int) map[string]string {
 				return
 			}
 			mu.Lock()
-			out[tag] = digest(t, img)
+			out[tag] = content.Digest(t, img)
 			mu.Unlock()
 		}()
 	}
@@ -110,7 +113,7 @@ func verifyImages(t *testing.T, n *Node, repo string, want map[string]string) {
 		if err != nil {
 			t.Fatalf("%s:%s at %s: %v", repo, tag, n.opts.Name, err)
 		}
-		if got := digest(t, img); got != d {
+		if got := content.Digest(t, img); got != d {
 			t.Errorf("%s:%s at %s is %s, want %s", repo, tag, n.opts.Name, got, d)
 		}
 		layers, err := img.Layers()
@@ -167,7 +170,7 @@ func TestFaultByteFlippedOnTheLink(t *testing.T) {
 	leaf := StartChild(t, root, Child{Name: "leafnode", Mode: "ReadOnly", Repositories: []string{"f/*"}, ThroughProxy: true})
 	// Deep in the first connection that carries a 1 MiB layer: inside its body.
 	leaf.RegistryProxy.FlipOnce(600 << 10)
-	img := appendLayer(t, newImage(t, 0), newLayer(t, 1<<20))
+	img := content.Append(t, content.Image(t, 0), content.Layer(t, 1<<20, types.DockerLayer))
 	d := push(t, root, "f/flip:1", img)
 	eventuallyAt(t, "f/flip:1", d, leaf)
 	if leaf.RegistryProxy.Flipped() != 1 {
@@ -186,7 +189,7 @@ func TestFaultLinkCutFiveTimesDuringAGiBLayer(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
 	leaf := StartChild(t, root, Child{Name: "leafnode", Mode: "ReadOnly", Repositories: []string{"f/*"}, ThroughProxy: true})
 	layer := stream.NewLayer(io.NopCloser(io.LimitReader(rand.NewChaCha8([32]byte{1}), size)))
-	img := appendLayer(t, newImage(t, 0), layer)
+	img := content.Append(t, content.Image(t, 0), layer)
 	proxy := leaf.RegistryProxy
 	start := proxy.ToChild() // before the push: the copy starts as soon as it lands
 	r := mustRef(t, root, "f/big:1")

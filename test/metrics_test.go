@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outpost-edge/outpost/test/content"
+
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
@@ -35,7 +37,7 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	}
 	const pushes = 3
 	for i := range pushes {
-		if err := remote.Write(ref(t, node, fmt.Sprintf("m/app:%d", i)), newImage(t, 1)); err != nil {
+		if err := remote.Write(mustRef(t, node, fmt.Sprintf("m/app:%d", i)), content.Image(t, 1)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outpost-edge/outpost/test/content"
+
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -51,12 +53,12 @@ func purgeOutbox(t *testing.T, n *Node, outbox string) uint64 {
 func TestOutageLongerThanTheTTLReconciles(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
 	site := StartChild(t, root, Child{Name: "siteaway", Mode: "ReadOnly", Repositories: []string{"away/*"}})
-	d0 := push(t, root, "away/base:1", newImage(t, 1))
+	d0 := push(t, root, "away/base:1", content.Image(t, 1))
 	eventuallyAt(t, "away/base:1", d0, site)
 
 	site.Stop()
-	d1 := push(t, root, "away/app:1", newImage(t, 1))
-	d2 := push(t, root, "away/app:2", newImage(t, 2))
+	d1 := push(t, root, "away/app:1", content.Image(t, 1))
+	d2 := push(t, root, "away/app:2", content.Image(t, 2))
 	if err := remote.Delete(mustRef(t, root, "away/base:1")); err != nil {
 		t.Fatal(err)
 	}

@@ -5,17 +5,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/test/content"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // replicationTimeout bounds how long a change may take to cross the test tree.
@@ -67,7 +67,7 @@ func push(t *testing.T, n *Node, ref string, img v1.Image) string {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatalf("push %s at %s: %v", ref, n.opts.Name, err)
 	}
-	return digest(t, img)
+	return content.Digest(t, img)
 }
 
 type nodeView struct {
@@ -111,21 +111,21 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 
 	// A push at the ReadOnly leaf is refused.
 	cr, _ := name.ParseReference(c.Host+"/team/app:no", name.Insecure)
-	if err := remote.Write(cr, newImage(t, 1)); err == nil || !strings.Contains(err.Error(), "read-only") {
+	if err := remote.Write(cr, content.Image(t, 1)); err == nil || !strings.Contains(err.Error(), "read-only") {
 		t.Errorf("push at ReadOnly sitec: %v, want a read-only refusal", err)
 	}
 
 	// A push at b reaches its parent, the root, and every node in scope below them.
 	pushed := time.Now()
-	d1 := push(t, b, "team/app:1", newImage(t, 2))
+	d1 := push(t, b, "team/app:1", content.Image(t, 2))
 	eventuallyAt(t, "team/app:1", d1, all...)
 
 	// A push at the root reaches every level.
-	d2 := push(t, root, "team/app:2", newImage(t, 1))
+	d2 := push(t, root, "team/app:2", content.Image(t, 1))
 	eventuallyAt(t, "team/app:2", d2, all...)
 
 	// Out of scope: team/other never reaches siteatwo.
-	d3 := push(t, a, "team/other:1", newImage(t, 1))
+	d3 := push(t, a, "team/other:1", content.Image(t, 1))
 	eventuallyAt(t, "team/other:1", d3, root, a, b, c)
 
 	// A multi-arch index and an artifact that refers to it, as oras attach or cosign
@@ -138,13 +138,13 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 	if err := remote.WriteIndex(ir, idx); err != nil {
 		t.Fatal(err)
 	}
-	di := digest(t, idx)
+	di := content.Digest(t, idx)
 	idxDesc, err := remote.Head(ir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sbom := attachment(t, idxDesc)
-	ds := digest(t, sbom)
+	sbom := content.Artifact(t, "application/spdx+json", idxDesc)
+	ds := content.Digest(t, sbom)
 	push(t, b, "team/app@"+ds, sbom)
 	eventuallyAt(t, "team/app:multi", di, all...)
 	eventuallyAt(t, "team/app@"+ds, ds, all...)
@@ -203,12 +203,12 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 	root.MustCLI(t, "node", "update", "sitec", "--add-repository", "extra/*", "--log-level", "debug")
 	Eventually(t, replicationTimeout, func() error {
 		v := listNodes(t, root)["sitec"]
-		if v.Status == nil || v.Status.LogLevel != "debug" || !contains(v.Status.Repositories, "extra/*") {
+		if v.Status == nil || v.Status.LogLevel != "debug" || !slices.Contains(v.Status.Repositories, "extra/*") {
 			return fmt.Errorf("sitec reports %+v, want log level debug and extra/*", v.Status)
 		}
 		return nil
 	})
-	de := push(t, root, "extra/tool:1", newImage(t, 1))
+	de := push(t, root, "extra/tool:1", content.Image(t, 1))
 	eventuallyAt(t, "extra/tool:1", de, a, b, c)
 }
 
@@ -282,7 +282,7 @@ func TestNodeRulesAreEnforcedWithClearMessages(t *testing.T) {
 	}
 }
 
-func mustRef(t *testing.T, n *Node, s string) name.Reference {
+func mustRef(t testing.TB, n *Node, s string) name.Reference {
 	t.Helper()
 	r, err := name.ParseReference(n.Host+"/"+s, name.Insecure)
 	if err != nil {
@@ -300,39 +300,14 @@ func mustDigestRef(t *testing.T, n *Node, s string) name.Digest {
 	return d
 }
 
-// attachment is an SBOM-like artifact whose subject is desc.
-func attachment(t *testing.T, subject *v1.Descriptor) v1.Image {
-	t.Helper()
-	layer, err := random.Layer(128, types.OCILayer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(mutate.MediaType(mutate.ConfigMediaType(empty.Image, "application/spdx+json"), types.OCIManifestSchema1), layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := *subject
-	s.Platform, s.Annotations = nil, nil
-	return mutate.Subject(img, s).(v1.Image)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // TestResyncRestoresALostStore: a site whose registry storage was lost (a replaced
 // disk) gets its whole scope back from `node resync`, not from events long acked.
 func TestResyncRestoresALostStore(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
 	site := StartChild(t, root, Child{Name: "sitered", Mode: "ReadOnly", Repositories: []string{"app/*"}})
-	dx := push(t, root, "app/x:1", newImage(t, 1))
-	dy := push(t, root, "app/y:1", newImage(t, 2))
-	push(t, root, "other/z:1", newImage(t, 1))
+	dx := push(t, root, "app/x:1", content.Image(t, 1))
+	dy := push(t, root, "app/y:1", content.Image(t, 2))
+	push(t, root, "other/z:1", content.Image(t, 1))
 	eventuallyAt(t, "app/x:1", dx, site)
 	eventuallyAt(t, "app/y:1", dy, site)
 

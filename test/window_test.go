@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/outpost-edge/outpost/test/content"
 )
 
 // fakeClock moves a node's sync-window clock (outpost serve --clock-offset-file).
@@ -90,8 +93,8 @@ func TestSyncWindowsGateTheLinkBothWays(t *testing.T) {
 		ServeArgs:  []string{"--clock-offset-file", clock.file}})
 
 	// Closed: a push at either end waits in its outbox.
-	da := push(t, root, "ship/a:1", newImage(t, 1))
-	db := push(t, ship, "ship/b:1", newImage(t, 1))
+	da := push(t, root, "ship/a:1", content.Image(t, 1))
+	db := push(t, ship, "ship/b:1", content.Image(t, 1))
 	waitingWith(t, root, "shipone", true, true)
 	for _, c := range []struct {
 		n   *Node
@@ -109,7 +112,7 @@ func TestSyncWindowsGateTheLinkBothWays(t *testing.T) {
 
 	// Closed again, across a restart of the child: still nothing moves.
 	clock.set(1, "12:00")
-	dc := push(t, root, "ship/c:1", newImage(t, 1))
+	dc := push(t, root, "ship/c:1", content.Image(t, 1))
 	waitingWith(t, root, "shipone", true, false)
 	ship.Stop()
 	ship.Start()
@@ -126,7 +129,7 @@ func TestSyncWindowsGateTheLinkBothWays(t *testing.T) {
 
 	// `sync now` drains whatever the window.
 	clock.set(2, "12:00")
-	dd := push(t, root, "ship/d:1", newImage(t, 1))
+	dd := push(t, root, "ship/d:1", content.Image(t, 1))
 	waitingWith(t, root, "shipone", true, false)
 	MustRun(t, time.Minute, Binary(t), "sync", "now", "--server", ship.URL)
 	eventuallyAt(t, "ship/d:1", dd, ship)
@@ -144,7 +147,7 @@ func TestTagMovedTenTimesBehindAClosedWindowIsCopiedOnce(t *testing.T) {
 		ServeArgs:  []string{"--clock-offset-file", clock.file}})
 	var last string
 	for range 10 {
-		last = push(t, root, "ship/moving:latest", appendLayer(t, newImage(t, 0), newLayer(t, layer)))
+		last = push(t, root, "ship/moving:latest", content.Append(t, content.Image(t, 0), content.Layer(t, layer, types.DockerLayer)))
 	}
 	waitingWith(t, root, "shiptwo", true, false)
 	before := linkBytes(t, ship, "downstream")

@@ -226,6 +226,7 @@ func (n *node) reconcileLoop(ctx context.Context) {
 		self := n.getSelf()
 		wctx, cancel := n.link.WaitOpen(ctx) // a reconcile moves content too: only in a window
 		start := time.Now()
+		n.logger.Info("reconciling", "generation", self.ResyncGeneration)
 		res, err := n.link.Reconcile(wctx, self.Settings.Repositories.Matches, self.Settings.Mode == hierarchy.ReadWrite)
 		cancel()
 		if err != nil {

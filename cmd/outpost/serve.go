@@ -100,30 +100,20 @@ func loadServeConfig(path string, opts *serveOptions) error {
 	return nil
 }
 
+// fields maps each flag name to its setting, so that a flag given on the command
+// line can win over the config file.
+func (o *serveOptions) fields() map[string]*string {
+	return map[string]*string{
+		"data": &o.Data, "addr": &o.Addr, "gateway-addr": &o.GatewayAddr, "mode": &o.Mode,
+		"name": &o.Name, "message-ttl": &o.MessageTTL, "log-level": &o.LogLevel,
+		"log-format": &o.LogFormat, "connection-string": &o.ConnectionString,
+		"advertise-addr": &o.AdvertiseAddr, "clock-offset-file": &o.ClockOffsetFile,
+	}
+}
+
 func overrideFromFlag(opts, flags *serveOptions, name string) {
-	switch name {
-	case "data":
-		opts.Data = flags.Data
-	case "addr":
-		opts.Addr = flags.Addr
-	case "gateway-addr":
-		opts.GatewayAddr = flags.GatewayAddr
-	case "mode":
-		opts.Mode = flags.Mode
-	case "name":
-		opts.Name = flags.Name
-	case "message-ttl":
-		opts.MessageTTL = flags.MessageTTL
-	case "log-level":
-		opts.LogLevel = flags.LogLevel
-	case "log-format":
-		opts.LogFormat = flags.LogFormat
-	case "connection-string":
-		opts.ConnectionString = flags.ConnectionString
-	case "advertise-addr":
-		opts.AdvertiseAddr = flags.AdvertiseAddr
-	case "clock-offset-file":
-		opts.ClockOffsetFile = flags.ClockOffsetFile
+	if dst, ok := opts.fields()[name]; ok {
+		*dst = *flags.fields()[name]
 	}
 }
 
