@@ -26,6 +26,46 @@ const (
 	resumeAttempts = 50
 )
 
+// mountMinSize is the layer size from which a copy first asks the destination to
+// mount the layer from any repository it holds it in; smaller ones are sent.
+const mountMinSize = 1 << 20
+
+// mountLayers links into repo, at a destination that allows it, the layers it
+// already holds elsewhere (base layers shared by many repositories): no bytes move.
+func (c *Copier) mountLayers(ctx context.Context, repo string, img v1.Image) error {
+	if !c.dst.MountAnywhere {
+		return nil
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		size, err := l.Size()
+		if err != nil || size < mountMinSize {
+			continue
+		}
+		d, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		resp, err := c.dst.do(ctx, http.MethodPost, c.dst.url("/v2/"+repo+"/blobs/uploads/?mount="+url.QueryEscape(d.String())), nil, nil)
+		if err != nil {
+			return fmt.Errorf("mount %s: %w", d, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusAccepted {
+			// Not held anywhere: drop the upload this opened; the push sends the blob.
+			if loc, err := c.dst.resolve(resp.Header.Get("Location")); err == nil {
+				if dresp, err := c.dst.do(ctx, http.MethodDelete, loc, nil, nil); err == nil {
+					dresp.Body.Close()
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // copyLargeLayers makes sure the destination holds every layer of img that is at
 // least resumeThreshold, before the manifest push that would otherwise stream them
 // whole.

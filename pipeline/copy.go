@@ -30,6 +30,9 @@ type Endpoint struct {
 	Header http.Header
 	// Transport is the base transport; default http.DefaultTransport.
 	Transport http.RoundTripper
+	// MountAnywhere says the registry links a blob it holds in any repository on a
+	// mount without `from` (an Outpost node, for its own replication writer).
+	MountAnywhere bool
 }
 
 func (e Endpoint) repo(repo string) (name.Repository, error) {
@@ -224,6 +227,9 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 		img, err := desc.Image()
 		if err != nil {
 			return wrap("read image", ref, err)
+		}
+		if err := c.mountLayers(ctx, ref.Context().RepositoryStr(), img); err != nil {
+			return wrap("write image", ref, err)
 		}
 		if err := c.copyLargeLayers(ctx, ref.Context().RepositoryStr(), img); err != nil {
 			return wrap("write image", ref, err)

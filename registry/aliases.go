@@ -33,6 +33,11 @@ func layerAliasLink(repo string, d digest.Digest) string {
 	return path.Join(repositoriesRoot, repo, "_layers", d.Algorithm().String(), d.Encoded(), "link")
 }
 
+// blobDataPath is where distribution keeps a blob's bytes, shared by all repositories.
+func blobDataPath(d digest.Digest) string {
+	return path.Join("/docker/registry/v2/blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
+}
+
 func uploadDataPath(repo, id string) string {
 	return path.Join(repositoriesRoot, repo, "_uploads", id, "data")
 }

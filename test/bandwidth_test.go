@@ -53,3 +53,25 @@ func TestBandwidthLimitHoldsTheLinkToIt(t *testing.T) {
 	t.Logf("3 MiB under a 1 MiB/s limit: %s", took.Round(10*time.Millisecond))
 
 }
+
+// TestALayerTheSiteHoldsElsewhereIsMountedNotSent: a base layer shared by two
+// repositories crosses the link once.
+func TestALayerTheSiteHoldsElsewhereIsMountedNotSent(t *testing.T) {
+	const size = 2 << 20
+	root := StartNode(t, NodeOptions{})
+	site := StartChild(t, root, Child{Name: "sitebase", Mode: "ReadOnly", Repositories: []string{"m/*"}})
+	base := content.Layer(t, size, types.DockerLayer)
+	one := content.Append(t, content.Image(t, 1), base)
+	two := content.Append(t, content.Image(t, 1), base)
+	d1 := push(t, root, "m/one:1", one)
+	eventuallyAt(t, "m/one:1", d1, site)
+	before := linkBytes(t, site, "downstream")
+	d2 := push(t, root, "m/two:1", two)
+	eventuallyAt(t, "m/two:1", d2, site)
+	moved := linkBytes(t, site, "downstream") - before
+	t.Logf("second image sharing a %d MiB layer: %.0f KiB moved", size>>20, moved/1024)
+	if moved > size/4 {
+		t.Errorf("moved %.0f bytes for an image whose %d-byte layer the site already held", moved, size)
+	}
+	verifyImages(t, site, "m/two", map[string]string{"1": d2})
+}

@@ -59,7 +59,8 @@ func (n *node) runConnected(ctx context.Context) error {
 	}
 	n.link, err = pipeline.NewLink(ctx, pipeline.LinkConfig{
 		Self: n.name, Parent: self.Parent, ParentConn: n.parentConn, LocalConn: n.nc,
-		Local: pipeline.Endpoint{Host: loopback(n.httpLn.Addr().String()), User: events.ReplicaUser, Password: n.internalPw},
+		Local: pipeline.Endpoint{Host: loopback(n.httpLn.Addr().String()), User: events.ReplicaUser, Password: n.internalPw,
+			MountAnywhere: true},
 		ParentRegistry: pipeline.Endpoint{Host: n.cs.ParentRegistry, Secure: n.cs.ParentProtocol == "https",
 			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
