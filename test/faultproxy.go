@@ -22,7 +22,7 @@ type FaultProxy struct {
 	flipAt    atomic.Int64 // flip the byte at this offset toward the child, once; 0: never
 	flipped   atomic.Int64 // how many bytes were flipped
 	cuts      atomic.Int64 // connections ended by Cut or DropAfter
-	toChild   atomic.Int64 // bytes sent toward the child
+	toChild   atomic.Int64 // bytes the parent sent toward the child
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -81,7 +81,7 @@ func (p *FaultProxy) Flipped() int64 { return p.flipped.Load() }
 // Cuts is how many connections the proxy ended.
 func (p *FaultProxy) Cuts() int64 { return p.cuts.Load() }
 
-// ToChild is how many bytes went toward the child.
+// ToChild is how many bytes the parent sent toward the child through the proxy.
 func (p *FaultProxy) ToChild() int64 { return p.toChild.Load() }
 
 func (p *FaultProxy) serve() {
@@ -139,14 +139,14 @@ func (p *FaultProxy) pipe(dst, src net.Conn, toChild bool) {
 		if n > 0 {
 			chunk := buf[:n]
 			if toChild {
+				// Counted as the parent sent it, delivered or not: what the link carried.
+				p.toChild.Add(int64(n))
 				if at := p.flipAt.Load(); at > 0 && sent <= at-1 && at-1 < sent+int64(n) && p.flipAt.CompareAndSwap(at, 0) {
 					chunk[at-1-sent] ^= 0xff
 					p.flipped.Add(1)
 				}
 				if drop := p.dropAfter.Load(); drop > 0 && sent+int64(n) > drop {
-					chunk = chunk[:max(drop-sent, 0)]
-					_, _ = dst.Write(chunk)
-					p.toChild.Add(int64(len(chunk)))
+					_, _ = dst.Write(chunk[:max(drop-sent, 0)])
 					p.cuts.Add(1)
 					return
 				}
@@ -156,9 +156,6 @@ func (p *FaultProxy) pipe(dst, src net.Conn, toChild bool) {
 			}
 			if _, werr := dst.Write(chunk); werr != nil {
 				return
-			}
-			if toChild {
-				p.toChild.Add(int64(len(chunk)))
 			}
 			sent += int64(n)
 		}

@@ -144,7 +144,8 @@ func TestFaultPushesAtALeafWhileItsParentIsDown(t *testing.T) {
 	eventuallyConverged(t, "f/leaf", want, leaf, mid, root)
 }
 
-// Scenario 2: the middle node killed with SIGKILL while it drains a hundred images.
+// Scenario 2: the middle node killed with SIGKILL while it drains a hundred images,
+// then the leaf below it.
 func TestFaultMiddleNodeKilledDuringADrain(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
 	mid := StartChild(t, root, Child{Name: "midnode", Mode: "ReadWrite", Repositories: []string{"f/*"}})
@@ -159,6 +160,9 @@ func TestFaultMiddleNodeKilledDuringADrain(t *testing.T) {
 	})
 	mid.Kill()
 	mid.Start()
+	// And the leaf, killed while it drains in turn.
+	leaf.Kill()
+	leaf.Start()
 	eventuallyConverged(t, "f/root", want, mid, leaf)
 	verifyImages(t, leaf, "f/root", want)
 }
@@ -226,8 +230,8 @@ func TestFaultLinkCutFiveTimesDuringAGiBLayer(t *testing.T) {
 	})
 	sent := proxy.ToChild() - start
 	resent := sent - size
-	t.Logf("1 GiB layer: %d MiB toward the child, %d MiB re-sent (%.1f%%), link cut %d times",
-		sent>>20, resent>>20, 100*float64(resent)/size, cuts.Load())
+	t.Logf("1 GiB layer: %d MiB toward the child, %d KiB re-sent (%.2f%%), link cut %d times",
+		sent>>20, resent>>10, 100*float64(resent)/size, cuts.Load())
 	if cuts.Load() < 5 {
 		t.Errorf("the link was cut only %d times", cuts.Load())
 	}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -255,23 +256,24 @@ type Child struct {
 // string. Its parent must be running.
 func StartChild(t testing.TB, root *Node, c Child) *Node {
 	t.Helper()
-	args := []string{"node", "create", c.Name, "--mode", c.Mode}
+	create := []string{"node", "create", c.Name, "--mode", c.Mode}
 	if c.Parent != "" {
-		args = append(args, "--parent", c.Parent)
+		create = append(create, "--parent", c.Parent)
 	}
 	for _, r := range c.Repositories {
-		args = append(args, "--repository", r)
+		create = append(create, "--repository", r)
 	}
-	root.MustCLI(t, append(args, c.CreateArgs...)...)
+	root.MustCLI(t, append(create, c.CreateArgs...)...)
 	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", c.Name))
 	var reg, gw *FaultProxy
+	args := slices.Clone(c.ServeArgs)
 	if c.ThroughProxy {
+		// The child reaches its parent through the proxies: serve's endpoint overrides.
 		reg = StartFaultProxy(t, csField(cs, "ParentRegistryEndpoint"))
 		gw = StartFaultProxy(t, csField(cs, "ParentGatewayEndpoint"))
-		cs = strings.Replace(cs, "ParentRegistryEndpoint="+csField(cs, "ParentRegistryEndpoint"), "ParentRegistryEndpoint="+reg.Addr(), 1)
-		cs = strings.Replace(cs, "ParentGatewayEndpoint="+csField(cs, "ParentGatewayEndpoint"), "ParentGatewayEndpoint="+gw.Addr(), 1)
+		args = append(args, "--parent-registry", reg.Addr(), "--parent-gateway", gw.Addr())
 	}
-	n := StartNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: c.ServeArgs})
+	n := StartNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: args})
 	n.RegistryProxy, n.GatewayProxy = reg, gw
 	return n
 }

@@ -34,6 +34,10 @@ type serveOptions struct {
 	ConnectionString string `yaml:"connection-string"`
 	// AdvertiseAddr is the host this node's children reach it at.
 	AdvertiseAddr string `yaml:"advertise-addr"`
+	// ParentRegistry and ParentGateway override the parent endpoints of the
+	// connection string (a site that reaches its parent through another address).
+	ParentRegistry string `yaml:"parent-registry"`
+	ParentGateway  string `yaml:"parent-gateway"`
 	// ClockOffsetFile, for tests only, shifts the clock sync windows are read by: the
 	// file holds a Go duration ("26h"). Windows are validated as always.
 	ClockOffsetFile string `yaml:"-"`
@@ -82,6 +86,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ConnectionString, "connection-string", "",
 		"run as a connected node under a parent (from `outpost node get-settings`; env OUTPOST_CONNECTION_STRING); mode and settings then come from the root")
 	f.StringVar(&flagOpts.AdvertiseAddr, "advertise-addr", "", "host this node's children reach it at (default: the listen addresses' host)")
+	f.StringVar(&flagOpts.ParentRegistry, "parent-registry", "", "reach the parent's registry at this host:port instead of the connection string's")
+	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port instead of the connection string's")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -108,6 +114,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"name": &o.Name, "message-ttl": &o.MessageTTL, "log-level": &o.LogLevel,
 		"log-format": &o.LogFormat, "connection-string": &o.ConnectionString,
 		"advertise-addr": &o.AdvertiseAddr, "clock-offset-file": &o.ClockOffsetFile,
+		"parent-registry": &o.ParentRegistry, "parent-gateway": &o.ParentGateway,
 	}
 }
 
@@ -132,6 +139,12 @@ func runServe(ctx context.Context, opts serveOptions) error {
 			return err
 		}
 		n.name = n.cs.NodeName
+		if opts.ParentRegistry != "" {
+			n.cs.ParentRegistry = opts.ParentRegistry
+		}
+		if opts.ParentGateway != "" {
+			n.cs.ParentGateway = opts.ParentGateway
+		}
 		defer n.close()
 		if err := n.start(ctx, events.DefaultMessageTTL); err != nil {
 			return err
