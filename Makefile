@@ -47,6 +47,7 @@ test-faults: tools
 bench: tools
 	$(GO) run ./test/bench node --registry $(BIN)/registry
 	$(GO) run ./test/bench tree --crane $(BIN)/crane --regsync $(BIN)/regsync
+	$(GO) run ./test/bench window
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

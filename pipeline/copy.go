@@ -151,7 +151,7 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) error
 		return err
 	}
 	src, dst := srcRepo.Tag(tag), dstRepo.Tag(tag)
-	desc, err := c.srcPull.Get(ctx, src)
+	head, err := c.srcPull.Head(ctx, src)
 	if isNotFound(err) {
 		err := c.dstPush.Delete(ctx, dst)
 		if isNotFound(err) {
@@ -162,15 +162,21 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) error
 	if err != nil {
 		return wrap("resolve", src, err)
 	}
-	if cur, err := c.dstPull.Head(ctx, dst); err == nil && cur.Digest == desc.Digest {
-		// Already there: the common case for an event applied twice or late.
-	} else if err := c.write(ctx, dst, desc); err != nil {
-		return err
+	// Already there is the common case for an event applied twice or late: HEADs
+	// only, no manifest crosses the link.
+	if cur, err := c.dstPull.Head(ctx, dst); err != nil || cur.Digest != head.Digest {
+		desc, err := c.srcPull.Get(ctx, srcRepo.Digest(head.Digest.String()))
+		if err != nil {
+			return wrap("read", src, err)
+		}
+		if err := c.write(ctx, dst, desc); err != nil {
+			return err
+		}
 	}
 	if !deep {
 		return nil
 	}
-	return c.copyReferrers(ctx, repo, srcRepo.Digest(desc.Digest.String()), desc.Digest, 0)
+	return c.copyReferrers(ctx, repo, srcRepo.Digest(head.Digest.String()), head.Digest, 0)
 }
 
 // CopyDigest copies a manifest and everything under it, if the source still has it.

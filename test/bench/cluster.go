@@ -269,9 +269,13 @@ func (cl *cluster) waitListed(ctx context.Context, c *client, srv *server, repo 
 		if err != nil {
 			return false, "", err
 		}
+		listed := make(map[string]bool, len(tags))
+		for _, tag := range tags {
+			listed[tag] = true
+		}
 		n := 0
 		for _, im := range imgs {
-			if slices.Contains(tags, im.tag) {
+			if listed[im.tag] {
 				n++
 			}
 		}

@@ -111,3 +111,20 @@ func (l *prngLayer) Digest() (v1.Hash, error)             { return l.digest, nil
 func (l *prngLayer) DiffID() (v1.Hash, error)             { return l.digest, nil }
 func (l *prngLayer) Size() (int64, error)                 { return l.size, nil }
 func (l *prngLayer) MediaType() (types.MediaType, error)  { return types.OCIUncompressedLayer, nil }
+
+// size is what a registry stores of the image: manifest, config and layers.
+func (im image) size() (int64, error) {
+	raw, err := im.img.RawManifest()
+	if err != nil {
+		return 0, fmt.Errorf("image %s: %w", im.tag, err)
+	}
+	m, err := im.img.Manifest()
+	if err != nil {
+		return 0, fmt.Errorf("image %s: %w", im.tag, err)
+	}
+	n := int64(len(raw)) + m.Config.Size
+	for _, l := range m.Layers {
+		n += l.Size
+	}
+	return n, nil
+}

@@ -1,7 +1,8 @@
-// Command bench measures Outpost on this machine. It has two suites:
+// Command bench measures Outpost on this machine. It has three suites:
 //
 //	go run ./test/bench node [flags]    # one node vs plain distribution: push and pull
 //	go run ./test/bench tree [flags]    # replication in a tree of nodes vs crane and regsync
+//	go run ./test/bench window [flags]  # replication after a sync window opens; peak RSS
 //	go run ./test/bench node --quick    # smoke run
 //
 // Run a suite with -h for its flags. Without a suite name, bench runs node, which is
@@ -40,6 +41,7 @@ type suite struct {
 var suites = []suite{
 	{"node", "one Outpost node vs plain distribution: push and pull, large and small images", runNodeSuite},
 	{"tree", "replication in a tree of Outpost nodes vs crane copy and regsync", runTreeSuite},
+	{"window", "replication of moves buffered behind a sync window; a child's peak RSS", runWindowSuite},
 }
 
 func main() {
@@ -83,7 +85,7 @@ func suitesUsage() string {
 	var b strings.Builder
 	b.WriteString("usage: bench SUITE [flags]    (bench SUITE -h for its flags)\nsuites:\n")
 	for _, s := range suites {
-		fmt.Fprintf(&b, "  %-6s %s\n", s.name, s.doc)
+		fmt.Fprintf(&b, "  %-7s %s\n", s.name, s.doc)
 	}
 	return b.String()
 }
@@ -91,7 +93,7 @@ func suitesUsage() string {
 // usageError is a bad command line: exit status 2, like the flag package.
 type usageError struct{ error }
 
-// common are the flags both suites have.
+// common are the flags every suite has.
 type common struct {
 	rounds  int
 	jobs    int

@@ -59,14 +59,14 @@ func runNodeSuite(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.registry, err = lookTool("registry", cfg.registry); err != nil {
+		return err
+	}
 	work, done, err := cfg.setUp(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if cfg.registry, err = lookTool("registry", cfg.registry); err != nil {
-		return err
-	}
 	logFile := func(dir string) string {
 		if !cfg.keep {
 			return ""

@@ -21,15 +21,17 @@ import (
 // server is a registry process listening on addr.
 type server struct {
 	*process
-	addr string
+	addr   string
+	logged map[string]chan struct{} // closed once the message is logged; see await
 }
 
 // outpostOptions are what differs between the `outpost serve` processes a suite runs.
 type outpostOptions struct {
-	name string   // process name in logs and errors; default "outpost"
-	args []string // extra serve flags, e.g. --connection-string
-	env  []string // extra environment, e.g. OUTPOST_ADMIN_TOKEN
-	log  string   // file for the process's output; "" for none
+	name  string   // process name in logs and errors; default "outpost"
+	args  []string // extra serve flags, e.g. --connection-string
+	env   []string // extra environment, e.g. OUTPOST_ADMIN_TOKEN
+	log   string   // file for the process's output; "" for none
+	await []string // log messages to wait for with server.await, e.g. "reconciled"
 }
 
 // startOutpost runs `outpost serve` with its data in dir/data on free ports and
@@ -40,17 +42,32 @@ func startOutpost(ctx context.Context, bin, dir string, o outpostOptions) (*serv
 		o.name = "outpost"
 	}
 	addrc := make(chan string, 1)
+	logged := make(map[string]chan struct{}, len(o.await))
+	for _, msg := range o.await {
+		logged[msg] = make(chan struct{})
+	}
 	args := append([]string{"serve", "--data", filepath.Join(dir, "data"),
 		"--addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--log-format", "json"}, o.args...)
+	// Lines come one at a time, so a channel is closed at most once.
 	p, err := startProcess(o.name, bin, args, o.env, o.log, func(line string) {
 		var rec struct {
 			Msg  string `json:"msg"`
 			HTTP string `json:"http"`
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving" {
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			return
+		}
+		if rec.Msg == "serving" {
 			select {
 			case addrc <- rec.HTTP:
 			default:
+			}
+		}
+		if c, ok := logged[rec.Msg]; ok {
+			select {
+			case <-c:
+			default:
+				close(c)
 			}
 		}
 	})
@@ -61,7 +78,7 @@ func startOutpost(ctx context.Context, bin, dir string, o outpostOptions) (*serv
 	defer timeout.Stop()
 	select {
 	case addr := <-addrc:
-		srv := &server{process: p, addr: addr}
+		srv := &server{process: p, addr: addr, logged: logged}
 		return srv, srv.waitReady(ctx)
 	case <-p.exited:
 		err = errors.New("exited before serving")
@@ -71,6 +88,27 @@ func startOutpost(ctx context.Context, bin, dir string, o outpostOptions) (*serv
 		err = ctx.Err()
 	}
 	return nil, errors.Join(fmt.Errorf("start %s: %w%s", o.name, err, p.exitReport()), p.stop())
+}
+
+// await waits until the server has logged msg, which its outpostOptions.await
+// named, at any time since it started.
+func (s *server) await(ctx context.Context, msg string, timeout time.Duration) error {
+	c, ok := s.logged[msg]
+	if !ok {
+		return fmt.Errorf("%s: %q is not awaited", s.name, msg)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c:
+		return nil
+	case <-s.exited:
+		return fmt.Errorf("%s: exited before logging %q%s", s.name, msg, s.exitReport())
+	case <-t.C:
+		return fmt.Errorf("%s: no %q log line within %s%s", s.name, msg, timeout, s.lastOutput())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // distributionConfig leaves out the access log: Outpost's embedded app has none, and

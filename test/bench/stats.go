@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// median of ds; ds is not modified.
-func median(ds []time.Duration) time.Duration {
-	s := slices.Sorted(slices.Values(ds))
+// median of xs; xs is not modified.
+func median[T ~int64 | ~float64](xs []T) T {
+	s := slices.Sorted(slices.Values(xs))
 	n := len(s)
 	if n == 0 {
 		return 0
@@ -34,12 +34,12 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 // medianOf is the median over rounds of one measurement of each round.
-func medianOf[R any](rounds []R, f func(R) time.Duration) time.Duration {
-	ds := make([]time.Duration, len(rounds))
+func medianOf[R any, T ~int64 | ~float64](rounds []R, f func(R) T) T {
+	xs := make([]T, len(rounds))
 	for i, r := range rounds {
-		ds[i] = f(r)
+		xs[i] = f(r)
 	}
-	return median(ds)
+	return median(xs)
 }
 
 // rate is work per second, e.g. MiB/s.
