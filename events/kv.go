@@ -21,6 +21,7 @@ const (
 	BucketNodes  = "OUTPOST_NODES"  // node definitions: the whole tree at the root, a subtree elsewhere
 	BucketStatus = "OUTPOST_STATUS" // the last status of each node in the subtree
 	BucketLocal  = "OUTPOST_LOCAL"  // this node's own small records (activation instance, applied resync)
+	BucketTokens = "OUTPOST_TOKENS" // client tokens: all at the root, those bound to the subtree elsewhere
 )
 
 // Bucket is a durable key-value map in the node's JetStream.

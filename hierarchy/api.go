@@ -63,6 +63,9 @@ type UpdateRequest struct {
 	RemoveRepositories Scope     `json:"removeRepositories,omitempty"`
 	Mode               *Mode     `json:"mode,omitempty"`
 	Parent             *string   `json:"parent,omitempty"`
+	AddClientTokens    []string  `json:"addClientTokens,omitempty"`
+	RemoveClientTokens []string  `json:"removeClientTokens,omitempty"`
+	AnonymousPull      *bool     `json:"anonymousPull,omitempty"`
 }
 
 // Apply changes settings as the request asks.
@@ -100,10 +103,26 @@ func (u UpdateRequest) Apply(s *Settings) error {
 			s.Repositories = append(s.Repositories, p)
 		}
 	}
+	for _, t := range u.RemoveClientTokens {
+		i := slices.Index(s.ClientTokens, t)
+		if i < 0 {
+			return fmt.Errorf("remove client token %q: it is not bound to the node", t)
+		}
+		s.ClientTokens = slices.Delete(s.ClientTokens, i, i+1)
+	}
+	for _, t := range u.AddClientTokens {
+		if !slices.Contains(s.ClientTokens, t) {
+			s.ClientTokens = append(s.ClientTokens, t)
+		}
+	}
+	if u.AnonymousPull != nil {
+		s.AnonymousPull = *u.AnonymousPull
+	}
 	return nil
 }
 
-// API serves the root's management API under /outpost/v1/nodes, for the admin token.
+// API serves the root's management API under /outpost/v1/nodes and
+// /outpost/v1/tokens, for the admin token.
 type API struct {
 	m          *Manager
 	adminHash  [32]byte // sha256 of the admin token: compared in constant time
@@ -126,6 +145,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || !a.IsAdmin(token) {
 		writeJSONError(w, http.StatusUnauthorized, "the management API needs the admin token (--token or OUTPOST_TOKEN)")
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/outpost/v1/tokens") {
+		a.serveTokens(w, r)
 		return
 	}
 	rest := strings.Trim(strings.TrimPrefix(r.URL.Path, "/outpost/v1/nodes"), "/")
@@ -185,6 +208,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, fmt.Sprintf("no such management call: %s %s", r.Method, r.URL.Path))
 		return
 	}
+	writeResult(w, status, out, err)
+}
+
+// writeResult writes a call's answer, or its error with the status it maps to.
+func writeResult(w http.ResponseWriter, status int, out any, err error) {
 	if err != nil {
 		writeJSONError(w, statusOf(err), err.Error())
 		return

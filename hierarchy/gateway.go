@@ -2,13 +2,11 @@ package hierarchy
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,23 +31,18 @@ var (
 type Gateway struct {
 	self      string
 	nodes     *Store // this node's subtree, or the whole tree at the root
+	tokens    *TokenStore
 	status    *StatusStore
 	activator Activator
 	pending   func(ctx context.Context, child string) (events.Pending, error)
 	log       *slog.Logger
 	sub       *nats.Subscription
 
-	mu    sync.Mutex
-	known map[string]knownLogin // recent successful logins: bcrypt is slow on purpose
+	logins *loginCache
 }
 
-type knownLogin struct {
-	sum     [32]byte
-	expires time.Time
-}
-
-// loginCacheTTL is how long a verified sync token is trusted without bcrypt; a
-// changed token takes at most this long to stop working.
+// loginCacheTTL is how long a verified password is trusted without bcrypt. A new or
+// removed password takes effect at once: the cache is keyed by the stored hashes.
 const loginCacheTTL = time.Minute
 
 // GatewayConfig configures a Gateway.
@@ -57,6 +50,7 @@ type GatewayConfig struct {
 	Self      string
 	Conn      *nats.Conn // the node's own connection to its NATS server
 	Nodes     *Store
+	Tokens    *TokenStore
 	Status    *StatusStore
 	Activator Activator
 	// Pending reads what waits in a child's outbox here, for its status.
@@ -66,8 +60,8 @@ type GatewayConfig struct {
 
 // StartGateway subscribes to the children's control requests.
 func StartGateway(cfg GatewayConfig) (*Gateway, error) {
-	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, status: cfg.Status, activator: cfg.Activator,
-		pending: cfg.Pending, log: cfg.Logger, known: map[string]knownLogin{}}
+	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, status: cfg.Status, activator: cfg.Activator,
+		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL)}
 	sub, err := cfg.Conn.Subscribe(events.ControlSubscription, g.handle)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -85,36 +79,22 @@ func (g *Gateway) AuthenticateChild(user, password string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	sum := sha256.Sum256([]byte(password))
-	g.mu.Lock()
-	k, hit := g.known[user]
-	g.mu.Unlock()
-	if hit && k.sum == sum && time.Now().Before(k.expires) {
-		return name, true
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n, _, err := g.nodes.Get(ctx, name)
-	if err != nil || n.Parent != g.self || !n.SyncToken.Verify(password) {
+	if err != nil || n.Parent != g.self || !g.logins.verify(user, n.SyncToken, password) {
 		// A child defined moments ago is known here only after this node's next sync.
 		g.log.Warn("sync token refused: unknown child of this node or wrong password", "user", user)
 		return "", false
 	}
-	g.mu.Lock()
-	g.known[user] = knownLogin{sum: sum, expires: time.Now().Add(loginCacheTTL)}
-	g.mu.Unlock()
 	return name, true
 }
 
-// AuthenticatePeer lets a child's sync token write to this node's registry.
-func (g *Gateway) AuthenticatePeer(user, password string) (string, bool) {
-	return g.AuthenticateChild(user, password)
-}
-
 type controlReply struct {
-	Error string  `json:"error,omitempty"`
-	Code  string  `json:"code,omitempty"`
-	Nodes []*Node `json:"nodes,omitempty"`
+	Error  string         `json:"error,omitempty"`
+	Code   string         `json:"code,omitempty"`
+	Nodes  []*Node        `json:"nodes,omitempty"`
+	Tokens []*ClientToken `json:"tokens,omitempty"`
 }
 
 type activateRequest struct {
@@ -175,7 +155,11 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 		}
 		return controlReply{}
 	case events.VerbConfig:
-		return controlReply{Nodes: subtree}
+		tokens, err := g.boundTokens(ctx, subtree)
+		if err != nil {
+			return controlReply{Error: err.Error()}
+		}
+		return controlReply{Nodes: subtree, Tokens: tokens}
 	case events.VerbStatus:
 		var rep statusReport
 		if err := json.Unmarshal(m.Data, &rep); err != nil {
@@ -198,6 +182,28 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 		return controlReply{}
 	}
 	return controlReply{Error: fmt.Sprintf("unknown control verb %q", verb)}
+}
+
+// boundTokens are the client tokens bound to any of nodes: what a subtree needs to
+// authorize its clients.
+func (g *Gateway) boundTokens(ctx context.Context, nodes []*Node) ([]*ClientToken, error) {
+	all, err := g.tokens.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bound := map[string]bool{}
+	for _, n := range nodes {
+		for _, t := range n.Settings.ClientTokens {
+			bound[t] = true
+		}
+	}
+	out := []*ClientToken{}
+	for _, t := range all {
+		if bound[t.Name] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // Uplink is a connected node's control channel to its parent.
@@ -237,16 +243,17 @@ func (u *Uplink) Activate(ctx context.Context, node, instance string, ep Endpoin
 	return err
 }
 
-// Config fetches this node's definition and its subtree's, this node first.
-func (u *Uplink) Config(ctx context.Context) ([]*Node, error) {
+// Config fetches this node's definition and its subtree's, this node first, and the
+// client tokens bound to them.
+func (u *Uplink) Config(ctx context.Context) ([]*Node, []*ClientToken, error) {
 	r, err := u.request(ctx, events.VerbConfig, struct{}{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(r.Nodes) == 0 || r.Nodes[0].Name != u.self {
-		return nil, fmt.Errorf("config from parent does not describe %s", u.self)
+		return nil, nil, fmt.Errorf("config from parent does not describe %s", u.self)
 	}
-	return r.Nodes, nil
+	return r.Nodes, r.Tokens, nil
 }
 
 // Report sends statuses of this node and its subtree up.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,6 +16,7 @@ var ErrAlreadyActivated = errors.New("ALREADY_ACTIVATED")
 // goes through it, one at a time.
 type Manager struct {
 	store         *Store
+	tokens        *TokenStore
 	status        *StatusStore
 	root          string
 	rootMode      Mode
@@ -27,6 +29,7 @@ type Manager struct {
 // ManagerConfig configures a Manager.
 type ManagerConfig struct {
 	Store     *Store
+	Tokens    *TokenStore
 	Status    *StatusStore
 	Root      string    // the root's name
 	RootMode  Mode      // the root's own mode
@@ -39,7 +42,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Manager{store: cfg.Store, status: cfg.Status, root: cfg.Root, rootMode: cfg.RootMode,
+	return &Manager{store: cfg.Store, tokens: cfg.Tokens, status: cfg.Status, root: cfg.Root, rootMode: cfg.RootMode,
 		rootEndpoints: cfg.Endpoints, now: cfg.Now}
 }
 
@@ -79,8 +82,17 @@ func (m *Manager) Create(ctx context.Context, name, parent string, s Settings) (
 func (m *Manager) Update(ctx context.Context, name string, change func(*Settings) error) (*Node, error) {
 	return m.modify(ctx, name, func(t *Tree, n *Node) error {
 		old := *n
+		old.Settings.ClientTokens = slices.Clone(n.Settings.ClientTokens)
 		if err := change(&n.Settings); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		for _, name := range n.Settings.ClientTokens {
+			if slices.Contains(old.Settings.ClientTokens, name) {
+				continue
+			}
+			if _, _, err := m.tokens.Get(ctx, name); err != nil {
+				return fmt.Errorf("add client token: %w: create it first with `outpost token create %s`", err, name)
+			}
 		}
 		return t.CheckUpdate(&old, n)
 	})
@@ -176,23 +188,10 @@ func (m *Manager) Settings(ctx context.Context, name string, generate int) (Conn
 			generate = 1
 		case generate == 0:
 			return fmt.Errorf("%w: sync token passwords are stored only as hashes: pass --generate-password 1 or 2 to make a new one (the other keeps working)", ErrInvalid)
-		case generate != 1 && generate != 2:
-			return fmt.Errorf("%w: generate password %d: must be 1 or 2", ErrInvalid, generate)
 		}
 		var err error
-		if pw, err = NewPassword(); err != nil {
-			return err
-		}
-		h, err := HashPassword(pw, m.now().UTC())
-		if err != nil {
-			return err
-		}
-		if generate == 1 {
-			n.SyncToken.Password1 = h
-		} else {
-			n.SyncToken.Password2 = h
-		}
-		return nil
+		pw, err = n.SyncToken.Set(generate, m.now().UTC())
+		return err
 	})
 	if err != nil {
 		return ConnectionString{}, err
@@ -220,5 +219,114 @@ func (m *Manager) Statuses(ctx context.Context, staleAfter time.Duration) (map[s
 	for _, st := range all {
 		out[st.Node] = st.Seen(m.now(), staleAfter)
 	}
+	return out, nil
+}
+
+// CreateToken defines a client token, enabled, with a new password 1 that the
+// caller shows once.
+func (m *Manager) CreateToken(ctx context.Context, name string, scope ScopeMap) (*ClientToken, string, error) {
+	if err := ValidateTokenName(name); err != nil {
+		return nil, "", err
+	}
+	if err := scope.Validate(); err != nil {
+		return nil, "", err
+	}
+	now := m.now().UTC()
+	t := &ClientToken{Name: name, Repositories: scope, Enabled: true, Created: now, Updated: now}
+	pw, err := t.Passwords.Set(1, now)
+	if err != nil {
+		return nil, "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.tokens.Create(ctx, t); err != nil {
+		return nil, "", err
+	}
+	return t, pw, nil
+}
+
+// UpdateToken applies change to a client token and checks the result.
+func (m *Manager) UpdateToken(ctx context.Context, name string, change func(*ClientToken) error) (*ClientToken, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, rev, err := m.tokens.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := change(t); err != nil {
+		return nil, err
+	}
+	if err := t.Repositories.Validate(); err != nil {
+		return nil, err
+	}
+	t.Updated = m.now().UTC()
+	if err := m.tokens.Update(ctx, t, rev); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// TokenPassword replaces password 1 or 2 of a client token and returns it; the other
+// keeps working, for rotation without a gap.
+func (m *Manager) TokenPassword(ctx context.Context, name string, which int) (string, error) {
+	var pw string
+	_, err := m.UpdateToken(ctx, name, func(t *ClientToken) error {
+		var err error
+		pw, err = t.Passwords.Set(which, m.now().UTC())
+		return err
+	})
+	return pw, err
+}
+
+// DeleteToken removes a client token and unbinds it from every node; each node stops
+// accepting it at its next sync.
+func (m *Manager) DeleteToken(ctx context.Context, name string) error {
+	m.mu.Lock()
+	if _, _, err := m.tokens.Get(ctx, name); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	err := m.tokens.Delete(ctx, name)
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	nodes, err := m.TokenNodes(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if _, err := m.modify(ctx, n, func(_ *Tree, n *Node) error {
+			n.Settings.ClientTokens = slices.DeleteFunc(n.Settings.ClientTokens, func(s string) bool { return s == name })
+			return nil
+		}); err != nil {
+			return fmt.Errorf("unbind token %s from node %s: %w", name, n, err)
+		}
+	}
+	return nil
+}
+
+// Tokens lists the client tokens.
+func (m *Manager) Tokens(ctx context.Context) ([]*ClientToken, error) { return m.tokens.List(ctx) }
+
+// Token reads one client token.
+func (m *Manager) Token(ctx context.Context, name string) (*ClientToken, error) {
+	t, _, err := m.tokens.Get(ctx, name)
+	return t, err
+}
+
+// TokenNodes lists the nodes a client token is bound to.
+func (m *Manager) TokenNodes(ctx context.Context, name string) ([]string, error) {
+	nodes, err := m.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range nodes {
+		if slices.Contains(n.Settings.ClientTokens, name) {
+			out = append(out, n.Name)
+		}
+	}
+	slices.Sort(out)
 	return out, nil
 }

@@ -73,6 +73,10 @@ type Settings struct {
 	// BandwidthLimit caps the bytes per second of content moved over the node's
 	// link to its parent, both directions together; 0 is no limit.
 	BandwidthLimit int64 `json:"bandwidthLimit,omitempty"`
+	// ClientTokens are the client tokens that work at this node.
+	ClientTokens []string `json:"clientTokens,omitempty"`
+	// AnonymousPull lets clients without credentials pull at this node.
+	AnonymousPull bool `json:"anonymousPull,omitempty"`
 }
 
 // Node is one site's definition, as the root holds it.
@@ -82,7 +86,7 @@ type Node struct {
 	Settings Settings `json:"settings"`
 
 	// SyncToken holds the hashes of the node's two sync passwords.
-	SyncToken SyncToken `json:"syncToken"`
+	SyncToken Passwords `json:"syncToken"`
 	// Activation is set while a process runs this node.
 	Activation *Activation `json:"activation,omitempty"`
 	// ResyncGeneration grows on each `node resync`; a node that has applied a lower

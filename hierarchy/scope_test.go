@@ -73,7 +73,7 @@ func TestConnectionStringRoundTripAndErrors(t *testing.T) {
 }
 
 func TestSyncTokenVerifiesEitherPassword(t *testing.T) {
-	var tok SyncToken
+	var tok Passwords
 	h1, _ := HashPassword("one", zeroTime)
 	tok.Password1 = h1
 	if !tok.Verify("one") || tok.Verify("two") || tok.Verify("") {

@@ -9,86 +9,97 @@ import (
 	"github.com/outpost-edge/outpost/events"
 )
 
-// Store keeps node definitions in the node's OUTPOST_NODES bucket.
-type Store struct {
+// records keeps JSON values of one kind in a bucket, keyed by their names.
+type records[T any] struct {
 	bucket *events.Bucket
+	kind   string // "node", "token": for error messages
+	key    func(*T) string
 }
 
-// NewStore wraps an opened bucket.
-func NewStore(b *events.Bucket) *Store { return &Store{bucket: b} }
-
-// Get reads one node and the revision to update it at.
-func (s *Store) Get(ctx context.Context, name string) (*Node, uint64, error) {
+// Get reads one record and the revision to update it at.
+func (s *records[T]) Get(ctx context.Context, name string) (*T, uint64, error) {
 	data, rev, err := s.bucket.Get(ctx, name)
 	if errors.Is(err, events.ErrKeyNotFound) {
-		return nil, 0, fmt.Errorf("%w: node %s", ErrNotFound, name)
+		return nil, 0, fmt.Errorf("%w: %s %s", ErrNotFound, s.kind, name)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	var n Node
-	if err := json.Unmarshal(data, &n); err != nil {
-		return nil, 0, fmt.Errorf("node %s: stored definition: %w", name, err)
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, 0, fmt.Errorf("%s %s: stored definition: %w", s.kind, name, err)
 	}
-	return &n, rev, nil
+	return &v, rev, nil
 }
 
-// List reads every node.
-func (s *Store) List(ctx context.Context) ([]*Node, error) {
+// List reads every record.
+func (s *records[T]) List(ctx context.Context) ([]*T, error) {
 	keys, err := s.bucket.Keys(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*Node, 0, len(keys))
+	out := make([]*T, 0, len(keys))
 	for _, k := range keys {
-		n, _, err := s.Get(ctx, k)
+		v, _, err := s.Get(ctx, k)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted while listing
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, n)
+		out = append(out, v)
 	}
 	return out, nil
 }
 
-// Create stores a new node; it fails with ErrConflict if the name is taken.
-func (s *Store) Create(ctx context.Context, n *Node) error {
-	data, err := json.Marshal(n)
+// Create stores a new record; it fails with ErrConflict if the name is taken.
+func (s *records[T]) Create(ctx context.Context, v *T) error {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if err := s.bucket.Create(ctx, n.Name, data); errors.Is(err, events.ErrKeyChanged) {
-		return fmt.Errorf("%w: node %s already exists", ErrConflict, n.Name)
+	if err := s.bucket.Create(ctx, s.key(v), data); errors.Is(err, events.ErrKeyChanged) {
+		return fmt.Errorf("%w: %s %s already exists", ErrConflict, s.kind, s.key(v))
 	} else if err != nil {
 		return err
 	}
 	return nil
 }
 
-// Update stores n if it is still at rev; otherwise ErrConflict (retry with a fresh read).
-func (s *Store) Update(ctx context.Context, n *Node, rev uint64) error {
-	data, err := json.Marshal(n)
+// Update stores v if it is still at rev; otherwise ErrConflict (retry with a fresh read).
+func (s *records[T]) Update(ctx context.Context, v *T, rev uint64) error {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if err := s.bucket.Update(ctx, n.Name, data, rev); errors.Is(err, events.ErrKeyChanged) {
-		return fmt.Errorf("%w: node %s changed meanwhile", ErrConflict, n.Name)
+	if err := s.bucket.Update(ctx, s.key(v), data, rev); errors.Is(err, events.ErrKeyChanged) {
+		return fmt.Errorf("%w: %s %s changed meanwhile", ErrConflict, s.kind, s.key(v))
 	} else if err != nil {
 		return err
 	}
 	return nil
 }
 
-// Put stores n whatever was there (a subtree copy refreshed from the parent).
-func (s *Store) Put(ctx context.Context, n *Node) error {
-	data, err := json.Marshal(n)
+// Put stores v whatever was there (a subtree copy refreshed from the parent).
+func (s *records[T]) Put(ctx context.Context, v *T) error {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return s.bucket.Put(ctx, n.Name, data)
+	return s.bucket.Put(ctx, s.key(v), data)
 }
 
-// Delete removes a node.
-func (s *Store) Delete(ctx context.Context, name string) error { return s.bucket.Delete(ctx, name) }
+// Delete removes a record.
+func (s *records[T]) Delete(ctx context.Context, name string) error {
+	return s.bucket.Delete(ctx, name)
+}
+
+// Store keeps node definitions in the node's OUTPOST_NODES bucket.
+type Store struct {
+	records[Node]
+}
+
+// NewStore wraps an opened bucket.
+func NewStore(b *events.Bucket) *Store {
+	return &Store{records[Node]{bucket: b, kind: "node", key: func(n *Node) string { return n.Name }}}
+}

@@ -13,6 +13,8 @@ type SyncerConfig struct {
 	Uplink *Uplink
 	// Nodes is the local copy of this node's subtree definitions.
 	Nodes *Store
+	// Tokens is the local copy of the client tokens bound to the subtree.
+	Tokens *TokenStore
 	// Status holds the subtree's statuses, relayed up with this node's own.
 	Status *StatusStore
 	// Interval is the time between exchanges. Default 2 s.
@@ -58,11 +60,16 @@ func (s *Syncer) Run(ctx context.Context) {
 func (s *Syncer) SyncOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	nodes, err := s.cfg.Uplink.Config(ctx)
+	nodes, tokens, err := s.cfg.Uplink.Config(ctx)
 	if err != nil {
 		return err
 	}
 	if err := s.replaceSubtree(ctx, nodes); err != nil {
+		return err
+	}
+	// A token removed, disabled or unbound at the root stops working here now, and
+	// stays refused while the parent is out of reach.
+	if err := s.cfg.Tokens.Replace(ctx, tokens); err != nil {
 		return err
 	}
 	s.cfg.Apply(ctx, nodes[0])

@@ -2,16 +2,18 @@ package hierarchy
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
 
-// SyncToken is a node's credential toward its parent: two passwords, so that one can
-// be regenerated while the other still works. Only bcrypt hashes are kept.
-type SyncToken struct {
+// Passwords are a token's two passwords (a node's sync token, a client token), so
+// that one can be regenerated while the other still works. Only bcrypt hashes are kept.
+type Passwords struct {
 	Password1 *PasswordHash `json:"password1,omitempty"`
 	Password2 *PasswordHash `json:"password2,omitempty"`
 }
@@ -41,7 +43,7 @@ func HashPassword(pw string, now time.Time) (*PasswordHash, error) {
 }
 
 // Verify reports whether pw is one of the token's passwords.
-func (t SyncToken) Verify(pw string) bool {
+func (t Passwords) Verify(pw string) bool {
 	for _, p := range []*PasswordHash{t.Password1, t.Password2} {
 		if p != nil && bcrypt.CompareHashAndPassword(p.Hash, []byte(pw)) == nil {
 			return true
@@ -52,3 +54,82 @@ func (t SyncToken) Verify(pw string) bool {
 
 // SyncTokenName is the user name of a node's sync token.
 func SyncTokenName(node string) string { return node + "-sync" }
+
+// Set replaces password 1 or 2 with a new random one and returns it.
+func (t *Passwords) Set(which int, now time.Time) (string, error) {
+	if which != 1 && which != 2 {
+		return "", fmt.Errorf("%w: password %d: must be 1 or 2", ErrInvalid, which)
+	}
+	pw, err := NewPassword()
+	if err != nil {
+		return "", err
+	}
+	h, err := HashPassword(pw, now)
+	if err != nil {
+		return "", err
+	}
+	if which == 1 {
+		t.Password1 = h
+	} else {
+		t.Password2 = h
+	}
+	return pw, nil
+}
+
+// fingerprint changes whenever a password is set or removed, so that a cached
+// login never outlives the hash it was checked against.
+func (t Passwords) fingerprint() [32]byte {
+	h := sha256.New()
+	for _, p := range []*PasswordHash{t.Password1, t.Password2} {
+		if p != nil {
+			h.Write(p.Hash)
+		}
+		h.Write([]byte{0})
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+// loginCache remembers successful logins for a while: bcrypt is slow on purpose,
+// and a registry client may sign in for every request. An entry is good only for
+// the same password against the same stored hashes.
+type loginCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]cachedLogin
+}
+
+type cachedLogin struct {
+	sum     [32]byte
+	expires time.Time
+}
+
+func newLoginCache(ttl time.Duration) *loginCache {
+	return &loginCache{ttl: ttl, m: map[string]cachedLogin{}}
+}
+
+func (c *loginCache) key(user string, t Passwords, pw string) (string, [32]byte) {
+	fp := t.fingerprint()
+	return user + "\x00" + string(fp[:]), sha256.Sum256([]byte(pw))
+}
+
+// verify checks pw against t, from the cache when it can.
+func (c *loginCache) verify(user string, t Passwords, pw string) bool {
+	k, sum := c.key(user, t, pw)
+	now := time.Now()
+	c.mu.Lock()
+	e, hit := c.m[k]
+	c.mu.Unlock()
+	if hit && e.sum == sum && now.Before(e.expires) {
+		return true
+	}
+	if !t.Verify(pw) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) > 10000 {
+		clear(c.m) // bound memory; entries are cheap to rebuild
+	}
+	c.m[k] = cachedLogin{sum: sum, expires: now.Add(c.ttl)}
+	return true
+}

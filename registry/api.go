@@ -24,12 +24,18 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("invalid repository name %q: lowercase letters, digits and separators (. _ __ -) in /-separated components, at most %d characters", rt.name, maxNameLength), nil)
 		return
 	}
-	req, err := r.identify(req)
+	need := needs(req, rt)
+	c, err := r.authenticate(req)
+	if err == nil {
+		if e := r.authorize(c, need); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Basic realm="outpost"`)
-		writeError(w, http.StatusUnauthorized, codeUnauthorized, err.Error(), nil)
+		r.challenge(w, req, err.(*authError), need)
 		return
 	}
+	req = r.withCaller(req, c)
 	rep, _ := replicaFrom(req.Context())
 	if r.cfg.Mode == ReadOnly && isWrite(req.Method) && rt.kind != routeReferrers && !rep.internal {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -38,6 +44,12 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	switch rt.kind {
+	case routeCatalog:
+		if c.Admin || c.internal {
+			r.app.ServeHTTP(w, req)
+		} else {
+			r.serveCatalog(w, req, c)
+		}
 	case routeReferrers:
 		r.referrers.serveReferrers(w, req, rt)
 	case routeManifest:
@@ -157,6 +169,11 @@ func (r *Registry) serveUpload(w http.ResponseWriter, req *http.Request, rt rout
 		if ok := r.checkChunkOffset(w, req, rt); !ok {
 			return
 		}
+	}
+	if from := q.Get("from"); from != "" && req.Method == http.MethodPost && !r.mayMountFrom(req, from) {
+		q.Del("mount")
+		q.Del("from")
+		req.URL.RawQuery = q.Encode()
 	}
 	if s := q.Get("mount"); s != "" && req.Method == http.MethodPost {
 		dgst, err := parseDigest(s)

@@ -5,6 +5,9 @@ import (
 	"net/http"
 )
 
+// errorCode is an OCI error code.
+type errorCode = string
+
 // OCI error codes this package answers with itself (the distribution app answers the rest).
 const (
 	codeDigestInvalid   = "DIGEST_INVALID"
@@ -17,6 +20,8 @@ const (
 	codeUnsupported     = "UNSUPPORTED"
 	codeUnknown         = "UNKNOWN"
 	codeUnauthorized    = "UNAUTHORIZED"
+	codeDenied          = "DENIED"
+	codeTooManyRequests = "TOOMANYREQUESTS"
 )
 
 type ociError struct {

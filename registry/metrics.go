@@ -11,8 +11,9 @@ import (
 
 // requestMetrics counts API requests by route, method and status.
 type requestMetrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
 }
 
 func newRequestMetrics(reg prometheus.Registerer) (*requestMetrics, error) {
@@ -26,8 +27,12 @@ func newRequestMetrics(reg prometheus.Registerer) (*requestMetrics, error) {
 			Help:    "OCI API request duration by route and method.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "method"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_auth_failures_total",
+			Help: "Refused credentials by kind: login (user or password), token (registry token), rate-limited.",
+		}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

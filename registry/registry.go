@@ -6,6 +6,8 @@ package registry
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -64,8 +66,12 @@ type Config struct {
 	// InternalPassword lets the node's own replication workers write, also on a
 	// ReadOnly node. Empty: no internal writes.
 	InternalPassword string
-	// Peers authenticates children pushing upstream with their sync tokens; nil: none.
-	Peers PeerAuthenticator
+	// Auth checks client credentials: client tokens, children's sync tokens, the
+	// admin. Nil leaves the registry open to anyone (library use only).
+	Auth Authenticator
+	// TokenKeyFile holds the key registry tokens are signed with; made on first
+	// start. Empty: a new key per process.
+	TokenKeyFile string
 }
 
 // Validate names the first field that is missing or wrong.
@@ -92,6 +98,8 @@ type Registry struct {
 	health    *health
 	metrics   *requestMetrics
 	handler   http.Handler
+	tokens    *tokenIssuer
+	limiter   *loginLimiter
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}
@@ -99,6 +107,9 @@ var specsVersioned = specs.Versioned{SchemaVersion: 2}
 // maxManifestSize is distribution's own limit, enforced here first so that the
 // client gets a clear 413 rather than a parse error.
 const maxManifestSize = 4 << 20
+
+// catalogMaxEntries is the most repositories one catalog page lists.
+const catalogMaxEntries = 1000
 
 // New builds the registry. It returns an error, never panics, on bad configuration.
 func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
@@ -126,7 +137,19 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
 	}
-	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now)}
+	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: newLoginLimiter()}
+	var key *ecdsa.PrivateKey
+	if cfg.TokenKeyFile != "" {
+		key, err = loadSigningKey(cfg.TokenKeyFile)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if r.tokens, err = newTokenIssuer(key, cfg.Node, cfg.Now); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
 	r.referrers = &referrersIndex{driver: driver, namespace: ns}
 	h := &hook{node: cfg.Node, publisher: cfg.Publisher, referrers: r.referrers, health: r.health}
 
@@ -145,7 +168,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	}
 	dcfg.HTTP.Secret = hex.EncodeToString(secret)
 	// Defaults configuration.Parse would fill in.
-	dcfg.Catalog.MaxEntries = 1000
+	dcfg.Catalog.MaxEntries = catalogMaxEntries
 	// Non-distributable layers name where they live; any http(s) URL is allowed, as
 	// the OCI spec expects. Without this distribution rejects them all.
 	dcfg.Validation.Manifests.URLs.Allow = []string{`^https?://`}

@@ -59,17 +59,18 @@ func (r *Registry) RepositoryHandler() http.Handler {
 			writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "repositories: only DELETE is served here", nil)
 			return
 		}
-		req, err := r.identify(req)
-		if err != nil {
-			writeError(w, http.StatusUnauthorized, codeUnauthorized, err.Error(), nil)
+		if !validName(name) {
+			writeError(w, http.StatusBadRequest, codeNameInvalid, fmt.Sprintf("delete repository %q: invalid name", name), nil)
 			return
 		}
-		err = r.DeleteRepository(req.Context(), name)
+		req, ok := r.guard(w, req, []access{{repo: name, actions: []string{"delete"}}})
+		if !ok {
+			return
+		}
+		err := r.DeleteRepository(req.Context(), name)
 		switch {
 		case err == nil:
 			w.WriteHeader(http.StatusAccepted)
-		case !validName(name):
-			writeError(w, http.StatusBadRequest, codeNameInvalid, err.Error(), nil)
 		case errors.Is(err, ErrReadOnly):
 			writeError(w, http.StatusMethodNotAllowed, codeUnsupported,
 				fmt.Sprintf("node %s is read-only: repository delete is refused here", r.cfg.Node), nil)

@@ -93,7 +93,11 @@ func TestSkopeoCraneAndOrasAgainstANode(t *testing.T) {
 	if strings.Contains(tags, "sha256-") {
 		t.Errorf("oras used the tag fallback, not the referrers API: tags %q", tags)
 	}
-	resp, err := http.Get(node.URL + "/v2/fleet/crane/referrers/" + want)
+	req, err := http.NewRequest(http.MethodGet, node.URL+"/v2/fleet/crane/referrers/"+want, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(Authorize(req))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ func TestOCIConformance(t *testing.T) {
 	cmd.Dir = results
 	cmd.Env = append(os.Environ(),
 		"OCI_REGISTRY="+node.Host, "OCI_TLS=disabled",
+		"OCI_USERNAME=admin", "OCI_PASSWORD="+AdminToken,
 		"OCI_REPO1=conformance/repo1", "OCI_REPO2=conformance/repo2",
 		"OCI_RESULTS_DIR="+results, "OCI_LOG=warn")
 	out, runErr := cmd.CombinedOutput()

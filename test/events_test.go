@@ -18,7 +18,7 @@ import (
 // eventLog reads a node's log through `outpost events --output json`.
 func eventLog(t testing.TB, n *Node) []events.Event {
 	t.Helper()
-	out := MustRun(t, time.Minute, Binary(t), "events", "--output", "json", "--server", n.URL)
+	out := n.MustCLI(t, "events", "--output", "json")
 	var evs []events.Event
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
@@ -38,19 +38,19 @@ func TestEventLogRecordsEveryChangeAndSurvivesSIGKILL(t *testing.T) {
 
 	// 1. Exactly the changes made, with their fields, as `outpost events` prints them.
 	tagged, untagged := content.Image(t, 2), content.Image(t, 1)
-	if err := remote.Write(mustRef(t, node, "shop/web:1.0"), tagged); err != nil {
+	if err := remote.Write(mustRef(t, node, "shop/web:1.0"), tagged, Auth); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(mustRef(t, node, "shop/web@"+content.Digest(t, untagged)), untagged); err != nil {
+	if err := remote.Write(mustRef(t, node, "shop/web@"+content.Digest(t, untagged)), untagged, Auth); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Delete(mustRef(t, node, "shop/web:1.0")); err != nil {
+	if err := remote.Delete(mustRef(t, node, "shop/web:1.0"), Auth); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Delete(mustRef(t, node, "shop/web@"+content.Digest(t, untagged))); err != nil {
+	if err := remote.Delete(mustRef(t, node, "shop/web@"+content.Digest(t, untagged)), Auth); err != nil {
 		t.Fatal(err)
 	}
-	MustRun(t, time.Minute, Binary(t), "repository", "delete", "shop/web", "--server", node.URL)
+	node.MustCLI(t, "repository", "delete", "shop/web")
 	got := eventLog(t, node)
 	want := []string{
 		"push shop/web:1.0@" + content.Digest(t, tagged),
@@ -87,7 +87,7 @@ func TestEventLogRecordsEveryChangeAndSurvivesSIGKILL(t *testing.T) {
 			defer wg.Done()
 			img := content.Image(t, 1)
 			tag := fmt.Sprintf("build-%d", i)
-			if err := remote.Write(mustRef(t, node, "shop/api:"+tag), img); err != nil {
+			if err := remote.Write(mustRef(t, node, "shop/api:"+tag), img, Auth); err != nil {
 				t.Errorf("push %s: %v", tag, err)
 				return
 			}

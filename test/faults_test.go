@@ -38,7 +38,7 @@ func pushMany(t *testing.T, n *Node, repo string, count int) map[string]string {
 			img := content.Image(t, 1)
 			tag := fmt.Sprint(i)
 			r, _ := name.ParseReference(n.Host+"/"+repo+":"+tag, name.Insecure)
-			if err := remote.Write(r, img); err != nil {
+			if err := remote.Write(r, img, Auth); err != nil {
 				t.Errorf("push %s:%s: %v", repo, tag, err)
 				return
 			}
@@ -57,7 +57,7 @@ func tagsAt(n *Node, repo string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	tags, err := remote.List(r)
+	tags, err := remote.List(r, Auth)
 	if err != nil {
 		if strings.Contains(err.Error(), "NAME_UNKNOWN") {
 			return map[string]string{}, nil
@@ -66,7 +66,7 @@ func tagsAt(n *Node, repo string) (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, tag := range tags {
-		d, err := remote.Head(r.Tag(tag))
+		d, err := remote.Head(r.Tag(tag), Auth)
 		if err != nil {
 			return nil, err
 		}
@@ -109,7 +109,7 @@ func eventuallyConverged(t *testing.T, repo string, want map[string]string, node
 func verifyImages(t *testing.T, n *Node, repo string, want map[string]string) {
 	t.Helper()
 	for tag, d := range want {
-		img, err := remote.Image(mustRef(t, n, repo+":"+tag))
+		img, err := remote.Image(mustRef(t, n, repo+":"+tag), Auth)
 		if err != nil {
 			t.Fatalf("%s:%s at %s: %v", repo, tag, n.opts.Name, err)
 		}
@@ -197,10 +197,10 @@ func TestFaultLinkCutFiveTimesDuringAGiBLayer(t *testing.T) {
 	proxy := leaf.RegistryProxy
 	start := proxy.ToChild() // before the push: the copy starts as soon as it lands
 	r := mustRef(t, root, "f/big:1")
-	if err := remote.Write(r, img); err != nil {
+	if err := remote.Write(r, img, Auth); err != nil {
 		t.Fatal(err)
 	}
-	desc, err := remote.Head(r)
+	desc, err := remote.Head(r, Auth)
 	if err != nil {
 		t.Fatal(err)
 	}

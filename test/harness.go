@@ -112,11 +112,20 @@ type Node struct {
 	exitErr error // set before done closes
 	mu      sync.Mutex
 	output  bytes.Buffer
+	// harnessPw is HarnessToken's password, at a root.
+	harnessPw string
+	// root is where a child's HarnessToken comes from; nil for a root.
+	root *Node
 }
 
 // StartNode starts `outpost serve` on free ports, waits until it serves, and stops
 // it when the test ends.
 func StartNode(t testing.TB, opts NodeOptions) *Node {
+	t.Helper()
+	return startNode(t, opts, nil)
+}
+
+func startNode(t testing.TB, opts NodeOptions, root *Node) *Node {
 	t.Helper()
 	if opts.Data == "" {
 		opts.Data = t.TempDir()
@@ -127,7 +136,7 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if opts.Name == "" {
 		opts.Name = "root"
 	}
-	n := &Node{t: t, opts: opts}
+	n := &Node{t: t, opts: opts, root: root}
 	n.Start()
 	t.Cleanup(func() {
 		n.Stop()
@@ -169,6 +178,11 @@ func (n *Node) Start() {
 	select {
 	case addrs := <-serving:
 		n.Host, n.URL, n.Gateway = addrs[0], "http://"+addrs[0], addrs[1]
+		if n.opts.ConnectionString == "" {
+			SignIn(n.t, n.Host, "admin", AdminToken)
+		} else if n.root != nil {
+			SignIn(n.t, n.Host, HarnessToken, n.root.harnessPassword(n.t))
+		}
 	case <-n.done:
 		n.t.Fatalf("outpost serve exited before serving:\n%s", n.Output())
 	case <-time.After(60 * time.Second):
@@ -215,7 +229,7 @@ func (n *Node) CLI(t testing.TB, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Binary(t), append(args, "--server", n.URL)...)
-	cmd.Env = append(os.Environ(), "OUTPOST_TOKEN="+AdminToken)
+	cmd.Env = append(os.Environ(), "OUTPOST_TOKEN="+n.operatorToken())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -264,6 +278,8 @@ func StartChild(t testing.TB, root *Node, c Child) *Node {
 		create = append(create, "--repository", r)
 	}
 	root.MustCLI(t, append(create, c.CreateArgs...)...)
+	root.harnessPassword(t)
+	root.MustCLI(t, "node", "update", c.Name, "--add-client-tokens", HarnessToken)
 	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", c.Name))
 	var reg, gw *FaultProxy
 	args := slices.Clone(c.ServeArgs)
@@ -273,7 +289,7 @@ func StartChild(t testing.TB, root *Node, c Child) *Node {
 		gw = StartFaultProxy(t, csField(cs, "ParentGatewayEndpoint"))
 		args = append(args, "--parent-registry", reg.Addr(), "--parent-gateway", gw.Addr())
 	}
-	n := StartNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: args})
+	n := startNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: args}, root)
 	n.RegistryProxy, n.GatewayProxy = reg, gw
 	return n
 }

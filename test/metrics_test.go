@@ -37,7 +37,7 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	}
 	const pushes = 3
 	for i := range pushes {
-		if err := remote.Write(mustRef(t, node, fmt.Sprintf("m/app:%d", i)), content.Image(t, 1)); err != nil {
+		if err := remote.Write(mustRef(t, node, fmt.Sprintf("m/app:%d", i)), content.Image(t, 1), Auth); err != nil {
 			t.Fatal(err)
 		}
 	}

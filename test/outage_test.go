@@ -59,7 +59,7 @@ func TestOutageLongerThanTheTTLReconciles(t *testing.T) {
 	site.Stop()
 	d1 := push(t, root, "away/app:1", content.Image(t, 1))
 	d2 := push(t, root, "away/app:2", content.Image(t, 2))
-	if err := remote.Delete(mustRef(t, root, "away/base:1")); err != nil {
+	if err := remote.Delete(mustRef(t, root, "away/base:1"), Auth); err != nil {
 		t.Fatal(err)
 	}
 	root.Stop()

@@ -18,7 +18,11 @@ import (
 // completes, then the node exits cleanly.
 func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
 	node := StartNode(t, NodeOptions{})
-	resp, err := http.Post(node.URL+"/v2/app/blobs/uploads/", "", nil)
+	start, err := http.NewRequest(http.MethodPost, node.URL+"/v2/app/blobs/uploads/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(Authorize(start))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +42,7 @@ func TestSIGTERMFinishesInFlightRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	Authorize(req)
 	result := make(chan *http.Response, 1)
 	go func() {
 		resp, err := http.DefaultClient.Do(req)

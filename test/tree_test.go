@@ -27,7 +27,7 @@ func resolve(n *Node, ref string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	d, err := remote.Head(r)
+	d, err := remote.Head(r, Auth)
 	if err != nil {
 		if strings.Contains(err.Error(), "404") || strings.Contains(err.Error(), "MANIFEST_UNKNOWN") || strings.Contains(err.Error(), "NAME_UNKNOWN") {
 			return "", nil
@@ -64,7 +64,7 @@ func push(t *testing.T, n *Node, ref string, img v1.Image) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(r, img); err != nil {
+	if err := remote.Write(r, img, Auth); err != nil {
 		t.Fatalf("push %s at %s: %v", ref, n.opts.Name, err)
 	}
 	return content.Digest(t, img)
@@ -111,7 +111,7 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 
 	// A push at the ReadOnly leaf is refused.
 	cr, _ := name.ParseReference(c.Host+"/team/app:no", name.Insecure)
-	if err := remote.Write(cr, content.Image(t, 1)); err == nil || !strings.Contains(err.Error(), "read-only") {
+	if err := remote.Write(cr, content.Image(t, 1), Auth); err == nil || !strings.Contains(err.Error(), "read-only") {
 		t.Errorf("push at ReadOnly sitec: %v, want a read-only refusal", err)
 	}
 
@@ -135,11 +135,11 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 		t.Fatal(err)
 	}
 	ir, _ := name.ParseReference(b.Host+"/team/app:multi", name.Insecure)
-	if err := remote.WriteIndex(ir, idx); err != nil {
+	if err := remote.WriteIndex(ir, idx, Auth); err != nil {
 		t.Fatal(err)
 	}
 	di := content.Digest(t, idx)
-	idxDesc, err := remote.Head(ir)
+	idxDesc, err := remote.Head(ir, Auth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 		eventuallyAt(t, "team/app@"+child.Digest.String(), child.Digest.String(), c, a2)
 	}
 	for _, n := range []*Node{root, c, a2} {
-		refs, err := remote.Referrers(mustDigestRef(t, n, "team/app@"+di))
+		refs, err := remote.Referrers(mustDigestRef(t, n, "team/app@"+di), Auth)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,11 +167,11 @@ func TestTreeReplicatesByEventsAcrossLevels(t *testing.T) {
 	}
 
 	// Deletes propagate both ways: a tag deleted at the root, a manifest at b.
-	if err := remote.Delete(mustRef(t, root, "team/app:2")); err != nil {
+	if err := remote.Delete(mustRef(t, root, "team/app:2"), Auth); err != nil {
 		t.Fatal(err)
 	}
 	eventuallyAt(t, "team/app:2", "", all...)
-	if err := remote.Delete(mustRef(t, b, "team/app@"+d1)); err != nil {
+	if err := remote.Delete(mustRef(t, b, "team/app@"+d1), Auth); err != nil {
 		t.Fatal(err)
 	}
 	eventuallyAt(t, "team/app:1", "", all...)

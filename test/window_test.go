@@ -131,7 +131,7 @@ func TestSyncWindowsGateTheLinkBothWays(t *testing.T) {
 	clock.set(2, "12:00")
 	dd := push(t, root, "ship/d:1", content.Image(t, 1))
 	waitingWith(t, root, "shipone", true, false)
-	MustRun(t, time.Minute, Binary(t), "sync", "now", "--server", ship.URL)
+	ship.MustCLI(t, "sync", "now")
 	eventuallyAt(t, "ship/d:1", dd, ship)
 }
 

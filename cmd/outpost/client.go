@@ -17,6 +17,8 @@ import (
 type apiClient struct {
 	server string
 	token  string
+	// user and password sign in to the registry (a client token), instead of token.
+	user, password string
 }
 
 // addServerFlag adds --server, the node a client command talks to.
@@ -28,9 +30,15 @@ func (c *apiClient) addServerFlag(f *pflag.FlagSet) {
 	f.StringVar(&c.server, "server", def, "the node's HTTP address (env OUTPOST_SERVER)")
 }
 
-// addTokenFlag adds --token, the root's admin token.
+// addTokenFlag adds --token, the node's operator token: the admin token at the root.
 func (c *apiClient) addTokenFlag(f *pflag.FlagSet) {
-	f.StringVar(&c.token, "token", os.Getenv("OUTPOST_TOKEN"), "the root's admin token (env OUTPOST_TOKEN)")
+	f.StringVar(&c.token, "token", os.Getenv("OUTPOST_TOKEN"), "the admin token at the root, the operator token (DATA/operator-token) elsewhere (env OUTPOST_TOKEN)")
+}
+
+// addLoginFlags adds --username and --password, a client token for registry calls.
+func (c *apiClient) addLoginFlags(f *pflag.FlagSet) {
+	f.StringVar(&c.user, "username", os.Getenv("OUTPOST_USERNAME"), "a client token's name (env OUTPOST_USERNAME)")
+	f.StringVar(&c.password, "password", "", "the client token's password (env OUTPOST_PASSWORD; prefer the variable)")
 }
 
 // do sends a request with an optional JSON body and decodes a JSON answer into out.
@@ -68,7 +76,17 @@ func (c *apiClient) send(ctx context.Context, method, path string, body any) (*h
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
+	switch {
+	case c.user != "":
+		pw := c.password
+		if pw == "" {
+			pw = os.Getenv("OUTPOST_PASSWORD")
+		}
+		req.SetBasicAuth(c.user, pw)
+	case c.token != "" && strings.HasPrefix(path, "/outpost/v1/repositories/"):
+		// The registry's own API: the admin token signs in as the admin.
+		req.SetBasicAuth("admin", c.token)
+	case c.token != "":
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := http.DefaultClient.Do(req)

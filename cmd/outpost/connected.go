@@ -29,6 +29,11 @@ func (n *node) runConnected(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	op, err := operatorToken(ctx, n.opts.Data, n.local, n.logger, operatorTokenFile)
+	if err != nil {
+		return err
+	}
+	n.isOperator = sameToken(op)
 	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name); err != nil {
 		return err
 	}
@@ -43,7 +48,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	n.meter = pipeline.NewMeter(moved)
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
-		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Status: n.status, Interval: statusInterval,
+		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
 		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger,
 	})
 	if err := n.activate(ctx, instance, syncer); err != nil {
@@ -54,7 +59,8 @@ func (n *node) runConnected(ctx context.Context) error {
 	if err := n.startGateway(n.uplink); err != nil {
 		return err
 	}
-	if err := n.openRegistry(ctx, mode, n.gateway); err != nil {
+	access := hierarchy.NewAccess(hierarchy.AccessConfig{Self: n.name, Nodes: n.nodes, Tokens: n.tokens})
+	if err := n.openRegistry(ctx, mode, access); err != nil {
 		return err
 	}
 	n.link, err = pipeline.NewLink(ctx, pipeline.LinkConfig{

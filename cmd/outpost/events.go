@@ -59,6 +59,7 @@ func newEventsCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	c.addServerFlag(f)
+	c.addTokenFlag(f)
 	f.Uint64Var(&last, "last", 0, "print only the newest N events (0: all)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
 	f.StringVarP(&output, "output", "o", "text", "text or json (one event per line)")

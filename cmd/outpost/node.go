@@ -104,12 +104,16 @@ func newNodeUpdateCmd() *cobra.Command {
 		f            nodeFlags
 		add, remove  []string
 		mode, parent string
+		addTokens    []string
+		removeTokens []string
+		anonymous    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "update NAME",
 		Short: "Change a node's settings; they reach it at its next sync",
 		Example: `  outpost node update factory1 --add-repository 'tools/*' --log-level debug
-  outpost node update ship42 --sync-schedule "0 */6 * * *" --sync-window PT2H`,
+  outpost node update ship42 --sync-schedule "0 */6 * * *" --sync-window PT2H
+  outpost node update factory1 --add-client-tokens line1 line2 --anonymous-pull=false`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var req hierarchy.UpdateRequest
@@ -150,6 +154,10 @@ func newNodeUpdateCmd() *cobra.Command {
 			for _, r := range remove {
 				req.RemoveRepositories = append(req.RemoveRepositories, hierarchy.Pattern(r))
 			}
+			req.AddClientTokens, req.RemoveClientTokens = addTokens, removeTokens
+			if fl.Changed("anonymous-pull") {
+				req.AnonymousPull = &anonymous
+			}
 			var v hierarchy.NodeView
 			if err := c.do(cmd.Context(), http.MethodPatch, "/outpost/v1/nodes/"+args[0], req, &v); err != nil {
 				return fmt.Errorf("update node %s: %w", args[0], err)
@@ -162,6 +170,9 @@ func newNodeUpdateCmd() *cobra.Command {
 	f.add(cmd)
 	cmd.Flags().StringArrayVar(&add, "add-repository", nil, "a repository or pattern to add; repeat for more")
 	cmd.Flags().StringArrayVar(&remove, "remove-repository", nil, "a repository or pattern to remove; repeat for more")
+	cmd.Flags().StringSliceVar(&addTokens, "add-client-tokens", nil, "client tokens that may use this node (names, space or comma separated)")
+	cmd.Flags().StringSliceVar(&removeTokens, "remove-client-tokens", nil, "client tokens that may no longer use this node")
+	cmd.Flags().BoolVar(&anonymous, "anonymous-pull", false, "let clients without credentials pull at this node")
 	cmd.Flags().StringVar(&mode, "mode", "", "refused: a node's mode cannot change")
 	cmd.Flags().StringVar(&parent, "parent", "", "refused: a node's parent cannot change")
 	_ = cmd.Flags().MarkHidden("mode")
@@ -234,13 +245,18 @@ func printNodeTable(w io.Writer, vs []hierarchy.NodeView) error {
 
 // simpleNodeCmd is a command that names one node, calls the API and prints JSON.
 func simpleNodeCmd(use, short, method, action string) *cobra.Command {
+	return simpleAdminCmd(use, short, method, "/outpost/v1/nodes/", action)
+}
+
+// simpleAdminCmd is a management call on one named thing, printing the answer.
+func simpleAdminCmd(use, short, method, prefix, action string) *cobra.Command {
 	var c apiClient
 	cmd := &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := "/outpost/v1/nodes/" + args[0]
+			path := prefix + args[0]
 			if action != "" {
 				path += "/" + action
 			}

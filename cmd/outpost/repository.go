@@ -18,8 +18,8 @@ func newRepositoryDeleteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a repository: its tags, manifests and referrers, as one event",
-		Example: `  outpost repository delete team/app
-  outpost repository delete team/app --server http://127.0.0.1:5001`,
+		Example: `  outpost repository delete team/app --token "$(cat data/admin-token)"    # at the root
+  outpost repository delete team/app --server http://127.0.0.1:5001 --username ci --password "$PW"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := c.do(cmd.Context(), http.MethodDelete, "/outpost/v1/repositories/"+args[0], nil, nil); err != nil {
@@ -30,5 +30,7 @@ func newRepositoryDeleteCmd() *cobra.Command {
 		},
 	}
 	c.addServerFlag(cmd.Flags())
+	c.addTokenFlag(cmd.Flags())
+	c.addLoginFlags(cmd.Flags())
 	return cmd
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +49,7 @@ type node struct {
 	log     *events.Log
 	reg     *registry.Registry
 	nodes   *hierarchy.Store
+	tokens  *hierarchy.TokenStore
 	status  *hierarchy.StatusStore
 	local   *events.Bucket
 	gateway *hierarchy.Gateway
@@ -81,6 +81,8 @@ type node struct {
 	gapDetail *hierarchy.Detail
 
 	admin *hierarchy.API
+	// isOperator checks the node's operator token (the admin token at the root).
+	isOperator func(string) bool
 }
 
 func (n *node) connected() bool { return n.cs.NodeName != "" }
@@ -120,14 +122,16 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	buckets := map[string]**events.Bucket{}
-	var nodesB, statusB *events.Bucket
+	var nodesB, statusB, tokensB *events.Bucket
 	buckets[events.BucketNodes], buckets[events.BucketStatus], buckets[events.BucketLocal] = &nodesB, &statusB, &n.local
+	buckets[events.BucketTokens] = &tokensB
 	for name, b := range buckets {
 		if *b, err = events.OpenBucket(ctx, n.nc, name); err != nil {
 			return err
 		}
 	}
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
+	n.tokens = hierarchy.NewTokenStore(tokensB)
 	if n.httpLn, err = net.Listen("tcp", n.opts.Addr); err != nil {
 		return fmt.Errorf("listen %s: %w", n.opts.Addr, err)
 	}
@@ -194,14 +198,14 @@ func advertise(listen, host string) string {
 	return net.JoinHostPort(h, port)
 }
 
-// openRegistry builds the registry in the given mode, with this node's children
-// (and at the root the admin) allowed to write as peers.
-func (n *node) openRegistry(ctx context.Context, mode registry.Mode, peers registry.PeerAuthenticator) error {
+// openRegistry builds the registry in the given mode, its clients checked by access.
+func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hierarchy.Access) error {
 	var err error
 	n.reg, err = registry.New(ctx, registry.Config{
 		Dir: filepath.Join(n.opts.Data, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
-		InternalPassword: n.internalPw, Peers: peers,
+		InternalPassword: n.internalPw, Auth: registryAuth{access},
+		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"),
 	})
 	return err
 }
@@ -209,7 +213,7 @@ func (n *node) openRegistry(ctx context.Context, mode registry.Mode, peers regis
 func (n *node) startGateway(activator hierarchy.Activator) error {
 	var err error
 	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
-		Self: n.name, Conn: n.nc, Nodes: n.nodes, Status: n.status, Activator: activator, Logger: n.logger,
+		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
 		Pending: func(ctx context.Context, child string) (events.Pending, error) {
 			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL)
 			if err != nil {
@@ -269,12 +273,14 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}))
-	mux.Handle("/outpost/v1/events", events.Handler(n.log))
+	mux.Handle(registry.TokenPath, n.reg.TokenHandler())
+	mux.Handle("/outpost/v1/events", n.operatorOnly(events.Handler(n.log)))
 	mux.Handle("/outpost/v1/repositories/", n.reg.RepositoryHandler())
-	mux.HandleFunc("/outpost/v1/sync", n.serveSyncNow)
+	mux.Handle("/outpost/v1/sync", n.operatorOnly(http.HandlerFunc(n.serveSyncNow)))
 	if n.admin != nil {
-		mux.Handle("/outpost/v1/nodes", n.admin)
-		mux.Handle("/outpost/v1/nodes/", n.admin)
+		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
+			mux.Handle(p, n.admin)
+		}
 	}
 	h := http.Handler(mux)
 	n.handler.Store(&h)
@@ -327,34 +333,24 @@ func (n *node) ready(ctx context.Context) error {
 // runRoot runs the root: the management API, the tree's authority, the gateway for
 // its children.
 func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
-	token, err := adminToken(ctx, n.opts.Data, n.local, n.logger)
+	token, err := operatorToken(ctx, n.opts.Data, n.local, n.logger, adminTokenFile)
 	if err != nil {
 		return err
 	}
-	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Status: n.status, Root: n.name,
+	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
 		RootMode: hierarchy.Mode(mode), Endpoints: n.endpoints()})
 	n.admin = hierarchy.NewAPI(m, token, staleAfter)
+	n.isOperator = n.admin.IsAdmin
 	if err := n.startGateway(m); err != nil {
 		return err
 	}
-	if err := n.openRegistry(ctx, mode, rootPeers{n.gateway, n.admin}); err != nil {
+	access := hierarchy.NewAccess(hierarchy.AccessConfig{Self: n.name, Root: true, Nodes: n.nodes, Tokens: n.tokens,
+		IsAdmin: n.admin.IsAdmin, RootAnonymousPull: n.opts.anonymousPull})
+	if err := n.openRegistry(ctx, mode, access); err != nil {
 		return err
 	}
 	go n.runRouter(ctx)
 	return n.serveHTTP(ctx, mode)
-}
-
-// rootPeers lets the root's children push upstream and the admin use the registry.
-type rootPeers struct {
-	children *hierarchy.Gateway
-	admin    *hierarchy.API
-}
-
-func (p rootPeers) AuthenticatePeer(user, password string) (string, bool) {
-	if user == "admin" {
-		return "", p.admin.IsAdmin(password)
-	}
-	return p.children.AuthenticatePeer(user, password)
 }
 
 func (n *node) runRouter(ctx context.Context) {
@@ -362,49 +358,4 @@ func (n *node) runRouter(ctx context.Context) {
 	if err := r.Run(ctx); err != nil && ctx.Err() == nil {
 		n.logger.Error("router stopped", "err", err)
 	}
-}
-
-// adminToken reads the root's admin token: OUTPOST_ADMIN_TOKEN at first start, else
-// generated, written to DATA/admin-token (0600) and printed once. Only its hash is
-// kept in the store; later starts check the file or the variable against it.
-func adminToken(ctx context.Context, data string, local *events.Bucket, log *slog.Logger) (string, error) {
-	file := filepath.Join(data, "admin-token")
-	token := os.Getenv("OUTPOST_ADMIN_TOKEN")
-	if token == "" {
-		if b, err := os.ReadFile(file); err == nil {
-			token = strings.TrimSpace(string(b))
-		}
-	}
-	stored, _, err := local.Get(ctx, "admin-token")
-	switch {
-	case errors.Is(err, events.ErrKeyNotFound):
-		generated := token == ""
-		if generated {
-			if token, err = hierarchy.NewPassword(); err != nil {
-				return "", err
-			}
-		}
-		h, err := hierarchy.HashPassword(token, time.Now())
-		if err != nil {
-			return "", err
-		}
-		if err := local.Put(ctx, "admin-token", h.Hash); err != nil {
-			return "", err
-		}
-		if generated {
-			if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
-				return "", fmt.Errorf("admin token: %w", err)
-			}
-			// Printed once, to the operator's terminal, never to the log.
-			fmt.Fprintf(os.Stderr, "Admin token (also in %s): %s\n", file, token)
-		}
-		log.Info("admin token set", "file", file, "generated", generated)
-		return token, nil
-	case err != nil:
-		return "", err
-	}
-	if token == "" || !(hierarchy.SyncToken{Password1: &hierarchy.PasswordHash{Hash: stored}}).Verify(token) {
-		return "", fmt.Errorf("admin token: neither OUTPOST_ADMIN_TOKEN nor %s holds the token this root was set up with", file)
-	}
-	return token, nil
 }

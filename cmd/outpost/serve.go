@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,13 +42,17 @@ type serveOptions struct {
 	// ClockOffsetFile, for tests only, shifts the clock sync windows are read by: the
 	// file holds a Go duration ("26h"). Windows are validated as always.
 	ClockOffsetFile string `yaml:"-"`
+	// AnonymousPull lets clients without credentials pull at the root (other nodes
+	// get the setting from the root: node update --anonymous-pull).
+	AnonymousPull string `yaml:"anonymous-pull"`
+	anonymousPull bool
 }
 
 func defaultServeOptions() serveOptions {
 	return serveOptions{
 		Data: "./data", Addr: "127.0.0.1:5000", GatewayAddr: "127.0.0.1:4222",
 		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
-		LogLevel: "info", LogFormat: "text",
+		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
 	}
 }
 
@@ -88,6 +93,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.AdvertiseAddr, "advertise-addr", "", "host this node's children reach it at (default: the listen addresses' host)")
 	f.StringVar(&flagOpts.ParentRegistry, "parent-registry", "", "reach the parent's registry at this host:port instead of the connection string's")
 	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port instead of the connection string's")
+	f.StringVar(&flagOpts.AnonymousPull, "anonymous-pull", flagOpts.AnonymousPull, "root only: let clients without credentials pull (true or false)")
+	f.Lookup("anonymous-pull").NoOptDefVal = "true"
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -115,6 +122,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"log-format": &o.LogFormat, "connection-string": &o.ConnectionString,
 		"advertise-addr": &o.AdvertiseAddr, "clock-offset-file": &o.ClockOffsetFile,
 		"parent-registry": &o.ParentRegistry, "parent-gateway": &o.ParentGateway,
+		"anonymous-pull": &o.AnonymousPull,
 	}
 }
 
@@ -131,6 +139,9 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	logger, err := newLogger(os.Stderr, opts.LogLevel, opts.LogFormat, level)
 	if err != nil {
 		return err
+	}
+	if opts.anonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
+		return fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
 	}
 	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile)}
 	if opts.ConnectionString != "" {

@@ -25,6 +25,7 @@ func newSyncCmd() *cobra.Command {
 		},
 	}
 	c.addServerFlag(now.Flags())
+	c.addTokenFlag(now.Flags())
 	cmd.AddCommand(now)
 	return cmd
 }

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/registry"
+)
+
+// registryAuth gives the registry the node's access rules.
+type registryAuth struct{ a *hierarchy.Access }
+
+func (r registryAuth) Login(user, password string) (registry.Principal, error) {
+	g, err := r.a.Login(user, password)
+	return principal(g), err
+}
+
+func (r registryAuth) Lookup(user string) (registry.Principal, error) {
+	g, err := r.a.Lookup(user)
+	return principal(g), err
+}
+
+func (r registryAuth) AnonymousPull() bool { return r.a.AnonymousPull() }
+
+func principal(g hierarchy.Grant) registry.Principal {
+	return registry.Principal{User: g.User, Peer: g.Child, Admin: g.Admin, Actions: g.Scope.Actions}
+}
+
+// The operator's token of a node: at the root the admin token (management API, and
+// everything in the registry), elsewhere a local operator token that only opens the
+// node's own operator endpoints (events, sync now). Each is made at first start.
+type tokenFile struct {
+	file, key, env, what string
+}
+
+var (
+	adminTokenFile    = tokenFile{file: "admin-token", key: "admin-token", env: "OUTPOST_ADMIN_TOKEN", what: "Admin token"}
+	operatorTokenFile = tokenFile{file: "operator-token", key: "operator-token", env: "OUTPOST_OPERATOR_TOKEN", what: "Operator token"}
+)
+
+// operatorToken reads a node's operator token: from its variable at first start,
+// else generated, written to DATA/<file> (0600) and printed once. Only its hash is
+// kept in the store; later starts check the file or the variable against it.
+func operatorToken(ctx context.Context, data string, local *events.Bucket, log *slog.Logger, tf tokenFile) (string, error) {
+	file := filepath.Join(data, tf.file)
+	token := os.Getenv(tf.env)
+	if token == "" {
+		if b, err := os.ReadFile(file); err == nil {
+			token = strings.TrimSpace(string(b))
+		}
+	}
+	stored, _, err := local.Get(ctx, tf.key)
+	switch {
+	case errors.Is(err, events.ErrKeyNotFound):
+		generated := token == ""
+		if generated {
+			if token, err = hierarchy.NewPassword(); err != nil {
+				return "", err
+			}
+		}
+		h, err := hierarchy.HashPassword(token, time.Now())
+		if err != nil {
+			return "", err
+		}
+		if err := local.Put(ctx, tf.key, h.Hash); err != nil {
+			return "", err
+		}
+		if generated {
+			if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+				return "", fmt.Errorf("%s: %w", tf.file, err)
+			}
+			// Printed once, to the operator's terminal, never to the log.
+			fmt.Fprintf(os.Stderr, "%s (also in %s): %s\n", tf.what, file, token)
+		}
+		log.Info(strings.ToLower(tf.what)+" set", "file", file, "generated", generated)
+		return token, nil
+	case err != nil:
+		return "", err
+	}
+	if token == "" || !(hierarchy.Passwords{Password1: &hierarchy.PasswordHash{Hash: stored}}).Verify(token) {
+		return "", fmt.Errorf("%s: neither %s nor %s holds the token this node was set up with", tf.file, tf.env, file)
+	}
+	return token, nil
+}
+
+// sameToken returns a constant-time check against token.
+func sameToken(token string) func(string) bool {
+	want := sha256.Sum256([]byte(token))
+	return func(s string) bool {
+		got := sha256.Sum256([]byte(s))
+		return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+	}
+}
+
+// operatorOnly lets only the node's operator token through.
+func (n *node) operatorOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || n.isOperator == nil || !n.isOperator(token) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error":"this endpoint needs the node's operator token (--token or OUTPOST_TOKEN): the admin token at the root, DATA/%s elsewhere"}`+"\n", operatorTokenFile.file)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,151 @@
+package hierarchy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Grant is what a credential may do at this node.
+type Grant struct {
+	// User is the name it signed in with.
+	User string
+	// Child is set for a direct child's sync token: its writes are replicas.
+	Child string
+	// Admin may do anything (the root's admin token).
+	Admin bool
+	// Scope lists the repository actions allowed; unused for Admin.
+	Scope ScopeMap
+}
+
+// ErrLogin is a refused login: an unknown user or a wrong password. The message
+// never says which, nor repeats the password.
+var ErrLogin = errors.New("unknown user or wrong password")
+
+// Access says who may use a node's registry: the client tokens bound to it (every
+// enabled token at the root), its direct children's sync tokens (for their own scope;
+// push and delete only for a ReadWrite child) and, at the root, the admin token. It
+// reads the node's local copies, so it keeps working while the parent is out of
+// reach, and a token removed at the root stops working here at the next sync.
+type Access struct {
+	cfg    AccessConfig
+	logins *loginCache
+
+	mu     sync.Mutex
+	snap   *accessSnapshot
+	loaded time.Time
+}
+
+// AccessConfig configures Access.
+type AccessConfig struct {
+	Self   string
+	Root   bool
+	Nodes  *Store
+	Tokens *TokenStore
+	// IsAdmin checks the admin token; nil except at the root.
+	IsAdmin func(password string) bool
+	// RootAnonymousPull is the root's own setting (a flag; other nodes have theirs
+	// in their definition).
+	RootAnonymousPull bool
+}
+
+type accessSnapshot struct {
+	self     *Node // nil at the root
+	children map[string]*Node
+	tokens   map[string]*ClientToken
+}
+
+// snapshotTTL bounds how stale Access's view of the stores can be.
+const snapshotTTL = time.Second
+
+// NewAccess returns the access rules of a node.
+func NewAccess(cfg AccessConfig) *Access {
+	return &Access{cfg: cfg, logins: newLoginCache(loginCacheTTL)}
+}
+
+func (a *Access) snapshot() (*accessSnapshot, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.snap != nil && time.Since(a.loaded) < snapshotTTL {
+		return a.snap, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nodes, err := a.cfg.Nodes.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read node definitions: %w", err)
+	}
+	tokens, err := a.cfg.Tokens.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read client tokens: %w", err)
+	}
+	s := &accessSnapshot{children: map[string]*Node{}, tokens: map[string]*ClientToken{}}
+	for _, n := range nodes {
+		switch {
+		case n.Name == a.cfg.Self:
+			s.self = n
+		case n.Parent == a.cfg.Self:
+			s.children[n.Name] = n
+		}
+	}
+	for _, t := range tokens {
+		s.tokens[t.Name] = t
+	}
+	a.snap, a.loaded = s, time.Now()
+	return s, nil
+}
+
+// AnonymousPull reports whether clients without credentials may pull here.
+func (a *Access) AnonymousPull() bool {
+	if a.cfg.Root {
+		return a.cfg.RootAnonymousPull
+	}
+	s, err := a.snapshot()
+	return err == nil && s.self != nil && s.self.Settings.AnonymousPull
+}
+
+// Login checks a user name and password.
+func (a *Access) Login(user, password string) (Grant, error) {
+	return a.grant(user, &password)
+}
+
+// Lookup re-checks a user this node issued a registry token to: it fails once the
+// credential no longer works here (deleted, disabled, unbound, child removed).
+func (a *Access) Lookup(user string) (Grant, error) {
+	return a.grant(user, nil)
+}
+
+func (a *Access) grant(user string, password *string) (Grant, error) {
+	if user == "admin" && a.cfg.IsAdmin != nil {
+		if password != nil && !a.cfg.IsAdmin(*password) {
+			return Grant{}, ErrLogin
+		}
+		return Grant{User: user, Admin: true}, nil
+	}
+	s, err := a.snapshot()
+	if err != nil {
+		return Grant{}, err
+	}
+	if name, ok := strings.CutSuffix(user, "-sync"); ok {
+		c, ok := s.children[name]
+		if !ok || (password != nil && !a.logins.verify(user, c.SyncToken, *password)) {
+			return Grant{}, ErrLogin
+		}
+		return Grant{User: user, Child: name, Scope: scopeOf(c.Settings)}, nil
+	}
+	t, ok := s.tokens[user]
+	if !ok || (password != nil && !a.logins.verify(user, t.Passwords, *password)) {
+		return Grant{}, ErrLogin
+	}
+	switch {
+	case !t.Enabled:
+		return Grant{}, fmt.Errorf("token %s is disabled", user)
+	case !a.cfg.Root && (s.self == nil || !slices.Contains(s.self.Settings.ClientTokens, user)):
+		return Grant{}, fmt.Errorf("token %s is not bound to node %s (outpost node update %s --add-client-tokens %s, at the root)", user, a.cfg.Self, a.cfg.Self, user)
+	}
+	return Grant{User: user, Scope: t.Repositories}, nil
+}
