@@ -2,6 +2,7 @@ package events
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -25,6 +26,9 @@ type ServerConfig struct {
 	Name string
 	// ReadyTimeout bounds the wait for the server to accept connections. Default 10 s.
 	ReadyTimeout time.Duration
+	// TLS, when set, is required of every network client (children); the node's
+	// own in-process connection does without.
+	TLS *tls.Config
 }
 
 // Server is a node's embedded NATS server with JetStream.
@@ -112,6 +116,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		NoSigs:     true,
 	}
 	opts.CustomClientAuthentication = s
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLSTimeout = 5
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)

@@ -19,6 +19,8 @@ type apiClient struct {
 	token  string
 	// user and password sign in to the registry (a client token), instead of token.
 	user, password string
+	// caFile is a private CA to check an https server with.
+	caFile string
 }
 
 // addServerFlag adds --server, the node a client command talks to.
@@ -28,6 +30,7 @@ func (c *apiClient) addServerFlag(f *pflag.FlagSet) {
 		def = v
 	}
 	f.StringVar(&c.server, "server", def, "the node's HTTP address (env OUTPOST_SERVER)")
+	f.StringVar(&c.caFile, "ca-file", os.Getenv("OUTPOST_CA_FILE"), "PEM CA certificate to check an https --server with (env OUTPOST_CA_FILE)")
 }
 
 // addTokenFlag adds --token, the node's operator token: the admin token at the root.
@@ -89,7 +92,15 @@ func (c *apiClient) send(ctx context.Context, method, path string, body any) (*h
 	case c.token != "":
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if c.caFile != "" {
+		cfg, err := clientTLS(c.caFile)
+		if err != nil {
+			return nil, err
+		}
+		client = &http.Client{Transport: httpsTransport(cfg)}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, url, err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/events"
@@ -34,7 +36,15 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.isOperator = sameToken(op)
-	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name); err != nil {
+	var parentTLS *tls.Config
+	var dialOpts []nats.Option
+	if n.cs.ParentProtocol == "https" {
+		if parentTLS, err = clientTLS(n.opts.ParentCA); err != nil {
+			return err
+		}
+		dialOpts = append(dialOpts, nats.Secure(parentTLS))
+	}
+	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name, dialOpts...); err != nil {
 		return err
 	}
 	n.uplink = hierarchy.NewUplink(n.parentConn, n.name)
@@ -66,9 +76,9 @@ func (n *node) runConnected(ctx context.Context) error {
 	n.link, err = pipeline.NewLink(ctx, pipeline.LinkConfig{
 		Self: n.name, Parent: self.Parent, ParentConn: n.parentConn, LocalConn: n.nc,
 		Local: pipeline.Endpoint{Host: loopback(n.httpLn.Addr().String()), User: events.ReplicaUser, Password: n.internalPw,
-			MountAnywhere: true},
-		ParentRegistry: pipeline.Endpoint{Host: n.cs.ParentRegistry, Secure: n.cs.ParentProtocol == "https",
-			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword},
+			MountAnywhere: true, Secure: n.tls != nil, Transport: n.selfTransport()},
+		ParentRegistry: pipeline.Endpoint{Host: n.cs.ParentRegistry, Secure: parentTLS != nil,
+			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword, Transport: parentTransport(parentTLS)},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
 		Sequences: localSequences{n.local}, OnGap: n.onGap, Meter: n.meter,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -55,6 +56,7 @@ type node struct {
 	gateway *hierarchy.Gateway
 
 	httpLn     net.Listener
+	tls        *tls.Config // what the listeners serve, nil for plain
 	httpSrv    *http.Server
 	handler    atomic.Pointer[http.Handler]
 	served     chan error
@@ -108,8 +110,11 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 		}
 	}
 	var err error
+	if n.tls, err = serverTLS(n.opts); err != nil {
+		return err
+	}
 	if n.ns, err = events.StartServer(events.ServerConfig{
-		Dir: filepath.Join(n.opts.Data, "nats"), Addr: n.opts.GatewayAddr, Name: n.name,
+		Dir: filepath.Join(n.opts.Data, "nats"), Addr: n.opts.GatewayAddr, Name: n.name, TLS: n.tls,
 	}); err != nil {
 		return err
 	}
@@ -134,6 +139,9 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	n.tokens = hierarchy.NewTokenStore(tokensB)
 	if n.httpLn, err = net.Listen("tcp", n.opts.Addr); err != nil {
 		return fmt.Errorf("listen %s: %w", n.opts.Addr, err)
+	}
+	if n.tls != nil {
+		n.httpLn = tls.NewListener(n.httpLn, n.tls)
 	}
 	// Serve at once: until the node is ready (a connected node waits for its parent)
 	// clients get a clear 503, not a connection that hangs.
@@ -183,8 +191,15 @@ func (n *node) endpoints() hierarchy.Endpoints {
 	return hierarchy.Endpoints{
 		Registry: advertise(n.httpLn.Addr().String(), n.opts.AdvertiseAddr),
 		Gateway:  advertise(n.ns.Addr().String(), n.opts.AdvertiseAddr),
-		Protocol: "http",
+		Protocol: n.protocol(),
 	}
+}
+
+func (n *node) protocol() string {
+	if n.tls != nil {
+		return "https"
+	}
+	return "http"
 }
 
 func advertise(listen, host string) string {

@@ -46,6 +46,11 @@ type serveOptions struct {
 	// get the setting from the root: node update --anonymous-pull).
 	AnonymousPull string `yaml:"anonymous-pull"`
 	anonymousPull bool
+	// TLSCert and TLSKey make the HTTP listener and the gateway serve TLS.
+	TLSCert string `yaml:"tls-cert"`
+	TLSKey  string `yaml:"tls-key"`
+	// ParentCA is a PEM file of the CA that signed the parent's certificate.
+	ParentCA string `yaml:"parent-ca"`
 }
 
 func defaultServeOptions() serveOptions {
@@ -95,6 +100,9 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port instead of the connection string's")
 	f.StringVar(&flagOpts.AnonymousPull, "anonymous-pull", flagOpts.AnonymousPull, "root only: let clients without credentials pull (true or false)")
 	f.Lookup("anonymous-pull").NoOptDefVal = "true"
+	f.StringVar(&flagOpts.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS and the gateway's TLS")
+	f.StringVar(&flagOpts.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&flagOpts.ParentCA, "parent-ca", "", "PEM CA certificate that signed the parent's (with ParentEndpointProtocol=https)")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -122,7 +130,8 @@ func (o *serveOptions) fields() map[string]*string {
 		"log-format": &o.LogFormat, "connection-string": &o.ConnectionString,
 		"advertise-addr": &o.AdvertiseAddr, "clock-offset-file": &o.ClockOffsetFile,
 		"parent-registry": &o.ParentRegistry, "parent-gateway": &o.ParentGateway,
-		"anonymous-pull": &o.AnonymousPull,
+		"anonymous-pull": &o.AnonymousPull, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey,
+		"parent-ca": &o.ParentCA,
 	}
 }
 
