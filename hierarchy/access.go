@@ -67,10 +67,16 @@ func NewAccess(cfg AccessConfig) *Access {
 	return &Access{cfg: cfg, logins: newLoginCache(loginCacheTTL)}
 }
 
-func (a *Access) snapshot() (*accessSnapshot, error) {
+func (a *Access) snapshot() (*accessSnapshot, error) { return a.load(snapshotTTL) }
+
+// fresher reloads a snapshot older than a moment: a name just created at the root
+// (or just synced here) must not wait out snapshotTTL.
+func (a *Access) fresher() (*accessSnapshot, error) { return a.load(200 * time.Millisecond) }
+
+func (a *Access) load(maxAge time.Duration) (*accessSnapshot, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.snap != nil && time.Since(a.loaded) < snapshotTTL {
+	if a.snap != nil && time.Since(a.loaded) < maxAge {
 		return a.snap, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -129,6 +135,11 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 	s, err := a.snapshot()
 	if err != nil {
 		return Grant{}, err
+	}
+	if _, known := s.tokens[user]; !known {
+		if s, err = a.fresher(); err != nil {
+			return Grant{}, err
+		}
 	}
 	if name, ok := strings.CutSuffix(user, "-sync"); ok {
 		c, ok := s.children[name]

@@ -31,6 +31,10 @@ type Authenticator interface {
 	AnonymousPull() bool
 }
 
+// ErrBadCredentials is a login with an unknown user or a wrong password: only these
+// count toward the failed-login limit of the client's address.
+var ErrBadCredentials = errors.New("unknown user or wrong password")
+
 // Principal is who a request acts for, and what it may do.
 type Principal struct {
 	User string
@@ -139,7 +143,9 @@ func (r *Registry) login(req *http.Request, user, pw string) (caller, error) {
 	}
 	p, err := r.cfg.Auth.Login(user, pw)
 	if err != nil {
-		r.limiter.failed(addr)
+		if errors.Is(err, ErrBadCredentials) {
+			r.limiter.failed(addr)
+		}
 		r.authFailure("login")
 		// The user name is the client's own input; the password never appears.
 		r.cfg.Logger.Warn("login refused", "user", user, "client", addr, "err", err)

@@ -87,6 +87,8 @@ type NodeOptions struct {
 	Args []string
 	// ConnectionString makes it a connected node.
 	ConnectionString string
+	// CA, for a node serving TLS (Args hold --tls-cert), is what its clients trust.
+	CA *TestCA
 }
 
 // AdminToken is the admin token of every root the harness starts.
@@ -177,7 +179,11 @@ func (n *Node) Start() {
 	go func(done chan struct{}) { n.exitErr = cmd.Wait(); close(done) }(n.done)
 	select {
 	case addrs := <-serving:
-		n.Host, n.URL, n.Gateway = addrs[0], "http://"+addrs[0], addrs[1]
+		scheme := "http://"
+		if n.opts.CA != nil {
+			scheme = "https://"
+		}
+		n.Host, n.URL, n.Gateway = addrs[0], scheme+addrs[0], addrs[1]
 		if n.opts.ConnectionString == "" {
 			SignIn(n.t, n.Host, "admin", AdminToken)
 		} else if n.root != nil {
@@ -230,6 +236,9 @@ func (n *Node) CLI(t testing.TB, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Binary(t), append(args, "--server", n.URL)...)
 	cmd.Env = append(os.Environ(), "OUTPOST_TOKEN="+n.operatorToken())
+	if n.opts.CA != nil {
+		cmd.Env = append(cmd.Env, "OUTPOST_CA_FILE="+n.opts.CA.CACert)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

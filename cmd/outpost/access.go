@@ -23,6 +23,9 @@ type registryAuth struct{ a *hierarchy.Access }
 
 func (r registryAuth) Login(user, password string) (registry.Principal, error) {
 	g, err := r.a.Login(user, password)
+	if errors.Is(err, hierarchy.ErrLogin) {
+		return registry.Principal{}, registry.ErrBadCredentials
+	}
 	return principal(g), err
 }
 
@@ -80,8 +83,8 @@ func operatorToken(ctx context.Context, data string, local *events.Bucket, log *
 			if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
 				return "", fmt.Errorf("%s: %w", tf.file, err)
 			}
-			// Printed once, to the operator's terminal, never to the log.
-			fmt.Fprintf(os.Stderr, "%s (also in %s): %s\n", tf.what, file, token)
+			// Where it is, not what it is: stderr often ends up in a log.
+			fmt.Fprintf(os.Stderr, "%s generated: read it from %s (mode 0600)\n", tf.what, file)
 		}
 		log.Info(strings.ToLower(tf.what)+" set", "file", file, "generated", generated)
 		return token, nil

@@ -1,0 +1,440 @@
+package test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/auth/token"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/test/content"
+)
+
+// authAttempt is one row of the access matrix.
+type authAttempt struct {
+	name   string
+	refuse bool
+	// want is part of the refusal's message, when it says why.
+	want string
+	do   func() error
+}
+
+// authMatrix runs attempts and keeps the score.
+type authMatrix struct {
+	t                     *testing.T
+	mustRefuse, refused   int
+	mustSucceed, succeded int
+}
+
+func (m *authMatrix) run(rows []authAttempt) {
+	m.t.Helper()
+	for _, r := range rows {
+		err := r.do()
+		switch {
+		case r.refuse:
+			m.mustRefuse++
+			if err == nil {
+				m.t.Errorf("%s: allowed, must be refused", r.name)
+				continue
+			}
+			if r.want != "" && !strings.Contains(err.Error(), r.want) {
+				m.t.Errorf("%s: refused with %q, want it to say %q", r.name, err, r.want)
+				continue
+			}
+			m.refused++
+		default:
+			m.mustSucceed++
+			if err != nil {
+				m.t.Errorf("%s: %v", r.name, err)
+				continue
+			}
+			m.succeded++
+		}
+	}
+}
+
+func basic(user, pw string) authn.Authenticator {
+	return authn.FromConfig(authn.AuthConfig{Username: user, Password: pw})
+}
+
+func pullAs(n *Node, ref string, a authn.Authenticator) error {
+	r, err := name.ParseReference(n.Host+"/"+ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	img, err := remote.Image(r, remote.WithAuth(a))
+	if err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
+
+func pushAs(t *testing.T, n *Node, ref string, a authn.Authenticator) error {
+	r, err := name.ParseReference(n.Host+"/"+ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	return remote.Write(r, content.Image(t, 1), remote.WithAuth(a))
+}
+
+// bearerGet sends a GET with a raw registry token.
+func bearerGet(n *Node, path, tok string) error {
+	req, err := http.NewRequest(http.MethodGet, n.URL+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return nil
+}
+
+// registryToken asks a node's token endpoint for a token.
+func registryToken(t *testing.T, n *Node, user, pw, scope string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, n.URL+"/outpost/v1/token?service="+n.opts.Name+"&scope="+scope, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(user, pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.Token == "" {
+		t.Fatalf("token endpoint: %s %v", resp.Status, err)
+	}
+	return v.Token
+}
+
+// forgeToken signs a registry token with a node's own key, as only that node could.
+func forgeToken(t *testing.T, n *Node, sub string, exp time.Time, access []*token.ResourceActions) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.Data(), "token-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	key, err := x509.ParseECPrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", token.GetJWKThumbprint(key.Public())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(token.ClaimSet{Issuer: "outpost:" + n.opts.Name, Subject: sub,
+		Audience: token.AudienceList{n.opts.Name}, Expiration: exp.Unix(), NotBefore: exp.Add(-time.Hour).Unix(),
+		IssuedAt: exp.Add(-time.Hour).Unix(), Access: access})
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func createToken(t *testing.T, root *Node, name string, rules ...string) string {
+	t.Helper()
+	args := []string{"token", "create", name}
+	for _, r := range rules {
+		args = append(args, "--repository", r)
+	}
+	var v struct{ Password string }
+	if err := jsonOf(root.MustCLI(t, args...), &v); err != nil || v.Password == "" {
+		t.Fatalf("token create %s: no password", name)
+	}
+	return v.Password
+}
+
+// managementCall calls the root's management API with a header.
+func managementCall(n *Node, authz string) error {
+	req, err := http.NewRequest(http.MethodGet, n.URL+"/outpost/v1/nodes", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", authz)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("management API: %s", resp.Status)
+	}
+	return nil
+}
+
+// gatewayRequest sends a JetStream API request at a parent's gateway as a child.
+func gatewayRequest(t *testing.T, parent *Node, child, pw, subject string) error {
+	nc, err := events.DialParent(parent.Gateway, child+"-sync", pw, child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(ctx, subject, nil)
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Error *struct{ Description string } `json:"error"`
+	}
+	if json.Unmarshal(msg.Data, &r) == nil && r.Error != nil {
+		return fmt.Errorf("%s", r.Error.Description)
+	}
+	return nil
+}
+
+// TestAccessMatrix: who may do what, over real HTTP and the real gateway, on a
+// two-level tree. Every row is an attempt that must be refused or must work.
+func TestAccessMatrix(t *testing.T) {
+	root := StartNode(t, NodeOptions{})
+	// The root holds content in three places: the children's scope and outside it.
+	for _, ref := range []string{"team/app:1", "other/app:1", "secret/app:1"} {
+		if err := pushAs(t, root, ref, basic("admin", AdminToken)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readerPw := createToken(t, root, "reader", "team/app=pull")
+	pusherPw := createToken(t, root, "pusher", "team/*=pull,push")
+	tempPw := createToken(t, root, "temp", "team/*=pull")
+	sitea := StartChild(t, root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: []string{"team/*", "other/*"}})
+	siteb := StartChild(t, root, Child{Name: "siteb", Mode: "ReadOnly", Repositories: []string{"team/*"}})
+	root.MustCLI(t, "node", "update", "sitea", "--add-client-tokens", "reader,temp")
+	root.MustCLI(t, "node", "update", "siteb", "--add-client-tokens", "pusher", "--anonymous-pull")
+	aPw := csField(sitea.opts.ConnectionString, "SyncTokenPassword")
+	bPw := csField(siteb.opts.ConnectionString, "SyncTokenPassword")
+	Eventually(t, time.Minute, func() error {
+		for _, n := range []*Node{sitea, siteb} {
+			if err := pullAs(n, "team/app:1", harnessAuth(n)); err != nil {
+				return fmt.Errorf("%s: %w", n.opts.Name, err)
+			}
+		}
+		if err := pullAs(sitea, "other/app:1", harnessAuth(sitea)); err != nil {
+			return err
+		}
+		// siteb's anonymous pull reached it.
+		return pullAs(siteb, "team/app:1", authn.Anonymous)
+	})
+	// Until the binding reaches sitea, reader is an unknown user there, and each try
+	// counts toward the failed-login limit: try seldom.
+	for deadline := time.Now().Add(time.Minute); pullAs(sitea, "team/app:1", basic("reader", readerPw)) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("reader's binding never reached sitea")
+		}
+		time.Sleep(time.Second)
+	}
+
+	m := &authMatrix{t: t}
+	valid := registryToken(t, sitea, "reader", readerPw, "repository:team/app:pull")
+	parts := strings.Split(valid, ".")
+	sig := []byte(parts[2])
+	sig[len(sig)/2] ^= 0x01
+	if sig[len(sig)/2] == '-' || sig[len(sig)/2] == '_' {
+		sig[len(sig)/2] = 'A'
+	}
+	tamperedSig := parts[0] + "." + parts[1] + "." + string(sig)
+	escalated, _ := json.Marshal(map[string]any{"sub": "reader", "access": []map[string]any{{"type": "repository", "name": "team/app", "actions": []string{"pull", "push"}}}})
+	tamperedClaims := parts[0] + "." + base64.RawURLEncoding.EncodeToString(escalated) + "." + parts[2]
+	expired := forgeToken(t, sitea, "reader", time.Now().Add(-10*time.Minute),
+		[]*token.ResourceActions{{Type: "repository", Name: "team/app", Actions: []string{"pull"}}})
+	stillGood := forgeToken(t, sitea, "reader", time.Now().Add(5*time.Minute),
+		[]*token.ResourceActions{{Type: "repository", Name: "team/app", Actions: []string{"pull"}}})
+	manifest := "/v2/team/app/manifests/1"
+
+	m.run([]authAttempt{
+		{name: "anonymous pull at the root (anonymous pull off)", refuse: true, want: "UNAUTHORIZED",
+			do: func() error { return pullAs(root, "team/app:1", authn.Anonymous) }},
+		{name: "anonymous push at the root", refuse: true, want: "UNAUTHORIZED",
+			do: func() error { return pushAs(t, root, "team/anon:1", authn.Anonymous) }},
+		{name: "anonymous pull at siteb (anonymous pull on)",
+			do: func() error { return pullAs(siteb, "team/app:1", authn.Anonymous) }},
+		{name: "anonymous push at siteb", refuse: true,
+			do: func() error { return pushAs(t, siteb, "team/anon:1", authn.Anonymous) }},
+		{name: "pull-only token pulls its repository at sitea",
+			do: func() error { return pullAs(sitea, "team/app:1", basic("reader", readerPw)) }},
+		{name: "pull-only token pulls its repository at the root",
+			do: func() error { return pullAs(root, "team/app:1", basic("reader", readerPw)) }},
+		{name: "pull-only token pulls another repository", refuse: true, want: "DENIED",
+			do: func() error { return pullAs(sitea, "other/app:1", basic("reader", readerPw)) }},
+		{name: "pull-only token pushes", refuse: true, want: "DENIED",
+			do: func() error { return pushAs(t, sitea, "team/app:2", basic("reader", readerPw)) }},
+		{name: "pull-only token at a node it is not bound to (unknown there)", refuse: true, want: "wrong password",
+			do: func() error { return pullAs(siteb, "team/app:1", basic("reader", readerPw)) }},
+		{name: "push token pushes at the root",
+			do: func() error { return pushAs(t, root, "team/pushed:1", basic("pusher", pusherPw)) }},
+		{name: "push token pushes to a ReadOnly node", refuse: true, want: "read-only",
+			do: func() error { return pushAs(t, siteb, "team/app:3", basic("pusher", pusherPw)) }},
+		{name: "wrong password", refuse: true, want: "wrong password",
+			do: func() error { return pullAs(sitea, "team/app:1", basic("reader", readerPw+"x")) }},
+		{name: "unknown user", refuse: true, want: "wrong password",
+			do: func() error { return pullAs(sitea, "team/app:1", basic("nobody", readerPw)) }},
+		{name: "a valid registry token (control)",
+			do: func() error { return bearerGet(sitea, manifest, valid) }},
+		{name: "a token signed with the node's key, not expired (control)",
+			do: func() error { return bearerGet(sitea, manifest, stillGood) }},
+		{name: "an expired registry token", refuse: true, want: "invalid token",
+			do: func() error { return bearerGet(sitea, manifest, expired) }},
+		{name: "a registry token with a tampered signature", refuse: true, want: "registry token refused",
+			do: func() error { return bearerGet(sitea, manifest, tamperedSig) }},
+		{name: "a registry token with tampered claims", refuse: true, want: "registry token refused",
+			do: func() error { return bearerGet(sitea, manifest, tamperedClaims) }},
+		{name: "another node's registry token", refuse: true, want: "registry token refused",
+			do: func() error { return bearerGet(root, manifest, valid) }},
+		{name: "sitea's sync token reads its own outbox (control)",
+			do: func() error { return gatewayRequest(t, root, "sitea", aPw, "$JS.API.STREAM.INFO.DOWN_sitea") }},
+		{name: "sitea's sync token reads siteb's outbox", refuse: true,
+			do: func() error { return gatewayRequest(t, root, "sitea", aPw, "$JS.API.STREAM.INFO.DOWN_siteb") }},
+		{name: "sitea's sync token takes siteb's messages", refuse: true,
+			do: func() error {
+				return gatewayRequest(t, root, "sitea", aPw, "$JS.API.CONSUMER.MSG.NEXT.DOWN_siteb.drain")
+			}},
+		{name: "sitea's sync token asks for siteb's settings", refuse: true,
+			do: func() error { return gatewayRequest(t, root, "sitea", aPw, "outpost.ctl.siteb.config") }},
+		{name: "sitea's sync token pulls in its scope at the root (control)",
+			do: func() error { return pullAs(root, "other/app:1", basic("sitea-sync", aPw)) }},
+		{name: "sitea's sync token pulls outside its scope at the root", refuse: true, want: "DENIED",
+			do: func() error { return pullAs(root, "secret/app:1", basic("sitea-sync", aPw)) }},
+		{name: "ReadOnly siteb's sync token pushes at the root", refuse: true, want: "DENIED",
+			do: func() error { return pushAs(t, root, "team/fromb:1", basic("siteb-sync", bPw)) }},
+		{name: "a sync token at its own node's registry (only its parent takes it)", refuse: true,
+			do: func() error { return pullAs(siteb, "team/app:1", basic("siteb-sync", bPw)) }},
+		{name: "admin token at the root's management API (control)",
+			do: func() error { return managementCall(root, "Bearer "+AdminToken) }},
+		{name: "client token password against the management API", refuse: true,
+			do: func() error { return managementCall(root, "Bearer "+pusherPw) }},
+		{name: "client token as basic auth against the management API", refuse: true,
+			do: func() error {
+				return managementCall(root, "Basic "+base64.StdEncoding.EncodeToString([]byte("pusher:"+pusherPw)))
+			}},
+		{name: "a registry token against the management API", refuse: true,
+			do: func() error { return managementCall(root, "Bearer "+registryToken(t, root, "pusher", pusherPw, "repository:team/app:pull")) }},
+		{name: "admin token at a child's registry", refuse: true, want: "wrong password",
+			do: func() error { return pullAs(siteb, "team/app:1", basic("admin", AdminToken)) }},
+		{name: "temp token before it is deleted (control)",
+			do: func() error { return pullAs(sitea, "team/app:1", basic("temp", tempPw)) }},
+	})
+
+	// Deleted at the root: refused at sitea after its next sync, and still refused
+	// while sitea's parent is out of reach; a registry token issued before goes too.
+	tempTok := registryToken(t, sitea, "temp", tempPw, "repository:team/app:pull")
+	root.MustCLI(t, "token", "delete", "temp")
+	root.MustCLI(t, "token", "update", "pusher", "--enabled=false")
+	Eventually(t, time.Minute, func() error {
+		if pullAs(sitea, "team/app:1", basic("temp", tempPw)) == nil {
+			return fmt.Errorf("temp still works at sitea")
+		}
+		return nil
+	})
+	root.Stop()
+	m.run([]authAttempt{
+		{name: "a deleted token after the next sync, parent offline", refuse: true, want: "wrong password",
+			do: func() error { return pullAs(sitea, "team/app:1", basic("temp", tempPw)) }},
+		{name: "a registry token of a deleted token", refuse: true, want: "registry token",
+			do: func() error { return bearerGet(sitea, manifest, tempTok) }},
+		{name: "a disabled token after the next sync", refuse: true, want: "disabled",
+			do: func() error { return pullAs(siteb, "team/app:1", basic("pusher", pusherPw)) }},
+		{name: "a bound token while the parent is offline (control)",
+			do: func() error { return pullAs(sitea, "team/app:1", basic("reader", readerPw)) }},
+	})
+
+	t.Logf("access matrix: %d attempts must be refused, %d were; %d must work, %d did",
+		m.mustRefuse, m.refused, m.mustSucceed, m.succeded)
+	fmt.Printf("access matrix: %d attempts must be refused, %d were; %d must work, %d did\n",
+		m.mustRefuse, m.refused, m.mustSucceed, m.succeded)
+
+	// No secret in any log line.
+	secrets := map[string]string{"admin token": AdminToken, "reader": readerPw, "pusher": pusherPw,
+		"temp": tempPw, "sitea sync": aPw, "siteb sync": bPw, "registry token": valid}
+	for _, n := range []*Node{root, sitea, siteb} {
+		out := n.Output()
+		for what, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Errorf("node %s logged the %s", n.opts.Name, what)
+			}
+		}
+	}
+}
+
+// harnessAuth is what the harness signs in to n with.
+func harnessAuth(n *Node) authn.Authenticator {
+	r, _ := name.NewRegistry(n.Host, name.Insecure)
+	a, _ := Keychain.Resolve(r)
+	return a
+}
+
+// TestFailedLoginsAreRateLimited: after a burst of wrong passwords from one address,
+// even the right one waits. Raw requests: clients retry a 429 by themselves.
+func TestFailedLoginsAreRateLimited(t *testing.T) {
+	root := StartNode(t, NodeOptions{})
+	login := func(pw string) *http.Response {
+		req, err := http.NewRequest(http.MethodGet, root.URL+"/outpost/v1/token?scope=repository:any/app:pull", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("admin", pw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := login(AdminToken); resp.StatusCode != http.StatusOK {
+		t.Fatalf("right password before the burst: %s", resp.Status)
+	}
+	limited := 0
+	for range 12 {
+		if login("wrong").StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited != 2 {
+		t.Errorf("%d of 12 wrong logins were rate-limited, want 2 (a burst of 10 is let through)", limited)
+	}
+	resp := login(AdminToken)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("right password right after the burst: %s (Retry-After %q), want 429 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	t.Logf("%d of 12 wrong logins were rate-limited; the right one then got 429, Retry-After %s", limited, resp.Header.Get("Retry-After"))
+}
