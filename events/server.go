@@ -2,8 +2,8 @@ package events
 
 import (
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"

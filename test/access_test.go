@@ -348,7 +348,9 @@ func TestAccessMatrix(t *testing.T) {
 				return managementCall(root, "Basic "+base64.StdEncoding.EncodeToString([]byte("pusher:"+pusherPw)))
 			}},
 		{name: "a registry token against the management API", refuse: true,
-			do: func() error { return managementCall(root, "Bearer "+registryToken(t, root, "pusher", pusherPw, "repository:team/app:pull")) }},
+			do: func() error {
+				return managementCall(root, "Bearer "+registryToken(t, root, "pusher", pusherPw, "repository:team/app:pull"))
+			}},
 		{name: "admin token at a child's registry", refuse: true, want: "wrong password",
 			do: func() error { return pullAs(siteb, "team/app:1", basic("admin", AdminToken)) }},
 		{name: "temp token before it is deleted (control)",
