@@ -40,7 +40,11 @@ func startManager(t *testing.T) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewManager(ManagerConfig{Store: NewStore(nodes), Status: NewStatusStore(status), Root: "root",
+	tokens, err := events.OpenBucket(ctx, nc, events.BucketTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewManager(ManagerConfig{Store: NewStore(nodes), Tokens: NewTokenStore(tokens), Status: NewStatusStore(status), Root: "root",
 		RootMode: ReadWrite, Endpoints: Endpoints{Registry: "127.0.0.1:5000", Gateway: "127.0.0.1:4222"}})
 }
 
