@@ -37,6 +37,7 @@ type Server struct {
 	user     string
 	password string
 	children atomic.Pointer[ChildAuthenticator]
+	failed   *LoginLimiter
 }
 
 // ChildAuthenticator says which child node, if any, a gateway login belongs to.
@@ -64,8 +65,13 @@ func (s *Server) Check(c server.ClientAuthentication) bool {
 	if a == nil {
 		return false
 	}
+	addr := remoteHost(c)
+	if _, limited := s.failed.Limited(addr); limited {
+		return false // not even checked: bcrypt is the cost an attacker wants us to pay
+	}
 	child, ok := (*a).AuthenticateChild(o.Username, o.Password)
 	if !ok {
+		s.failed.Failed(addr)
 		return false
 	}
 	pub, sub := childPermissions(child)
@@ -106,7 +112,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if _, err := rand.Read(pw); err != nil {
 		return nil, fmt.Errorf("nats server: node password: %w", err)
 	}
-	s := &Server{user: nodeUser, password: hex.EncodeToString(pw)}
+	s := &Server{user: nodeUser, password: hex.EncodeToString(pw), failed: NewLoginLimiter()}
 	opts := &server.Options{
 		ServerName: cfg.Name,
 		Host:       host,
@@ -153,4 +159,17 @@ func (s *Server) Running() bool { return s.ns.Running() && s.ns.JetStreamEnabled
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+}
+
+// remoteHost is a client's address without its port.
+func remoteHost(c server.ClientAuthentication) string {
+	a := c.RemoteAddress()
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }

@@ -133,7 +133,7 @@ func (r *Registry) login(req *http.Request, user, pw string) (caller, error) {
 		return caller{Principal: Principal{User: user}, internal: true}, nil
 	}
 	addr := clientAddr(req)
-	if wait, limited := r.limiter.limited(addr); limited {
+	if wait, limited := r.limiter.Limited(addr); limited {
 		r.authFailure("rate-limited")
 		return caller{}, &authError{status: http.StatusTooManyRequests, code: codeTooManyRequests,
 			msg: fmt.Sprintf("too many failed logins from %s: try again in %s", addr, wait.Round(1e9))}
@@ -144,7 +144,7 @@ func (r *Registry) login(req *http.Request, user, pw string) (caller, error) {
 	p, err := r.cfg.Auth.Login(user, pw)
 	if err != nil {
 		if errors.Is(err, ErrBadCredentials) {
-			r.limiter.failed(addr)
+			r.limiter.Failed(addr)
 		}
 		r.authFailure("login")
 		// The user name is the client's own input; the password never appears.
@@ -302,7 +302,7 @@ func (r *Registry) challenge(w http.ResponseWriter, req *http.Request, e *authEr
 		w.Header().Set("WWW-Authenticate", ch)
 	}
 	if e.status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", fmt.Sprint(int(failedLoginEvery.Seconds())))
+		w.Header().Set("Retry-After", fmt.Sprint(int(events.FailedLoginEvery.Seconds())))
 	}
 	writeError(w, e.status, e.code, e.msg, nil)
 }

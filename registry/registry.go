@@ -26,6 +26,8 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-edge/outpost/events"
+
 	_ "crypto/sha512" // sha512 digests must be computable for go-digest to accept them
 )
 
@@ -99,7 +101,7 @@ type Registry struct {
 	metrics   *requestMetrics
 	handler   http.Handler
 	tokens    *tokenIssuer
-	limiter   *loginLimiter
+	limiter   *events.LoginLimiter
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}
@@ -137,7 +139,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
 	}
-	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: newLoginLimiter()}
+	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: events.NewLoginLimiter()}
 	var key *ecdsa.PrivateKey
 	if cfg.TokenKeyFile != "" {
 		key, err = loadSigningKey(cfg.TokenKeyFile)

@@ -15,12 +15,12 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
 	"github.com/go-jose/go-jose/v4"
-	"golang.org/x/time/rate"
+
+	"github.com/outpost-edge/outpost/events"
 )
 
 // TokenPath is where each node serves its token endpoint: clients get registry
@@ -164,7 +164,7 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 			var ae *authError
 			errors.As(err, &ae)
 			if ae.status == http.StatusTooManyRequests {
-				w.Header().Set("Retry-After", fmt.Sprint(int(failedLoginEvery.Seconds())))
+				w.Header().Set("Retry-After", fmt.Sprint(int(events.FailedLoginEvery.Seconds())))
 			}
 			writeError(w, ae.status, ae.code, ae.msg, nil)
 			return
@@ -223,45 +223,6 @@ func grantScope(c caller, scope string, anon bool) *token.ResourceActions {
 	}
 	return ra
 }
-
-// Failed logins are limited per client address: a burst, then one try per interval.
-const (
-	failedLoginBurst = 10
-	failedLoginEvery = 6 * time.Second
-)
-
-// loginLimiter counts failed logins per client address.
-type loginLimiter struct {
-	mu sync.Mutex
-	m  map[string]*rate.Limiter
-}
-
-func newLoginLimiter() *loginLimiter { return &loginLimiter{m: map[string]*rate.Limiter{}} }
-
-func (l *loginLimiter) get(addr string) *rate.Limiter {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	lim, ok := l.m[addr]
-	if !ok {
-		if len(l.m) > 10000 {
-			clear(l.m) // an address flood must not grow memory without end
-		}
-		lim = rate.NewLimiter(rate.Every(failedLoginEvery), failedLoginBurst)
-		l.m[addr] = lim
-	}
-	return lim
-}
-
-// limited reports whether addr has used up its failed logins, and how long to wait.
-func (l *loginLimiter) limited(addr string) (time.Duration, bool) {
-	lim := l.get(addr)
-	if lim.Tokens() >= 1 {
-		return 0, false
-	}
-	return failedLoginEvery, true
-}
-
-func (l *loginLimiter) failed(addr string) { l.get(addr).Allow() }
 
 // clientAddr is the address a request came from, without its port.
 func clientAddr(req *http.Request) string {
