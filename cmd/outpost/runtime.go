@@ -110,9 +110,6 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 		}
 	}
 	var err error
-	if n.tls, err = serverTLS(n.opts); err != nil {
-		return err
-	}
 	if n.ns, err = events.StartServer(events.ServerConfig{
 		Dir: filepath.Join(n.opts.Data, "nats"), Addr: n.opts.GatewayAddr, Name: n.name, TLS: n.tls,
 	}); err != nil {

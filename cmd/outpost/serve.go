@@ -152,7 +152,11 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	if opts.anonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
 		return fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
 	}
-	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile)}
+	tlsCfg, err := serverTLS(opts)
+	if err != nil {
+		return err
+	}
+	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile), tls: tlsCfg}
 	if opts.ConnectionString != "" {
 		// A connected node's name, mode and settings come from its parent.
 		if n.cs, err = hierarchy.ParseConnectionString(opts.ConnectionString); err != nil {

@@ -41,6 +41,9 @@ func TestServeRefusesBadSettingsNamingThem(t *testing.T) {
 		{"", []string{"--name", "ab"}, `name "ab"`},
 		{"", []string{"--log-level", "loud"}, `log level "loud"`},
 		{"adr: 127.0.0.1:6000\n", nil, "adr"},
+		{"", []string{"--tls-cert", "cert.pem"}, "--tls-cert and --tls-key go together"},
+		{"", []string{"--tls-cert", "none.pem", "--tls-key", "none.key"}, "certificate none.pem"},
+		{"", []string{"--anonymous-pull=maybe"}, `anonymous-pull "maybe"`},
 	} {
 		args := append([]string{"--data", data}, c.args...)
 		if c.config != "" {
