@@ -88,6 +88,20 @@ func TestAccessFollowsTokensBindingsAndChildren(t *testing.T) {
 	if _, err := factory.Login("ci", pw); err != nil {
 		t.Errorf("bound token at factory: %v", err)
 	}
+	// Rotation: a second password works beside the first.
+	pw2, err := m.TokenPassword(ctx, "ci", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory = NewAccess(AccessConfig{Self: "factory", Nodes: m.store, Tokens: m.tokens})
+	for i, p := range []string{pw, pw2} {
+		if _, err := factory.Login("ci", p); err != nil {
+			t.Errorf("password %d after rotation: %v", i+1, err)
+		}
+	}
+	if _, err := m.TokenPassword(ctx, "ci", 3); err == nil {
+		t.Error("password 3 was accepted")
+	}
 	// The child's sync token: its own scope, pull only for a ReadOnly child.
 	g, err := factory.Login("lineone-sync", cs.SyncTokenPassword)
 	if err != nil || g.Child != "lineone" || !slices.Equal(g.Scope.Actions("plant/line1/x"), []string{"pull"}) || g.Scope.Actions("plant/other") != nil {
@@ -101,6 +115,17 @@ func TestAccessFollowsTokensBindingsAndChildren(t *testing.T) {
 	}
 	if g, err := root.Login("admin", "admin-secret"); err != nil || !g.Admin {
 		t.Errorf("the admin at the root: %+v, %v", g, err)
+	}
+	// Unbound: refused at factory again.
+	if _, err := m.Update(ctx, "factory", UpdateRequest{RemoveClientTokens: []string{"ci"}}.Apply); err != nil {
+		t.Fatal(err)
+	}
+	factory = NewAccess(AccessConfig{Self: "factory", Nodes: m.store, Tokens: m.tokens})
+	if _, err := factory.Login("ci", pw2); err == nil || !strings.Contains(err.Error(), "not bound") {
+		t.Errorf("unbound again: %v", err)
+	}
+	if _, err := m.Update(ctx, "factory", UpdateRequest{AddClientTokens: []string{"ci"}}.Apply); err != nil {
+		t.Fatal(err)
 	}
 	// Disabled, then deleted: Lookup (what a registry token is re-checked with) fails too.
 	if _, err := m.UpdateToken(ctx, "ci", TokenUpdateRequest{Enabled: new(bool)}.Apply); err != nil {

@@ -357,6 +357,15 @@ func TestAccessMatrix(t *testing.T) {
 			do: func() error { return pullAs(sitea, "team/app:1", basic("temp", tempPw)) }},
 	})
 
+	// What the CLI shows of a token: its rules and nodes, never a hash or password.
+	show := root.MustCLI(t, "token", "show", "reader")
+	if !strings.Contains(show, `"team/app"`) || !strings.Contains(show, `"sitea"`) || strings.Contains(show, "hash") || strings.Contains(show, readerPw) {
+		t.Errorf("token show reader:\n%s", show)
+	}
+	if list := root.MustCLI(t, "token", "list"); !strings.Contains(list, "pusher") || !strings.Contains(list, "team/*=pull,push") {
+		t.Errorf("token list:\n%s", list)
+	}
+
 	// Deleted at the root: refused at sitea after its next sync, and still refused
 	// while sitea's parent is out of reach; a registry token issued before goes too.
 	tempTok := registryToken(t, sitea, "temp", tempPw, "repository:team/app:pull")
