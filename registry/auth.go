@@ -282,6 +282,8 @@ func bearerErrorFor(c caller) string {
 // challenge writes a refusal: 401s carry the Bearer challenge that sends clients to
 // this node's token endpoint for the scope they need.
 func (r *Registry) challenge(w http.ResponseWriter, req *http.Request, e *authError, need []access) {
+	// Docker's ping reads this header to know it talks to a v2 registry, also on a 401.
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if e.status == http.StatusUnauthorized {
 		ch := fmt.Sprintf(`Bearer realm=%q,service=%q`, realmOf(req), r.cfg.Node)
 		var scopes []string
