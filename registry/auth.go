@@ -211,7 +211,7 @@ func needs(req *http.Request, rt route) []access {
 	case routeCatalog:
 		return []access{{catalog: true}}
 	}
-	write := isWrite(req.Method)
+	write := isWrite(req.Method) || rt.kind == routeUpload // an upload's status is the pusher's
 	switch {
 	case !write:
 		return []access{{repo: rt.name, actions: []string{"pull"}}}
