@@ -15,8 +15,10 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// client talks to one registry. Every registry gets the same options; the pusher and
-// puller are reused so that the /v2/ ping happens once per repository, not per image.
+// client talks to one registry. Every registry gets the same options but for its
+// credentials (none at plain distribution); the pusher and puller are reused so that
+// the /v2/ ping, and at an Outpost node the registry token, happen once per
+// repository, not per image.
 type client struct {
 	registry  name.Registry
 	jobs      int
@@ -26,13 +28,14 @@ type client struct {
 	puller    *remote.Puller
 }
 
-func newClient(ctx context.Context, addr string, jobs int) (*client, error) {
-	reg, err := name.NewRegistry(addr, name.Insecure)
+func newClient(ctx context.Context, srv *server, jobs int) (*client, error) {
+	reg, err := name.NewRegistry(srv.addr, name.Insecure)
 	if err != nil {
-		return nil, fmt.Errorf("registry %s: %w", addr, err)
+		return nil, fmt.Errorf("registry %s: %w", srv.addr, err)
 	}
 	tr := remote.DefaultTransport.(*http.Transport).Clone()
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(tr), remote.WithJobs(jobs)}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(tr), remote.WithJobs(jobs),
+		remote.WithAuth(srv.creds.authenticator())}
 	pusher, err := remote.NewPusher(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("pusher: %w", err)

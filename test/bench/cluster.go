@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -43,12 +41,15 @@ func (f *clusterFlags) register(fs *flag.FlagSet, timeout time.Duration) {
 
 // cluster is a root node and the nodes started beside or under it, each an
 // `outpost serve` process with its data and output in dir/NAME, and the clients
-// that talk to them.
+// that talk to them. Clients sign in as admin with token at the root and at
+// standalone nodes, and with benchToken at the children (see credentials.go).
 type cluster struct {
 	common
 	clusterFlags
 	dir   string
 	token string
+	// clientPassword is benchToken's, once created at the root.
+	clientPassword string
 
 	root    *server
 	rootC   *client
@@ -57,18 +58,13 @@ type cluster struct {
 }
 
 func startCluster(ctx context.Context, c common, f clusterFlags, dir string) (_ *cluster, err error) {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails
-	cl := &cluster{common: c, clusterFlags: f, dir: dir, token: "bench-" + hex.EncodeToString(b[:])}
+	cl := &cluster{common: c, clusterFlags: f, dir: dir, token: newAdminToken()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, cl.stop())
 		}
 	}()
-	if cl.root, err = cl.start(ctx, "root", outpostOptions{
-		args: []string{"--name", "root", "--log-level", f.logLevel},
-		env:  []string{"OUTPOST_ADMIN_TOKEN=" + cl.token},
-	}); err != nil {
+	if cl.root, err = cl.start(ctx, "root", rootOptions(cl.token, "--name", "root", "--log-level", f.logLevel)); err != nil {
 		return nil, err
 	}
 	if cl.rootC, err = cl.client(ctx, cl.root); err != nil {
@@ -95,14 +91,15 @@ func (cl *cluster) start(ctx context.Context, name string, o outpostOptions) (*s
 	return srv, nil
 }
 
-// startStandalone runs a root of its own, not part of the tree.
+// startStandalone runs a root of its own, not part of the tree, with the same admin
+// token as the root.
 func (cl *cluster) startStandalone(ctx context.Context, name string) (*server, error) {
-	return cl.start(ctx, name, outpostOptions{args: []string{"--name", name, "--log-level", cl.logLevel}})
+	return cl.start(ctx, name, rootOptions(cl.token, "--name", name, "--log-level", cl.logLevel))
 }
 
 // client makes a client for srv that stop closes.
 func (cl *cluster) client(ctx context.Context, srv *server) (*client, error) {
-	c, err := newClient(ctx, srv.addr, cl.jobs)
+	c, err := newClient(ctx, srv, cl.jobs)
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +117,9 @@ type childSpec struct {
 	serve  []string // more serve flags, e.g. --clock-offset-file
 }
 
-// define creates the node at the root with the CLI and returns the options to start
-// it with.
+// define creates the node at the root with the CLI, binds benchToken to it, and
+// returns the options to start it with. The binding comes before the start, so that
+// the node has it from its first sync, before it serves.
 func (cl *cluster) define(ctx context.Context, s childSpec) (outpostOptions, error) {
 	args := []string{"node", "create", s.name, "--mode", s.mode, "--log-level", cl.logLevel}
 	if s.parent != "" {
@@ -133,11 +131,18 @@ func (cl *cluster) define(ctx context.Context, s childSpec) (outpostOptions, err
 	if _, err := cl.cli(ctx, append(args, s.create...)...); err != nil {
 		return outpostOptions{}, err
 	}
+	creds, err := cl.clientCredentials(ctx)
+	if err != nil {
+		return outpostOptions{}, err
+	}
+	if _, err := cl.cli(ctx, "node", "update", s.name, "--add-client-tokens", benchToken); err != nil {
+		return outpostOptions{}, err
+	}
 	cs, err := cl.cli(ctx, "node", "get-settings", s.name)
 	if err != nil {
 		return outpostOptions{}, err
 	}
-	return outpostOptions{args: s.serve, env: []string{"OUTPOST_CONNECTION_STRING=" + strings.TrimSpace(cs)}}, nil
+	return outpostOptions{args: s.serve, env: []string{"OUTPOST_CONNECTION_STRING=" + strings.TrimSpace(cs)}, creds: creds}, nil
 }
 
 // startChild defines the node and starts it. A child's settings need its parent

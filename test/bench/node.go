@@ -75,7 +75,9 @@ func runNodeSuite(ctx context.Context, args []string) error {
 	}
 	targets := []target{
 		{name: "outpost", start: func(ctx context.Context, dir string) (*server, error) {
-			return startOutpost(ctx, cfg.outpost, dir, outpostOptions{log: logFile(dir)})
+			o := rootOptions(newAdminToken())
+			o.log = logFile(dir)
+			return startOutpost(ctx, cfg.outpost, dir, o)
 		}},
 		{name: "distribution", start: func(ctx context.Context, dir string) (*server, error) {
 			return startDistribution(ctx, cfg.registry, dir, logFile(dir))
@@ -156,7 +158,7 @@ func benchTarget(ctx context.Context, t target, dir string, steps []step, w *wor
 	}
 	defer func() { err = errors.Join(err, srv.stop()) }()
 
-	c, err := newClient(ctx, srv.addr, cfg.jobs)
+	c, err := newClient(ctx, srv, cfg.jobs)
 	if err != nil {
 		return nil, err
 	}

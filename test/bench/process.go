@@ -22,21 +22,23 @@ import (
 type server struct {
 	*process
 	addr   string
+	creds  credentials              // what clients sign in with; none for plain distribution
 	logged map[string]chan struct{} // closed once the message is logged; see await
 }
 
 // outpostOptions are what differs between the `outpost serve` processes a suite runs.
 type outpostOptions struct {
-	name  string   // process name in logs and errors; default "outpost"
-	args  []string // extra serve flags, e.g. --connection-string
-	env   []string // extra environment, e.g. OUTPOST_ADMIN_TOKEN
-	log   string   // file for the process's output; "" for none
-	await []string // log messages to wait for with server.await, e.g. "reconciled"
+	name  string      // process name in logs and errors; default "outpost"
+	args  []string    // extra serve flags, e.g. --connection-string
+	env   []string    // extra environment, e.g. OUTPOST_ADMIN_TOKEN
+	creds credentials // what clients sign in with: the admin token at a root, a client token at a child
+	log   string      // file for the process's output; "" for none
+	await []string    // log messages to wait for with server.await, e.g. "reconciled"
 }
 
 // startOutpost runs `outpost serve` with its data in dir/data on free ports and
 // returns once it logs "serving" (a connected node does so once activated) and its
-// /v2/ answers.
+// /v2/ answers to o.creds.
 func startOutpost(ctx context.Context, bin, dir string, o outpostOptions) (*server, error) {
 	if o.name == "" {
 		o.name = "outpost"
@@ -78,7 +80,7 @@ func startOutpost(ctx context.Context, bin, dir string, o outpostOptions) (*serv
 	defer timeout.Stop()
 	select {
 	case addr := <-addrc:
-		srv := &server{process: p, addr: addr, logged: logged}
+		srv := &server{process: p, addr: addr, creds: o.creds, logged: logged}
 		return srv, srv.waitReady(ctx)
 	case <-p.exited:
 		err = errors.New("exited before serving")
@@ -156,7 +158,10 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// waitReady polls /v2/ until it answers 200. On failure it stops the process.
+// waitReady polls /v2/, with the server's credentials, until it answers 200. A
+// server that refuses them fails at once: polling on would only use up the failed
+// logins the node allows from 127.0.0.1, which every client here shares. On
+// failure it stops the process.
 func (s *server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -169,11 +174,17 @@ func (s *server) waitReady(ctx context.Context) error {
 		if err != nil {
 			return errors.Join(fmt.Errorf("%s: %w", s.name, err), s.stop())
 		}
+		s.creds.authorize(req)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			switch resp.StatusCode {
+			case http.StatusOK:
 				return nil
+			case http.StatusUnauthorized, http.StatusForbidden:
+				return errors.Join(fmt.Errorf("start %s: GET %s as %q: %s: %s", s.name, url, s.creds.user, resp.Status,
+					strings.TrimSpace(string(body))), s.stop())
 			}
 			err = fmt.Errorf("GET %s: %s", url, resp.Status)
 		}
@@ -316,11 +327,12 @@ func (p *process) stop() error {
 	}
 }
 
-// runTool runs a peer tool to completion and returns how long it took, from start to
-// exit. Its output goes to logPath if set and is quoted on failure.
-func runTool(ctx context.Context, name, bin string, args []string, logPath string) (time.Duration, error) {
+// runTool runs a peer tool, with the environment plus env (e.g. DOCKER_CONFIG), to
+// completion and returns how long it took, from start to exit. Its output goes to
+// logPath if set and is quoted on failure.
+func runTool(ctx context.Context, name, bin string, args, env []string, logPath string) (time.Duration, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), env...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()

@@ -334,8 +334,12 @@ func (t *tree) largeCrane(ctx context.Context, im image) (time.Duration, error) 
 	if err := t.rootC.push(ctx, t.rootC.ref(craneRepo, im.tag), im.img); err != nil {
 		return 0, err
 	}
+	env, err := dockerConfigEnv(filepath.Join(t.dir, "docker"), t.root, t.standalone)
+	if err != nil {
+		return 0, err
+	}
 	d, err := runTool(ctx, "crane", t.cfg.crane, []string{"copy", "--insecure", "--jobs", strconv.Itoa(t.jobs),
-		t.rootC.ref(craneRepo, im.tag).String(), t.standaloneC.ref(craneRepo, im.tag).String()}, t.toolLog("crane"))
+		t.rootC.ref(craneRepo, im.tag).String(), t.standaloneC.ref(craneRepo, im.tag).String()}, env, t.toolLog("crane"))
 	if err != nil {
 		return 0, err
 	}
@@ -376,15 +380,11 @@ func (t *tree) smallBulk(ctx context.Context, imgs []image) (total, serving time
 }
 
 // regsyncConfig copies one repository, every tag, between two plain-http
-// registries. regsync copies a repository's tags one after another; its parallel
-// setting is about sync entries, so it would change nothing here.
+// registries, with the creds section regsyncCreds writes. regsync copies a
+// repository's tags one after another; its parallel setting is about sync entries,
+// so it would change nothing here.
 const regsyncConfig = `version: 1
-creds:
-  - registry: %[1]s
-    tls: disabled
-  - registry: %[2]s
-    tls: disabled
-defaults:
+%[4]sdefaults:
   skipDockerConfig: true
 sync:
   - source: %[1]s/%[3]s
@@ -399,11 +399,11 @@ func (t *tree) smallRegsync(ctx context.Context, imgs []image) (time.Duration, e
 		return 0, err
 	}
 	cfgPath := filepath.Join(t.dir, "regsync.yml")
-	cfg := fmt.Sprintf(regsyncConfig, t.root.addr, t.standalone.addr, regsyncRepo)
+	cfg := fmt.Sprintf(regsyncConfig, t.root.addr, t.standalone.addr, regsyncRepo, regsyncCreds(t.root, t.standalone))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return 0, fmt.Errorf("regsync config: %w", err)
 	}
-	d, err := runTool(ctx, "regsync", t.cfg.regsync, []string{"once", "-c", cfgPath}, t.toolLog("regsync"))
+	d, err := runTool(ctx, "regsync", t.cfg.regsync, []string{"once", "-c", cfgPath}, nil, t.toolLog("regsync"))
 	if err != nil {
 		return 0, err
 	}
