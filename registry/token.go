@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
@@ -41,6 +42,12 @@ type tokenIssuer struct {
 	service string
 	trusted map[string]crypto.PublicKey
 	now     func() time.Time
+
+	// verified caches tokens whose signature checked out, by their exact text: a
+	// client sends the same token with every request, and an ECDSA verify costs
+	// more than the rest of a small request's checks together.
+	mu       sync.Mutex
+	verified map[string]*token.ClaimSet
 }
 
 var tokenAlgorithms = []jose.SignatureAlgorithm{jose.ES256}
@@ -115,6 +122,28 @@ func (ti *tokenIssuer) issue(user string, access []*token.ResourceActions) (stri
 
 // verify checks a registry token this node issued.
 func (ti *tokenIssuer) verify(raw string) (*token.ClaimSet, error) {
+	ti.mu.Lock()
+	claims, ok := ti.verified[raw]
+	ti.mu.Unlock()
+	if ok {
+		if now := ti.now(); now.Before(time.Unix(claims.Expiration, 0).Add(token.Leeway)) {
+			return claims, nil
+		}
+	}
+	claims, err := ti.verifySignature(raw)
+	if err != nil {
+		return nil, err
+	}
+	ti.mu.Lock()
+	defer ti.mu.Unlock()
+	if ti.verified == nil || len(ti.verified) > 10000 {
+		ti.verified = map[string]*token.ClaimSet{} // bounded: entries are cheap to rebuild
+	}
+	ti.verified[raw] = claims
+	return claims, nil
+}
+
+func (ti *tokenIssuer) verifySignature(raw string) (*token.ClaimSet, error) {
 	t, err := token.NewToken(raw, tokenAlgorithms)
 	if err != nil {
 		return nil, err
