@@ -1,6 +1,7 @@
 // Package hierarchy holds the tree of nodes: their definitions and the rules between
-// them, sync tokens, activation, and the settings and status that travel along the
-// tree. It is managed at the root; every other node holds its own subtree.
+// them, sync and client tokens and who may do what at a node (Access), activation,
+// and the settings and status that travel along the tree. It is managed at the root;
+// every other node holds its own subtree and the client tokens bound to it.
 package hierarchy
 
 import (
