@@ -1,8 +1,8 @@
 // Package registry is a node's OCI registry: the distribution/v3 app, embedded, with
 // what Outpost adds in front of it (authentication and the token endpoint, read-only
-// mode, the OCI 1.1 referrers API and
-// OCI-Subject, sha512 manifests, stricter input checks, metrics) and behind it (every
-// manifest and tag change becomes an event before the client hears of success).
+// mode, the OCI 1.1 referrers API and OCI-Subject, sha512 manifests, stricter input
+// checks, metrics) and behind it (every manifest and tag change becomes an event
+// before the client hears of success).
 package registry
 
 import (
