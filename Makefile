@@ -4,7 +4,8 @@ GO ?= go
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-# Pinned clients the tests drive and the benchmarks measure against.
+# Pinned clients the tests drive and the benchmarks measure against (regsync and
+# regctl come from one module, one version).
 CRANE_VERSION       := v0.22.1
 ORAS_VERSION        := v1.3.6
 CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
@@ -54,7 +55,7 @@ lint:
 	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
 	$(GO) vet ./...
 
-tools: system-deps $(BIN)/crane $(BIN)/oras $(BIN)/conformance $(BIN)/registry $(BIN)/regsync
+tools: system-deps $(BIN)/crane $(BIN)/oras $(BIN)/conformance $(BIN)/registry $(BIN)/regsync $(BIN)/regctl
 
 $(BIN)/crane:
 	GOBIN=$(BIN) $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
@@ -66,11 +67,14 @@ $(BIN)/registry:
 	GOBIN=$(BIN) $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
 $(BIN)/regsync:
 	GOBIN=$(BIN) $(GO) install github.com/regclient/regclient/cmd/regsync@$(REGSYNC_VERSION)
+$(BIN)/regctl:
+	GOBIN=$(BIN) $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGSYNC_VERSION)
 
-# From Debian: skopeo (a client under test) and gcc (for -race). As root they are
-# installed; otherwise we say how.
+# From Debian: skopeo and podman (clients under test) and gcc (for -race). As root
+# they are installed; otherwise we say how.
 system-deps:
 	@missing=""; command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	  command -v podman >/dev/null || missing="$$missing podman"; \
 	  command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -52,7 +52,7 @@ func (m *authMatrix) run(rows []authAttempt) {
 				m.t.Errorf("%s: allowed, must be refused", r.name)
 				continue
 			}
-			if r.want != "" && !strings.Contains(err.Error(), r.want) {
+			if r.want != "" && !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(r.want)) {
 				m.t.Errorf("%s: refused with %q, want it to say %q", r.name, err, r.want)
 				continue
 			}
@@ -448,4 +448,176 @@ func TestFailedLoginsAreRateLimited(t *testing.T) {
 		t.Fatalf("right password right after the burst: %s (Retry-After %q), want 429 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
 	}
 	t.Logf("%d of 12 wrong logins were rate-limited; the right one then got 429, Retry-After %s", limited, resp.Header.Get("Retry-After"))
+}
+
+// clientEnv is the environment a registry client runs in to sign in to host as user
+// and nothing else: its own Docker config (read by skopeo, crane, oras and regctl)
+// and its own home. With no user, the client is anonymous.
+func clientEnv(t *testing.T, host, user, pw string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	auths := map[string]any{}
+	if user != "" {
+		auths[host] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + pw))}
+	}
+	data, err := json.Marshal(map[string]any{"auths": auths})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"DOCKER_CONFIG=" + dir, "REGISTRY_AUTH_FILE=" + filepath.Join(dir, "config.json"), "HOME=" + dir}
+}
+
+// clientRun runs a registry client with env; its output is the error when it fails,
+// so a refusal can be checked for what it says.
+func clientRun(t *testing.T, env []string, tool string, args ...string) error {
+	out, err := RunEnv(t, clientTimeout, env, tool, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", filepath.Base(tool), err, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// TestClientsAgainstTokenScopes: the real clients, each with one client token, at a
+// child: what the token allows works, the rest is refused, whatever the client.
+func TestClientsAgainstTokenScopes(t *testing.T) {
+	skopeo, crane, oras, regctl := Tool(t, "skopeo"), Tool(t, "crane"), Tool(t, "oras"), Tool(t, "regctl")
+	// podman keeps images in a store of its own: a private one, vfs (no overlay
+	// mounts), at a short path (podman refuses a runroot over 50 characters).
+	store, err := os.MkdirTemp("", "podman")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(store) })
+	podman := func(env []string, args ...string) error {
+		return clientRun(t, env, Tool(t, "podman"), append([]string{"--root", filepath.Join(store, "root"),
+			"--runroot", filepath.Join(store, "run"), "--storage-driver", "vfs"}, args...)...)
+	}
+	root := StartNode(t, NodeOptions{})
+	for _, ref := range []string{"team/app:1", "other/app:1"} {
+		if err := pushAs(t, root, ref, basic("admin", AdminToken)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readerPw := createToken(t, root, "reader", "team/app=pull")
+	pusherPw := createToken(t, root, "pusher", "team/*=pull,push")
+	site := StartChild(t, root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: []string{"team/*", "other/*"}})
+	ro := StartChild(t, root, Child{Name: "readonly", Mode: "ReadOnly", Repositories: []string{"team/*"}})
+	root.MustCLI(t, "node", "update", "sitea", "--add-client-tokens", "reader,pusher")
+	root.MustCLI(t, "node", "update", "readonly", "--add-client-tokens", "pusher")
+	Eventually(t, time.Minute, func() error {
+		for _, n := range []*Node{site, ro} {
+			if err := pullAs(n, "team/app:1", harnessAuth(n)); err != nil {
+				return fmt.Errorf("%s: %w", n.opts.Name, err)
+			}
+		}
+		return pullAs(site, "other/app:1", harnessAuth(site))
+	})
+	for deadline := time.Now().Add(time.Minute); pullAs(site, "team/app:1", basic("reader", readerPw)) != nil ||
+		pullAs(ro, "team/app:1", basic("pusher", pusherPw)) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the tokens' bindings never reached the children")
+		}
+		time.Sleep(time.Second)
+	}
+
+	src, _ := writeLayout(t, 1)
+	reader, pusher := clientEnv(t, site.Host, "reader", readerPw), clientEnv(t, site.Host, "pusher", pusherPw)
+	anonymous, pusherAtRO := clientEnv(t, site.Host, "", ""), clientEnv(t, ro.Host, "pusher", pusherPw)
+	at := func(n *Node, repo string) string { return n.Host + "/" + repo }
+	regctlHost := func(n *Node) string { return "--host=reg=" + n.Host + ",tls=disabled" }
+	out := func() string { return filepath.Join(t.TempDir(), "out") }
+
+	m := &authMatrix{t: t}
+	m.run([]authAttempt{
+		{name: "skopeo pulls with a pull-only token",
+			do: func() error {
+				return clientRun(t, reader, skopeo, "copy", "--src-tls-verify=false", "docker://"+at(site, "team/app:1"), "oci:"+out()+":1")
+			}},
+		{name: "skopeo pulls another repository with a pull-only token", refuse: true, want: "denied",
+			do: func() error {
+				return clientRun(t, reader, skopeo, "copy", "--src-tls-verify=false", "docker://"+at(site, "other/app:1"), "oci:"+out()+":1")
+			}},
+		{name: "skopeo pushes with a pull-only token", refuse: true, want: "denied",
+			do: func() error {
+				return clientRun(t, reader, skopeo, "copy", "--dest-tls-verify=false", "oci:"+src+":v1", "docker://"+at(site, "team/app:skopeo"))
+			}},
+		{name: "skopeo pushes anonymously", refuse: true, want: "authentication required",
+			do: func() error {
+				return clientRun(t, anonymous, skopeo, "copy", "--dest-tls-verify=false", "oci:"+src+":v1", "docker://"+at(site, "team/app:anon"))
+			}},
+		{name: "skopeo pushes with a push token",
+			do: func() error {
+				return clientRun(t, pusher, skopeo, "copy", "--dest-tls-verify=false", "oci:"+src+":v1", "docker://"+at(site, "team/new:skopeo"))
+			}},
+		{name: "skopeo pushes with a push token to a ReadOnly node", refuse: true, want: "read-only",
+			do: func() error {
+				return clientRun(t, pusherAtRO, skopeo, "copy", "--dest-tls-verify=false", "oci:"+src+":v1", "docker://"+at(ro, "team/new:skopeo"))
+			}},
+		{name: "crane pulls with a pull-only token",
+			do: func() error { return clientRun(t, reader, crane, "pull", "--insecure", at(site, "team/app:1"), out()) }},
+		{name: "crane pulls another repository with a pull-only token", refuse: true, want: "DENIED",
+			do: func() error { return clientRun(t, reader, crane, "pull", "--insecure", at(site, "other/app:1"), out()) }},
+		{name: "crane pushes with a pull-only token", refuse: true, want: "DENIED",
+			do: func() error {
+				return clientRun(t, reader, crane, "push", "--insecure", src, at(site, "team/app:crane"))
+			}},
+		{name: "crane pushes with a push token",
+			do: func() error {
+				return clientRun(t, pusher, crane, "push", "--insecure", src, at(site, "team/new:crane"))
+			}},
+		{name: "oras fetches a manifest with a pull-only token",
+			do: func() error {
+				return clientRun(t, reader, oras, "manifest", "fetch", "--plain-http", at(site, "team/app:1"))
+			}},
+		{name: "oras fetches another repository's manifest with a pull-only token", refuse: true, want: "denied",
+			do: func() error {
+				return clientRun(t, reader, oras, "manifest", "fetch", "--plain-http", at(site, "other/app:1"))
+			}},
+		{name: "oras copies in with a pull-only token", refuse: true, want: "denied",
+			do: func() error {
+				return clientRun(t, reader, oras, "cp", "--to-plain-http", "--from-oci-layout", src+":v1", at(site, "team/app:oras"))
+			}},
+		{name: "oras copies in with a push token to a ReadOnly node", refuse: true, want: "read-only",
+			do: func() error {
+				return clientRun(t, pusherAtRO, oras, "cp", "--to-plain-http", "--from-oci-layout", src+":v1", at(ro, "team/new:oras"))
+			}},
+		{name: "regctl reads a digest with a pull-only token",
+			do: func() error {
+				return clientRun(t, reader, regctl, regctlHost(site), "image", "digest", at(site, "team/app:1"))
+			}},
+		{name: "regctl reads another repository with a pull-only token", refuse: true, want: "http 403", // a HEAD: no body to say why
+			do: func() error {
+				return clientRun(t, reader, regctl, regctlHost(site), "image", "digest", at(site, "other/app:1"))
+			}},
+		{name: "regctl copies in with a pull-only token", refuse: true, want: "denied",
+			do: func() error {
+				return clientRun(t, reader, regctl, regctlHost(site), "image", "copy", at(site, "team/app:1"), at(site, "team/app:regctl"))
+			}},
+		{name: "regctl copies in with a push token",
+			do: func() error {
+				return clientRun(t, pusher, regctl, regctlHost(site), "image", "copy", at(site, "team/app:1"), at(site, "team/new:regctl"))
+			}},
+		// podman pushes what it pulled in the first row.
+		{name: "podman pulls with a pull-only token",
+			do: func() error { return podman(reader, "pull", "--tls-verify=false", at(site, "team/app:1")) }},
+		{name: "podman pushes with a pull-only token", refuse: true, want: "denied",
+			do: func() error {
+				return podman(reader, "push", "--tls-verify=false", at(site, "team/app:1"), at(site, "team/app:podman"))
+			}},
+		{name: "podman pushes with a push token to a ReadOnly node", refuse: true, want: "read-only",
+			do: func() error {
+				return podman(pusherAtRO, "push", "--tls-verify=false", at(site, "team/app:1"), at(ro, "team/new:podman"))
+			}},
+		{name: "podman pushes with a push token",
+			do: func() error {
+				return podman(pusher, "push", "--tls-verify=false", at(site, "team/app:1"), at(site, "team/new:podman"))
+			}},
+	})
+	t.Logf("clients: %d attempts must be refused, %d were; %d must work, %d did",
+		m.mustRefuse, m.refused, m.mustSucceed, m.succeded)
+	fmt.Printf("clients against token scopes: %d attempts must be refused, %d were; %d must work, %d did\n",
+		m.mustRefuse, m.refused, m.mustSucceed, m.succeded)
 }

@@ -389,9 +389,18 @@ func Eventually(t testing.TB, timeout time.Duration, fn func() error) {
 // Run runs a command with a deadline and returns its combined output.
 func Run(t testing.TB, timeout time.Duration, name string, args ...string) (string, error) {
 	t.Helper()
+	return RunEnv(t, timeout, nil, name, args...)
+}
+
+// RunEnv is Run with env added to the test process's environment (later wins).
+func RunEnv(t testing.TB, timeout time.Duration, env []string, name string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		return string(out), fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), timeout)
