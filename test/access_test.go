@@ -371,9 +371,16 @@ func TestAccessMatrix(t *testing.T) {
 	tempTok := registryToken(t, sitea, "temp", tempPw, "repository:team/app:pull")
 	root.MustCLI(t, "token", "delete", "temp")
 	root.MustCLI(t, "token", "update", "pusher", "--enabled=false")
+	tempGone := false
 	Eventually(t, time.Minute, func() error {
-		if pullAs(sitea, "team/app:1", basic("temp", tempPw)) == nil {
+		// Each child syncs on its own: wait for both. A refused login counts toward
+		// the failed-login limit, so each is tried only until it is refused.
+		if !tempGone && pullAs(sitea, "team/app:1", basic("temp", tempPw)) == nil {
 			return fmt.Errorf("temp still works at sitea")
+		}
+		tempGone = true
+		if pullAs(siteb, "team/app:1", basic("pusher", pusherPw)) == nil {
+			return fmt.Errorf("pusher still works at siteb")
 		}
 		return nil
 	})
