@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
 )
 
 // Large blobs are copied in chunks that the destination confirms, so that a broken
@@ -25,6 +28,93 @@ const (
 	// resumeAttempts bounds the resumes of one blob within one copy.
 	resumeAttempts = 50
 )
+
+// LocalBlobs is a registry's storage, written in process: a copy into the node's own
+// registry needs no upload sessions, and nothing of it crosses HTTP but the manifest.
+type LocalBlobs interface {
+	// LinkBlob makes blob digest part of repo if the registry holds it in any
+	// repository, and says whether repo holds it now.
+	LinkBlob(ctx context.Context, repo, digest string) (bool, error)
+	// PutBlob stores data as blob digest of repo, after checking it against digest.
+	PutBlob(ctx context.Context, repo, digest string, data []byte) error
+}
+
+// localPutMax is the largest blob a copy holds in memory to put in process; larger
+// ones are streamed through the upload API (resumable from resumeThreshold).
+const localPutMax = 8 << 20
+
+// writeBlobsLocally makes the destination's own storage hold every blob of img in
+// repo: linked if held elsewhere already (no bytes move), put in process if small,
+// streamed through the upload API if not. Up to blobJobs blobs at once.
+func (c *Copier) writeBlobsLocally(ctx context.Context, repo string, img v1.Image) error {
+	m, err := img.Manifest()
+	if err != nil {
+		return err
+	}
+	srcRepo, dstRepo, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(blobJobs)
+	for _, desc := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if !desc.MediaType.IsDistributable() {
+			continue // a foreign layer: its URLs say where it lives
+		}
+		g.Go(func() error {
+			held, err := c.dst.Blobs.LinkBlob(gctx, repo, desc.Digest.String())
+			if err != nil || held {
+				return err
+			}
+			switch {
+			case desc.Size >= resumeThreshold:
+				return c.copyBlobResumable(gctx, repo, desc.Digest, desc.Size)
+			case desc.Size > localPutMax:
+				l, err := c.srcLayer(gctx, srcRepo, desc.Digest)
+				if err != nil {
+					return err
+				}
+				return c.dstPush.Upload(gctx, dstRepo, l)
+			}
+			data, err := c.readBlob(gctx, srcRepo, desc)
+			if err != nil {
+				return err
+			}
+			return c.dst.Blobs.PutBlob(gctx, repo, desc.Digest.String(), data)
+		})
+	}
+	return g.Wait()
+}
+
+// blobJobs is how many blobs of one image a copy moves at once.
+const blobJobs = 4
+
+// readBlob reads a small blob of the source whole; the remote layer verifies it
+// against its digest as it is read.
+func (c *Copier) readBlob(ctx context.Context, repo name.Repository, desc v1.Descriptor) ([]byte, error) {
+	l, err := c.srcLayer(ctx, repo, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", desc.Digest, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", desc.Digest, err)
+	}
+	if int64(len(data)) != desc.Size {
+		return nil, fmt.Errorf("read blob %s: %d bytes, the manifest says %d", desc.Digest, len(data), desc.Size)
+	}
+	return data, nil
+}
+
+// srcLayer is a blob of the source, read through the source's clients.
+func (c *Copier) srcLayer(ctx context.Context, repo name.Repository, d v1.Hash) (v1.Layer, error) {
+	return remote.Layer(repo.Digest(d.String()), append(c.src.options(ctx), remote.Reuse(c.srcPull))...)
+}
 
 // mountMinSize is the layer size from which a copy first asks the destination to
 // mount the layer from any repository it holds it in; smaller ones are sent.

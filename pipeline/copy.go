@@ -33,6 +33,10 @@ type Endpoint struct {
 	// MountAnywhere says the registry links a blob it holds in any repository on a
 	// mount without `from` (an Outpost node, for its own replication writer).
 	MountAnywhere bool
+	// Blobs, when set, is the destination's own storage, written in process: the
+	// node's own registry, for its replication writer. Blobs then skip the upload
+	// API and the manifest goes alone.
+	Blobs LocalBlobs
 }
 
 func (e Endpoint) repo(repo string) (name.Repository, error) {
@@ -233,6 +237,12 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 		img, err := desc.Image()
 		if err != nil {
 			return wrap("read image", ref, err)
+		}
+		if c.dst.Blobs != nil {
+			if err := c.writeBlobsLocally(ctx, ref.Context().RepositoryStr(), img); err != nil {
+				return wrap("write image", ref, err)
+			}
+			return wrap("write image", ref, c.dstPush.Put(ctx, ref, desc))
 		}
 		if err := c.mountLayers(ctx, ref.Context().RepositoryStr(), img); err != nil {
 			return wrap("write image", ref, err)
