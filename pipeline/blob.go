@@ -62,28 +62,36 @@ func (c *Copier) writeBlobsLocally(ctx context.Context, repo string, img v1.Imag
 			continue // a foreign layer: its URLs say where it lives
 		}
 		g.Go(func() error {
-			held, err := c.dst.Blobs.LinkBlob(gctx, repo, desc.Digest.String())
-			if err != nil || held {
-				return err
-			}
-			switch {
-			case desc.Size >= resumeThreshold:
-				return c.copyBlobResumable(gctx, repo, desc.Digest, desc.Size)
-			case desc.Size > localPutMax:
-				l, err := c.srcLayer(gctx, srcRepo, desc.Digest)
-				if err != nil {
-					return err
-				}
-				return c.dstPush.Upload(gctx, dstRepo, l)
-			}
-			data, err := c.readBlob(gctx, srcRepo, desc)
-			if err != nil {
-				return err
-			}
-			return c.dst.Blobs.PutBlob(gctx, repo, desc.Digest.String(), data)
+			_, err, _ := c.blobs.Do(repo+"@"+desc.Digest.String(), func() (any, error) {
+				return nil, c.writeBlobLocally(gctx, srcRepo, dstRepo, desc)
+			})
+			return err
 		})
 	}
 	return g.Wait()
+}
+
+func (c *Copier) writeBlobLocally(ctx context.Context, srcRepo, dstRepo name.Repository, desc v1.Descriptor) error {
+	repo := dstRepo.RepositoryStr()
+	held, err := c.dst.Blobs.LinkBlob(ctx, repo, desc.Digest.String())
+	if err != nil || held {
+		return err
+	}
+	switch {
+	case desc.Size >= resumeThreshold:
+		return c.copyBlobResumable(ctx, repo, desc.Digest, desc.Size)
+	case desc.Size > localPutMax:
+		l, err := c.srcLayer(ctx, srcRepo, desc.Digest)
+		if err != nil {
+			return err
+		}
+		return c.dstPush.Upload(ctx, dstRepo, l)
+	}
+	data, err := c.readBlob(ctx, srcRepo, desc)
+	if err != nil {
+		return err
+	}
+	return c.dst.Blobs.PutBlob(ctx, repo, desc.Digest.String(), data)
 }
 
 // blobJobs is how many blobs of one image a copy moves at once.
@@ -114,46 +122,6 @@ func (c *Copier) readBlob(ctx context.Context, repo name.Repository, desc v1.Des
 // srcLayer is a blob of the source, read through the source's clients.
 func (c *Copier) srcLayer(ctx context.Context, repo name.Repository, d v1.Hash) (v1.Layer, error) {
 	return remote.Layer(repo.Digest(d.String()), append(c.src.options(ctx), remote.Reuse(c.srcPull))...)
-}
-
-// mountMinSize is the layer size from which a copy first asks the destination to
-// mount the layer from any repository it holds it in; smaller ones are sent.
-const mountMinSize = 1 << 20
-
-// mountLayers links into repo, at a destination that allows it, the layers it
-// already holds elsewhere (base layers shared by many repositories): no bytes move.
-func (c *Copier) mountLayers(ctx context.Context, repo string, img v1.Image) error {
-	if !c.dst.MountAnywhere {
-		return nil
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return err
-	}
-	for _, l := range layers {
-		size, err := l.Size()
-		if err != nil || size < mountMinSize {
-			continue
-		}
-		d, err := l.Digest()
-		if err != nil {
-			return err
-		}
-		resp, err := c.dst.do(ctx, http.MethodPost, c.dst.url("/v2/"+repo+"/blobs/uploads/?mount="+url.QueryEscape(d.String())), nil, nil)
-		if err != nil {
-			return fmt.Errorf("mount %s: %w", d, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusAccepted {
-			// Not held anywhere: drop the upload this opened; the push sends the blob.
-			if loc, err := c.dst.resolve(resp.Header.Get("Location")); err == nil {
-				if dresp, err := c.dst.do(ctx, http.MethodDelete, loc, nil, nil); err == nil {
-					dresp.Body.Close()
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // copyLargeLayers makes sure the destination holds every layer of img that is at

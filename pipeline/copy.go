@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/outpost-edge/outpost/events"
 )
@@ -30,9 +31,6 @@ type Endpoint struct {
 	Header http.Header
 	// Transport is the base transport; default http.DefaultTransport.
 	Transport http.RoundTripper
-	// MountAnywhere says the registry links a blob it holds in any repository on a
-	// mount without `from` (an Outpost node, for its own replication writer).
-	MountAnywhere bool
 	// Blobs, when set, is the destination's own storage, written in process: the
 	// node's own registry, for its replication writer. Blobs then skip the upload
 	// API and the manifest goes alone.
@@ -99,6 +97,9 @@ type Copier struct {
 	srcPull  *remote.Puller
 	dstPull  *remote.Puller
 	dstPush  *remote.Pusher
+	// blobs joins copies of one blob into one repository that run at once (a
+	// reconcile beside the event worker), so that its bytes cross the link once.
+	blobs singleflight.Group
 }
 
 // NewCopier builds a copier; its clients are reused across copies.
@@ -232,6 +233,16 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 		if err != nil {
 			return wrap("read index", ref, err)
 		}
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return wrap("read index", ref, err)
+		}
+		if c.dst.Blobs != nil && onlyImagesAndIndexes(m) {
+			if err := c.writeChildren(ctx, ref.Context().RepositoryStr(), m); err != nil {
+				return wrap("write index", ref, err)
+			}
+			return wrap("write index", ref, c.dstPush.Put(ctx, ref, desc))
+		}
 		return wrap("write index", ref, c.dstPush.Push(ctx, ref, idx))
 	case desc.MediaType.IsImage() || isOCIManifestLike(desc):
 		img, err := desc.Image()
@@ -244,15 +255,49 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 			}
 			return wrap("write image", ref, c.dstPush.Put(ctx, ref, desc))
 		}
-		if err := c.mountLayers(ctx, ref.Context().RepositoryStr(), img); err != nil {
-			return wrap("write image", ref, err)
-		}
 		if err := c.copyLargeLayers(ctx, ref.Context().RepositoryStr(), img); err != nil {
 			return wrap("write image", ref, err)
 		}
 		return wrap("write image", ref, c.dstPush.Push(ctx, ref, img))
 	}
 	return fmt.Errorf("copy %s: media type %s is not an image or index", ref, desc.MediaType)
+}
+
+// writeChildren writes the manifests an index lists that the destination lacks, each
+// the way write does, before the index itself goes.
+func (c *Copier) writeChildren(ctx context.Context, repo string, m *v1.IndexManifest) error {
+	srcRepo, dstRepo, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	for _, child := range m.Manifests {
+		dst := dstRepo.Digest(child.Digest.String())
+		if _, err := c.dstPull.Head(ctx, dst); err == nil {
+			continue
+		} else if !isNotFound(err) {
+			return wrap("check", dst, err)
+		}
+		desc, err := c.srcPull.Get(ctx, srcRepo.Digest(child.Digest.String()))
+		if err != nil {
+			return wrap("read", srcRepo.Digest(child.Digest.String()), err)
+		}
+		if err := c.write(ctx, dst, desc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onlyImagesAndIndexes says whether write knows every child of an index; other
+// children (go-containerregistry pushes them as plain blobs) leave the whole index
+// to go-containerregistry.
+func onlyImagesAndIndexes(m *v1.IndexManifest) bool {
+	for _, child := range m.Manifests {
+		if !child.MediaType.IsIndex() && !child.MediaType.IsImage() {
+			return false
+		}
+	}
+	return true
 }
 
 // isOCIManifestLike accepts manifests without a mediaType field that still carry a

@@ -185,28 +185,8 @@ func (r *Registry) serveUpload(w http.ResponseWriter, req *http.Request, rt rout
 			r.mountAlias(w, req, rt, dgst, q.Get("from"))
 			return
 		}
-		if rep, _ := replicaFrom(req.Context()); rep.internal && q.Get("from") == "" && r.mountAnywhere(w, req, rt, dgst) {
-			return
-		}
 	}
 	r.app.ServeHTTP(w, req)
-}
-
-// mountAnywhere serves a mount without `from` for the node's own replication
-// workers: if the node holds the blob in any repository, it is linked into this one
-// and nothing is sent. Anyone else's anonymous mount goes to distribution, which
-// starts an ordinary upload: linking a blob they may not read elsewhere would leak it.
-func (r *Registry) mountAnywhere(w http.ResponseWriter, req *http.Request, rt route, d digest.Digest) bool {
-	if _, err := r.driver.Stat(req.Context(), blobDataPath(d)); err != nil {
-		return false
-	}
-	if err := r.driver.PutContent(req.Context(), layerAliasLink(rt.name, d), []byte(d.String())); err != nil {
-		return false
-	}
-	w.Header().Set("Location", "/v2/"+rt.name+"/blobs/"+d.String())
-	w.Header().Set("Docker-Content-Digest", d.String())
-	w.WriteHeader(http.StatusCreated)
-	return true
 }
 
 // checkChunkOffset refuses a closing PUT whose chunk does not start where the upload

@@ -76,7 +76,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	n.link, err = pipeline.NewLink(ctx, pipeline.LinkConfig{
 		Self: n.name, Parent: self.Parent, ParentConn: n.parentConn, LocalConn: n.nc,
 		Local: pipeline.Endpoint{Host: loopback(n.httpLn.Addr().String()), User: events.ReplicaUser, Password: n.internalPw,
-			MountAnywhere: true, Blobs: n.reg, Secure: n.tls != nil, Transport: n.selfTransport()},
+			Blobs: n.reg, Secure: n.tls != nil, Transport: n.selfTransport()},
 		ParentRegistry: pipeline.Endpoint{Host: n.cs.ParentRegistry, Secure: parentTLS != nil,
 			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword, Transport: parentTransport(parentTLS)},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
