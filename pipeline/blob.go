@@ -11,9 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -32,26 +30,17 @@ const (
 // LocalBlobs is a registry's storage, written in process: a copy into the node's own
 // registry needs no upload sessions, and nothing of it crosses HTTP but the manifest.
 type LocalBlobs interface {
-	// LinkBlob makes blob digest part of repo if the registry holds it in any
-	// repository, and says whether repo holds it now.
-	LinkBlob(ctx context.Context, repo, digest string) (bool, error)
-	// PutBlob stores data as blob digest of repo, after checking it against digest.
-	PutBlob(ctx context.Context, repo, digest string, data []byte) error
+	// WriteBlob makes repo hold blob digest, size bytes: linked if the registry
+	// holds it in any repository already, else read from open (from an offset on),
+	// checked against digest and stored. A write that breaks off keeps what
+	// arrived: the next one of the same blob asks open for the rest only.
+	WriteBlob(ctx context.Context, repo, digest string, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error
 }
 
-// localPutMax is the largest blob a copy holds in memory to put in process; larger
-// ones are streamed through the upload API (resumable from resumeThreshold).
-const localPutMax = 8 << 20
-
 // writeBlobsLocally makes the destination's own storage hold every blob of img in
-// repo: linked if held elsewhere already (no bytes move), put in process if small,
-// streamed through the upload API if not. Up to blobJobs blobs at once.
+// repo, up to blobJobs blobs at once.
 func (c *Copier) writeBlobsLocally(ctx context.Context, repo string, img v1.Image) error {
 	m, err := img.Manifest()
-	if err != nil {
-		return err
-	}
-	srcRepo, dstRepo, err := c.repos(repo)
 	if err != nil {
 		return err
 	}
@@ -63,7 +52,7 @@ func (c *Copier) writeBlobsLocally(ctx context.Context, repo string, img v1.Imag
 		}
 		g.Go(func() error {
 			_, err, _ := c.blobs.Do(repo+"@"+desc.Digest.String(), func() (any, error) {
-				return nil, c.writeBlobLocally(gctx, srcRepo, dstRepo, desc)
+				return nil, c.writeBlobLocally(gctx, repo, desc)
 			})
 			return err
 		})
@@ -71,57 +60,64 @@ func (c *Copier) writeBlobsLocally(ctx context.Context, repo string, img v1.Imag
 	return g.Wait()
 }
 
-func (c *Copier) writeBlobLocally(ctx context.Context, srcRepo, dstRepo name.Repository, desc v1.Descriptor) error {
-	repo := dstRepo.RepositoryStr()
-	held, err := c.dst.Blobs.LinkBlob(ctx, repo, desc.Digest.String())
-	if err != nil || held {
-		return err
-	}
-	switch {
-	case desc.Size >= resumeThreshold:
-		return c.copyBlobResumable(ctx, repo, desc.Digest, desc.Size)
-	case desc.Size > localPutMax:
-		l, err := c.srcLayer(ctx, srcRepo, desc.Digest)
-		if err != nil {
-			return err
-		}
-		return c.dstPush.Upload(ctx, dstRepo, l)
-	}
-	data, err := c.readBlob(ctx, srcRepo, desc)
-	if err != nil {
-		return err
-	}
-	return c.dst.Blobs.PutBlob(ctx, repo, desc.Digest.String(), data)
-}
-
 // blobJobs is how many blobs of one image a copy moves at once.
 const blobJobs = 4
 
-// readBlob reads a small blob of the source whole; the remote layer verifies it
-// against its digest as it is read.
-func (c *Copier) readBlob(ctx context.Context, repo name.Repository, desc v1.Descriptor) ([]byte, error) {
-	l, err := c.srcLayer(ctx, repo, desc.Digest)
-	if err != nil {
-		return nil, err
+// writeBlobLocally writes one blob, resuming after a broken link from what the
+// destination kept. Any other failure (a corrupt copy, storage) goes back to the
+// caller, which logs it and tries again later.
+func (c *Copier) writeBlobLocally(ctx context.Context, repo string, desc v1.Descriptor) error {
+	var broken bool // the last attempt's source read failed
+	open := func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+		rc, err := c.readSource(ctx, repo, desc.Digest, offset)
+		if err != nil {
+			return nil, err
+		}
+		return &watchedBody{ReadCloser: rc, broken: &broken}, nil
 	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return nil, fmt.Errorf("read blob %s: %w", desc.Digest, err)
+	retry := newRetry()
+	for attempt := 0; ; {
+		broken = false
+		err := c.dst.Blobs.WriteBlob(ctx, repo, desc.Digest.String(), desc.Size, open)
+		if err == nil || ctx.Err() != nil || !broken {
+			return err
+		}
+		if attempt++; attempt > resumeAttempts {
+			return fmt.Errorf("copy blob %s: gave up after %d resumes: %w", desc.Digest, resumeAttempts, err)
+		}
+		sleep(ctx, retry.next())
 	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, desc.Size+1))
-	if err != nil {
-		return nil, fmt.Errorf("read blob %s: %w", desc.Digest, err)
-	}
-	if int64(len(data)) != desc.Size {
-		return nil, fmt.Errorf("read blob %s: %d bytes, the manifest says %d", desc.Digest, len(data), desc.Size)
-	}
-	return data, nil
 }
 
-// srcLayer is a blob of the source, read through the source's clients.
-func (c *Copier) srcLayer(ctx context.Context, repo name.Repository, d v1.Hash) (v1.Layer, error) {
-	return remote.Layer(repo.Digest(d.String()), append(c.src.options(ctx), remote.Reuse(c.srcPull))...)
+// watchedBody notes when reading the source fails (not at its end): the link broke.
+type watchedBody struct {
+	io.ReadCloser
+	broken *bool
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		*b.broken = true
+	}
+	return n, err
+}
+
+// readSource reads a blob of the source from offset on.
+func (c *Copier) readSource(ctx context.Context, repo string, d v1.Hash, offset int64) (io.ReadCloser, error) {
+	var h http.Header
+	if offset > 0 {
+		h = http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}}
+	}
+	resp, err := c.src.do(ctx, http.MethodGet, c.src.url("/v2/"+repo+"/blobs/"+d.String()), nil, h)
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %d: %w", d, offset, err)
+	}
+	if resp.StatusCode != http.StatusPartialContent && !(offset == 0 && resp.StatusCode == http.StatusOK) {
+		resp.Body.Close()
+		return nil, fmt.Errorf("read %s from %d: %s", d, offset, resp.Status)
+	}
+	return resp.Body, nil
 }
 
 // copyLargeLayers makes sure the destination holds every layer of img that is at
@@ -149,7 +145,6 @@ func (c *Copier) copyLargeLayers(ctx context.Context, repo string, img v1.Image)
 }
 
 func (c *Copier) copyBlobResumable(ctx context.Context, repo string, d v1.Hash, size int64) error {
-	srcBlob := c.src.url("/v2/" + repo + "/blobs/" + d.String())
 	dstBlob := c.dst.url("/v2/" + repo + "/blobs/" + d.String())
 	if resp, err := c.dst.do(ctx, http.MethodHead, dstBlob, nil, nil); err == nil {
 		resp.Body.Close()
@@ -172,7 +167,7 @@ func (c *Copier) copyBlobResumable(ctx context.Context, repo string, d v1.Hash, 
 	var offset int64
 	retry := newRetry()
 	for attempt := 0; offset < size; {
-		next, err := c.sendChunks(ctx, srcBlob, loc, offset, size)
+		next, err := c.sendChunks(ctx, repo, d, loc, offset, size)
 		if err == nil {
 			offset, loc = next.offset, next.location
 			continue
@@ -210,15 +205,12 @@ type uploadState struct {
 
 // sendChunks streams the source blob from offset to the upload, one PATCH per
 // chunk, and returns how far the destination confirmed.
-func (c *Copier) sendChunks(ctx context.Context, srcBlob, loc string, offset, size int64) (uploadState, error) {
-	resp, err := c.src.do(ctx, http.MethodGet, srcBlob, nil, http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}})
+func (c *Copier) sendChunks(ctx context.Context, repo string, d v1.Hash, loc string, offset, size int64) (uploadState, error) {
+	body, err := c.readSource(ctx, repo, d, offset)
 	if err != nil {
-		return uploadState{}, fmt.Errorf("read source from %d: %w", offset, err)
+		return uploadState{}, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusPartialContent && !(offset == 0 && resp.StatusCode == http.StatusOK) {
-		return uploadState{}, fmt.Errorf("read source from %d: %s", offset, resp.Status)
-	}
+	defer body.Close()
 	st := uploadState{offset: offset, location: loc}
 	for st.offset < size {
 		n := min(chunkSize, size-st.offset)
@@ -226,7 +218,7 @@ func (c *Copier) sendChunks(ctx context.Context, srcBlob, loc string, offset, si
 			"Content-Type":  {"application/octet-stream"},
 			"Content-Range": {fmt.Sprintf("%d-%d", st.offset, st.offset+n-1)},
 		}
-		presp, err := c.dst.doLength(ctx, http.MethodPatch, st.location, io.LimitReader(resp.Body, n), h, n)
+		presp, err := c.dst.doLength(ctx, http.MethodPatch, st.location, io.LimitReader(body, n), h, n)
 		if err != nil {
 			return st, fmt.Errorf("send %d bytes at %d: %w", n, st.offset, err)
 		}

@@ -2,34 +2,33 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"path"
+	"sync"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 )
 
-// The node's own replication writer stores small blobs here, in process, rather than
+// The node's own replication writer stores blobs here, in process, rather than
 // through a blob upload over HTTP. An upload is three requests and an upload session
 // on disk (start time, hash state, data, then the move and links): for a small image
 // that, not the bytes, is most of the cost of a copy. Here a blob is one verified
 // write, one rename and one link, in distribution's own storage layout (see
-// aliases.go). Manifests still go through the API, so that every check and every
+// aliases.go), and a large one streams to disk without passing through the node's
+// own HTTP server. Manifests still go through the API, so that every check and every
 // event stays where it is.
 
-// incomingRoot holds blobs being written, until they are renamed into place.
+// incomingRoot holds blobs being written, by digest, until they are renamed into
+// place; a write that broke off leaves its part there for the next one.
 const incomingRoot = "/docker/registry/v2/outpost-incoming"
 
-// LinkBlob makes blob d part of repo if the node holds it in any repository, and
-// says whether repo holds it now. Only sha256 blobs: others say false.
-func (r *Registry) LinkBlob(ctx context.Context, repo, d string) (bool, error) {
-	dgst, err := r.localDigest(repo, d)
-	if err != nil {
-		return false, nil
-	}
+// linkBlob makes blob dgst part of repo if the node holds it in any repository, and
+// says whether repo holds it now.
+func (r *Registry) linkBlob(ctx context.Context, repo string, dgst digest.Digest) (bool, error) {
 	if _, err := r.driver.Stat(ctx, blobDataPath(dgst)); err != nil {
 		if errors.As(err, new(storagedriver.PathNotFoundError)) {
 			return false, nil
@@ -45,35 +44,140 @@ func (r *Registry) LinkBlob(ctx context.Context, repo, d string) (bool, error) {
 	return true, nil
 }
 
-// PutBlob stores data as blob d of repo, after checking it against d. The bytes
-// are written aside and renamed into place, so that a reader of the same blob never
-// sees a part of it.
-func (r *Registry) PutBlob(ctx context.Context, repo, d string, data []byte) error {
+// WriteBlob stores blob d of repo, size bytes, from what open returns from an
+// offset on. The bytes are written aside, checked against d, then renamed into
+// place, so a reader never sees a part of a blob. A write that breaks off keeps
+// what it wrote aside: the next WriteBlob of the same blob asks open for the rest
+// only, so a broken link costs what was in flight, not the blob.
+func (r *Registry) WriteBlob(ctx context.Context, repo, d string, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
 	dgst, err := r.localDigest(repo, d)
 	if err != nil {
 		return err
 	}
-	if digest.FromBytes(data) != dgst {
-		return fmt.Errorf("put blob %s into %s: content does not match the digest", dgst, repo)
+	if held, err := r.linkBlob(ctx, repo, dgst); err != nil || held {
+		return err
 	}
-	if _, err := r.driver.Stat(ctx, blobDataPath(dgst)); err != nil {
-		id := make([]byte, 16)
-		if _, err := rand.Read(id); err != nil {
-			return err
-		}
-		tmp := path.Join(incomingRoot, hex.EncodeToString(id))
-		if err := r.driver.PutContent(ctx, tmp, data); err != nil {
-			return fmt.Errorf("put blob %s into %s: %w", dgst, repo, err)
-		}
-		if err := r.driver.Move(ctx, tmp, blobDataPath(dgst)); err != nil {
-			_ = r.driver.Delete(ctx, tmp)
-			return fmt.Errorf("put blob %s into %s: %w", dgst, repo, err)
-		}
+	if !r.incoming.claim(dgst) {
+		return fmt.Errorf("write blob %s: another write of it is under way", dgst)
+	}
+	defer r.incoming.release(dgst)
+	if err := r.writeAside(ctx, dgst, size, open); err != nil {
+		return fmt.Errorf("write blob %s into %s: %w", dgst, repo, err)
 	}
 	if err := r.driver.PutContent(ctx, layerAliasLink(repo, dgst), []byte(dgst.String())); err != nil {
 		return fmt.Errorf("link blob %s into %s: %w", dgst, repo, err)
 	}
 	return nil
+}
+
+// writeAside appends to what an earlier write left in incomingRoot, checks the whole
+// against dgst and moves it to the blob's place.
+func (r *Registry) writeAside(ctx context.Context, dgst digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
+	tmp := path.Join(incomingRoot, dgst.Encoded())
+	fw, err := r.driver.Writer(ctx, tmp, true)
+	if err != nil {
+		return err
+	}
+	offset := fw.Size()
+	v := dgst.Verifier()
+	if offset > 0 && (offset > size || r.readBack(ctx, tmp, offset, v) != nil) {
+		// More than the blob, or unreadable: start again.
+		_ = fw.Cancel(ctx)
+		if fw, err = r.driver.Writer(ctx, tmp, false); err != nil {
+			return err
+		}
+		offset, v = 0, dgst.Verifier()
+	}
+	if offset < size {
+		rc, err := open(ctx, offset)
+		if err != nil {
+			_ = fw.Close()
+			return err
+		}
+		_, err = io.Copy(io.MultiWriter(fw, v), io.LimitReader(rc, size-offset))
+		rc.Close()
+		if err != nil {
+			_ = fw.Close() // keep what arrived, for the next write
+			return err
+		}
+	}
+	if got := fw.Size(); got < size {
+		_ = fw.Close() // the source ended early: keep what arrived
+		return fmt.Errorf("%d of %d bytes arrived", got, size)
+	}
+	if !v.Verified() {
+		_ = fw.Cancel(ctx)
+		return errors.New("the content's sha256 checksum does not match the digest")
+	}
+	if err := fw.Commit(ctx); err != nil {
+		_ = fw.Close()
+		return err
+	}
+	if err := fw.Close(); err != nil {
+		return err
+	}
+	return r.driver.Move(ctx, tmp, blobDataPath(dgst))
+}
+
+// staleIncoming is how long a part written aside waits for its write to go on.
+const staleIncoming = 7 * 24 * time.Hour
+
+// dropStaleIncoming removes parts whose writes never went on (their source lost the
+// blob, say): called at start, when no write is under way.
+func (r *Registry) dropStaleIncoming(ctx context.Context) error {
+	parts, err := r.driver.List(ctx, incomingRoot)
+	if errors.As(err, new(storagedriver.PathNotFoundError)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		fi, err := r.driver.Stat(ctx, p)
+		if err == nil && r.cfg.Now().Sub(fi.ModTime()) > staleIncoming {
+			if err := r.driver.Delete(ctx, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readBack feeds the first n bytes written aside to w: the hash of what an earlier
+// write left, read locally.
+func (r *Registry) readBack(ctx context.Context, tmp string, n int64, w io.Writer) error {
+	rc, err := r.driver.Reader(ctx, tmp, 0)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.CopyN(w, rc, n)
+	return err
+}
+
+// claims keeps two writes of one blob from sharing the file they write aside.
+type claims struct {
+	mu sync.Mutex
+	m  map[digest.Digest]bool
+}
+
+func (c *claims) claim(d digest.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[d] {
+		return false
+	}
+	if c.m == nil {
+		c.m = map[digest.Digest]bool{}
+	}
+	c.m[d] = true
+	return true
+}
+
+func (c *claims) release(d digest.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, d)
 }
 
 func (r *Registry) localDigest(repo, d string) (digest.Digest, error) {

@@ -103,6 +103,7 @@ type Registry struct {
 	handler   http.Handler
 	tokens    *tokenIssuer
 	limiter   *events.LoginLimiter
+	incoming  claims // blobs being written in process (local.go)
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}
@@ -141,6 +142,9 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
 	}
 	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: events.NewLoginLimiter()}
+	if err := r.dropStaleIncoming(ctx); err != nil {
+		cfg.Logger.Warn("stale partial blobs not removed", "err", err)
+	}
 	var key *ecdsa.PrivateKey
 	if cfg.TokenKeyFile != "" {
 		key, err = loadSigningKey(cfg.TokenKeyFile)
