@@ -50,12 +50,7 @@ func (c *Copier) writeBlobsLocally(ctx context.Context, repo string, img v1.Imag
 		if !desc.MediaType.IsDistributable() {
 			continue // a foreign layer: its URLs say where it lives
 		}
-		g.Go(func() error {
-			_, err, _ := c.blobs.Do(repo+"@"+desc.Digest.String(), func() (any, error) {
-				return nil, c.writeBlobLocally(gctx, repo, desc)
-			})
-			return err
-		})
+		g.Go(func() error { return c.writeBlobLocally(gctx, repo, desc) })
 	}
 	return g.Wait()
 }

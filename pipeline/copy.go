@@ -14,7 +14,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/outpost-edge/outpost/events"
 )
@@ -97,9 +96,6 @@ type Copier struct {
 	srcPull  *remote.Puller
 	dstPull  *remote.Puller
 	dstPush  *remote.Pusher
-	// blobs joins copies of one blob into one repository that run at once (a
-	// reconcile beside the event worker), so that its bytes cross the link once.
-	blobs singleflight.Group
 }
 
 // NewCopier builds a copier; its clients are reused across copies.
@@ -266,22 +262,8 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 // writeChildren writes the manifests an index lists that the destination lacks, each
 // the way write does, before the index itself goes.
 func (c *Copier) writeChildren(ctx context.Context, repo string, m *v1.IndexManifest) error {
-	srcRepo, dstRepo, err := c.repos(repo)
-	if err != nil {
-		return err
-	}
 	for _, child := range m.Manifests {
-		dst := dstRepo.Digest(child.Digest.String())
-		if _, err := c.dstPull.Head(ctx, dst); err == nil {
-			continue
-		} else if !isNotFound(err) {
-			return wrap("check", dst, err)
-		}
-		desc, err := c.srcPull.Get(ctx, srcRepo.Digest(child.Digest.String()))
-		if err != nil {
-			return wrap("read", srcRepo.Digest(child.Digest.String()), err)
-		}
-		if err := c.write(ctx, dst, desc); err != nil {
+		if err := c.copyManifest(ctx, repo, child.Digest, -1); err != nil {
 			return err
 		}
 	}

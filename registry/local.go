@@ -38,10 +38,18 @@ func (r *Registry) linkBlob(ctx context.Context, repo string, dgst digest.Digest
 	if _, err := r.driver.Stat(ctx, layerAliasLink(repo, dgst)); err == nil {
 		return true, nil
 	}
-	if err := r.driver.PutContent(ctx, layerAliasLink(repo, dgst), []byte(dgst.String())); err != nil {
-		return false, fmt.Errorf("link blob %s into %s: %w", dgst, repo, err)
+	if err := r.putLayerLink(ctx, repo, dgst); err != nil {
+		return false, err
 	}
 	return true, nil
+}
+
+// putLayerLink makes repo hold the blob dgst the node stores.
+func (r *Registry) putLayerLink(ctx context.Context, repo string, dgst digest.Digest) error {
+	if err := r.driver.PutContent(ctx, layerAliasLink(repo, dgst), []byte(dgst.String())); err != nil {
+		return fmt.Errorf("link blob %s into %s: %w", dgst, repo, err)
+	}
+	return nil
 }
 
 // WriteBlob stores blob d of repo, size bytes, from what open returns from an
@@ -54,20 +62,19 @@ func (r *Registry) WriteBlob(ctx context.Context, repo, d string, size int64, op
 	if err != nil {
 		return err
 	}
+	// Another write of the same blob (any repository) goes first; after it, the
+	// blob is usually held and only linked.
+	if err := r.incoming.claim(ctx, dgst); err != nil {
+		return fmt.Errorf("write blob %s: %w", dgst, err)
+	}
+	defer r.incoming.release(dgst)
 	if held, err := r.linkBlob(ctx, repo, dgst); err != nil || held {
 		return err
 	}
-	if !r.incoming.claim(dgst) {
-		return fmt.Errorf("write blob %s: another write of it is under way", dgst)
-	}
-	defer r.incoming.release(dgst)
 	if err := r.writeAside(ctx, dgst, size, open); err != nil {
 		return fmt.Errorf("write blob %s into %s: %w", dgst, repo, err)
 	}
-	if err := r.driver.PutContent(ctx, layerAliasLink(repo, dgst), []byte(dgst.String())); err != nil {
-		return fmt.Errorf("link blob %s into %s: %w", dgst, repo, err)
-	}
-	return nil
+	return r.putLayerLink(ctx, repo, dgst)
 }
 
 // writeAside appends to what an earlier write left in incomingRoot, checks the whole
@@ -155,28 +162,39 @@ func (r *Registry) readBack(ctx context.Context, tmp string, n int64, w io.Write
 	return err
 }
 
-// claims keeps two writes of one blob from sharing the file they write aside.
+// claims keeps two writes of one blob from sharing the file they write aside: the
+// second waits for the first.
 type claims struct {
 	mu sync.Mutex
-	m  map[digest.Digest]bool
+	m  map[digest.Digest]chan struct{} // closed on release
 }
 
-func (c *claims) claim(d digest.Digest) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m[d] {
-		return false
+// claim waits until no other write holds d, then holds it until release.
+func (c *claims) claim(ctx context.Context, d digest.Digest) error {
+	for {
+		c.mu.Lock()
+		done, busy := c.m[d]
+		if !busy {
+			if c.m == nil {
+				c.m = map[digest.Digest]chan struct{}{}
+			}
+			c.m[d] = make(chan struct{})
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	if c.m == nil {
-		c.m = map[digest.Digest]bool{}
-	}
-	c.m[d] = true
-	return true
 }
 
 func (c *claims) release(d digest.Digest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	close(c.m[d])
 	delete(c.m, d)
 }
 

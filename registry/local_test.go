@@ -149,6 +149,38 @@ func TestWriteBlobChecksResumesLinksAndServes(t *testing.T) {
 		t.Errorf("left in %s: %v", incomingRoot, left)
 	}
 
+	// Two writes of one blob at once, into two repositories: the second waits for
+	// the first and then only links it, never reading the source.
+	next, err := content.Image(t, 1).Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, ndata := blobOf(t, next[0])
+	opened, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- tr.WriteBlob(ctx, "team/d", nd, int64(len(ndata)), func(context.Context, int64) (io.ReadCloser, error) {
+			close(opened)
+			<-release
+			return io.NopCloser(bytes.NewReader(ndata)), nil
+		})
+	}()
+	<-opened
+	second := make(chan error, 1)
+	go func() {
+		second <- tr.WriteBlob(ctx, "team/e", nd, int64(len(ndata)), func(context.Context, int64) (io.ReadCloser, error) {
+			return nil, errors.New("the source was read twice")
+		})
+	}()
+	time.Sleep(50 * time.Millisecond) // the second is waiting by now
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first of two writes at once: %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("second of two writes at once: %v", err)
+	}
+
 	// A part whose write never goes on is dropped at a start a week later, not before.
 	other, err := content.Image(t, 1).Layers()
 	if err != nil {
