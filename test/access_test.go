@@ -256,14 +256,7 @@ func TestAccessMatrix(t *testing.T) {
 		// siteb's anonymous pull reached it.
 		return pullAs(siteb, "team/app:1", authn.Anonymous)
 	})
-	// Until the binding reaches sitea, reader is an unknown user there, and each try
-	// counts toward the failed-login limit: try seldom.
-	for deadline := time.Now().Add(time.Minute); pullAs(sitea, "team/app:1", basic("reader", readerPw)) != nil; {
-		if time.Now().After(deadline) {
-			t.Fatal("reader's binding never reached sitea")
-		}
-		time.Sleep(time.Second)
-	}
+	waitForBinding(t, sitea, "team/app:1", "reader", readerPw)
 
 	m := &authMatrix{t: t}
 	valid := registryToken(t, sitea, "reader", readerPw, "repository:team/app:pull")
@@ -414,6 +407,19 @@ func TestAccessMatrix(t *testing.T) {
 	}
 }
 
+// waitForBinding waits until user can pull ref at n: its binding reached n. Until
+// then user is unknown there, and each try counts toward the failed-login limit:
+// try seldom.
+func waitForBinding(t *testing.T, n *Node, ref, user, pw string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); pullAs(n, ref, basic(user, pw)) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's binding never reached %s", user, n.opts.Name)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // harnessAuth is what the harness signs in to n with.
 func harnessAuth(n *Node) authn.Authenticator {
 	r, _ := name.NewRegistry(n.Host, name.Insecure)
@@ -463,11 +469,11 @@ func TestFailedLoginsAreRateLimited(t *testing.T) {
 func clientEnv(t *testing.T, host, user, pw string) []string {
 	t.Helper()
 	dir := t.TempDir()
-	auths := map[string]any{}
+	m := map[string]authn.AuthConfig{}
 	if user != "" {
-		auths[host] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + pw))}
+		m[host] = authn.AuthConfig{Username: user, Password: pw}
 	}
-	data, err := json.Marshal(map[string]any{"auths": auths})
+	data, err := dockerConfig(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,13 +528,8 @@ func TestClientsAgainstTokenScopes(t *testing.T) {
 		}
 		return pullAs(site, "other/app:1", harnessAuth(site))
 	})
-	for deadline := time.Now().Add(time.Minute); pullAs(site, "team/app:1", basic("reader", readerPw)) != nil ||
-		pullAs(ro, "team/app:1", basic("pusher", pusherPw)) != nil; {
-		if time.Now().After(deadline) {
-			t.Fatal("the tokens' bindings never reached the children")
-		}
-		time.Sleep(time.Second)
-	}
+	waitForBinding(t, site, "team/app:1", "reader", readerPw)
+	waitForBinding(t, ro, "team/app:1", "pusher", pusherPw)
 
 	src, _ := writeLayout(t, 1)
 	reader, pusher := clientEnv(t, site.Host, "reader", readerPw), clientEnv(t, site.Host, "pusher", pusherPw)

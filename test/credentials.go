@@ -53,11 +53,7 @@ func SignIn(t testing.TB, host, user, password string) {
 	creds.mu.Lock()
 	defer creds.mu.Unlock()
 	creds.m[host] = authn.AuthConfig{Username: user, Password: password}
-	auths := map[string]map[string]string{}
-	for h, a := range creds.m {
-		auths[h] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(a.Username + ":" + a.Password))}
-	}
-	data, err := json.Marshal(map[string]any{"auths": auths})
+	data, err := dockerConfig(creds.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +64,15 @@ func SignIn(t testing.TB, host, user, password string) {
 	if err := os.Rename(tmp, filepath.Join(dir, "config.json")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// dockerConfig is a Docker config file signing in to each host of m.
+func dockerConfig(m map[string]authn.AuthConfig) ([]byte, error) {
+	auths := map[string]map[string]string{}
+	for h, a := range m {
+		auths[h] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(a.Username + ":" + a.Password))}
+	}
+	return json.Marshal(map[string]any{"auths": auths})
 }
 
 type keychain struct{}
