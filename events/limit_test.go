@@ -8,7 +8,9 @@ import (
 
 type fixedChild struct{ ok bool }
 
-func (f fixedChild) AuthenticateChild(user, _ string) (string, bool) { return "sitea", f.ok }
+func (f fixedChild) AuthenticateChild(_, _, _ string) (ChildLogin, bool) {
+	return ChildLogin{Child: "sitea", Active: true}, f.ok
+}
 
 // TestGatewayLimitsFailedLogins: after a burst of refused logins from one address,
 // even a good one is refused for a while, without asking the authenticator.
@@ -19,7 +21,8 @@ func TestGatewayLimitsFailedLogins(t *testing.T) {
 	}
 	defer srv.Shutdown()
 	login := func() error {
-		nc, err := nats.Connect("nats://"+srv.Addr().String(), nats.UserInfo("sitea-sync", "pw"), nats.MaxReconnects(0))
+		nc, err := nats.Connect("nats://"+srv.Addr().String(), nats.UserInfo("sitea-sync", "pw"),
+			nats.Name(ChildConnName("sitea", "0123456789abcdef")), nats.MaxReconnects(0))
 		if err == nil {
 			nc.Close()
 		}

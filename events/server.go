@@ -40,9 +40,18 @@ type Server struct {
 	failed   *LoginLimiter
 }
 
-// ChildAuthenticator says which child node, if any, a gateway login belongs to.
+// ChildAuthenticator says which child node, if any, a gateway login belongs to,
+// and whether the process instance that logs in is the one active for it.
 type ChildAuthenticator interface {
-	AuthenticateChild(user, password string) (child string, ok bool)
+	AuthenticateChild(user, password, instance string) (ChildLogin, bool)
+}
+
+// ChildLogin is an accepted child login.
+type ChildLogin struct {
+	Child string
+	// Active is false for a process instance the child's definition does not name
+	// (one about to activate, or one fenced): it may only send control requests.
+	Active bool
 }
 
 // SetChildAuthenticator lets children log in at the gateway. Until it is called only
@@ -69,12 +78,16 @@ func (s *Server) Check(c server.ClientAuthentication) bool {
 	if _, limited := s.failed.Limited(addr); limited {
 		return false // not even checked: bcrypt is the cost an attacker wants us to pay
 	}
-	child, ok := (*a).AuthenticateChild(o.Username, o.Password)
+	instance := InstanceOfConn(o.Name)
+	if ValidInstance(instance) != nil {
+		return false // its inbox prefix is made of it: no instance, no login
+	}
+	login, ok := (*a).AuthenticateChild(o.Username, o.Password, instance)
 	if !ok {
 		s.failed.Failed(addr)
 		return false
 	}
-	pub, sub := childPermissions(child)
+	pub, sub := childPermissions(login.Child, instance, login.Active)
 	c.RegisterUser(&server.User{Username: o.Username, Permissions: &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: sub},
@@ -159,6 +172,26 @@ func (s *Server) Running() bool { return s.ns.Running() && s.ns.JetStreamEnabled
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+}
+
+// DisconnectChild closes the gateway connections of user (a child's sync token)
+// whose process instance keep refuses: a pull in progress stops, and the next login
+// is checked again. It returns how many it closed.
+func (s *Server) DisconnectChild(user string, keep func(instance string) bool) int {
+	cz, err := s.ns.Connz(&server.ConnzOptions{Username: true, User: user, Limit: 1 << 16})
+	if err != nil {
+		return 0
+	}
+	closed := 0
+	for _, c := range cz.Conns {
+		if keep(InstanceOfConn(c.Name)) {
+			continue
+		}
+		if s.ns.DisconnectClientByID(c.Cid) == nil {
+			closed++
+		}
+	}
+	return closed
 }
 
 // remoteHost is a client's address without its port.

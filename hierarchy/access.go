@@ -20,6 +20,9 @@ type Grant struct {
 	Admin bool
 	// Scope lists the repository actions allowed; unused for Admin.
 	Scope ScopeMap
+	// Fence, for a child's sync token, refuses every process instance but the one
+	// active for the child (ErrDeactivated, ErrFenced).
+	Fence func(instance string) error
 }
 
 // ErrLogin is a refused login: an unknown user or a wrong password. The message
@@ -146,7 +149,8 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 		if !ok || (password != nil && !a.logins.verify(user, c.SyncToken, *password)) {
 			return Grant{}, ErrLogin
 		}
-		return Grant{User: user, Child: name, Scope: scopeOf(c.Settings)}, nil
+		return Grant{User: user, Child: name, Scope: scopeOf(c.Settings),
+			Fence: func(instance string) error { return CheckInstance(c, instance) }}, nil
 	}
 	t, ok := s.tokens[user]
 	if !ok || (password != nil && !a.logins.verify(user, t.Passwords, *password)) {

@@ -61,7 +61,7 @@ func TestAccessFollowsTokensBindingsAndChildren(t *testing.T) {
 	if _, _, err := m.CreateToken(ctx, "factory-sync", ScopeMap{{Repository: "*", Actions: []string{"pull"}}}); err == nil {
 		t.Error("a token named like a sync token was accepted")
 	}
-	if err := m.Activate(ctx, "factory", "one", Endpoints{Registry: "127.0.0.1:5001", Gateway: "127.0.0.1:4223"}); err != nil {
+	if _, err := m.Activate(ctx, "factory", "one", Endpoints{Registry: "127.0.0.1:5001", Gateway: "127.0.0.1:4223"}); err != nil {
 		t.Fatal(err)
 	}
 	cs, err := m.Settings(ctx, "lineone", 0)

@@ -37,7 +37,13 @@ func view(t *Tree, n *Node, st map[string]Status) NodeView {
 	if n.Activation != nil {
 		v.Activated = &n.Activation.Time
 	}
-	if s, ok := st[n.Name]; ok {
+	if s, ok := st[n.Name]; ok && n.Activation == nil {
+		// It ran, and was deactivated: a process still running for it is fenced.
+		s.State = Deactivated
+		s.Details = append(s.Details, Detail{Code: ErrDeactivated.Error(), Time: n.Updated,
+			Message: "deactivated at the root: a process still running for this node is fenced and moves no content"})
+		v.Status = &s
+	} else if ok {
 		v.Status = &s
 	} else if n.Activation == nil {
 		v.Status = &Status{Node: n.Name, State: Offline}

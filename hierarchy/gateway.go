@@ -3,7 +3,6 @@ package hierarchy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -17,7 +16,7 @@ import (
 // Activator activates a node: the root's Manager does it, a connected node forwards
 // the request to its parent.
 type Activator interface {
-	Activate(ctx context.Context, node, instance string, ep Endpoints) error
+	Activate(ctx context.Context, node, instance string, ep Endpoints) (*Node, error)
 }
 
 var (
@@ -37,6 +36,8 @@ type Gateway struct {
 	pending   func(ctx context.Context, child string) (events.Pending, error)
 	log       *slog.Logger
 	sub       *nats.Subscription
+	// disconnect closes a child's connections whose instance keep refuses.
+	disconnect func(user string, keep func(instance string) bool) int
 
 	logins *loginCache
 }
@@ -56,12 +57,15 @@ type GatewayConfig struct {
 	// Pending reads what waits in a child's outbox here, for its status.
 	Pending func(ctx context.Context, child string) (events.Pending, error)
 	Logger  *slog.Logger
+	// Disconnect closes the gateway connections of a child's sync token whose process
+	// instance keep refuses (events.Server.DisconnectChild). Optional.
+	Disconnect func(user string, keep func(instance string) bool) int
 }
 
 // StartGateway subscribes to the children's control requests.
 func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, status: cfg.Status, activator: cfg.Activator,
-		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL)}
+		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect}
 	sub, err := cfg.Conn.Subscribe(events.ControlSubscription, g.handle)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -73,11 +77,12 @@ func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 // Stop ends the subscription.
 func (g *Gateway) Stop() { _ = g.sub.Unsubscribe() }
 
-// AuthenticateChild accepts the sync token of a direct child.
-func (g *Gateway) AuthenticateChild(user, password string) (string, bool) {
+// AuthenticateChild accepts the sync token of a direct child; only the process
+// instance active for it may drain its outbox.
+func (g *Gateway) AuthenticateChild(user, password, instance string) (events.ChildLogin, bool) {
 	name, ok := strings.CutSuffix(user, "-sync")
 	if !ok {
-		return "", false
+		return events.ChildLogin{}, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -85,10 +90,33 @@ func (g *Gateway) AuthenticateChild(user, password string) (string, bool) {
 	if err != nil || n.Parent != g.self || !g.logins.verify(user, n.SyncToken, password) {
 		// A child defined moments ago is known here only after this node's next sync.
 		g.log.Warn("sync token refused: unknown child of this node or wrong password", "user", user)
-		return "", false
+		return events.ChildLogin{}, false
 	}
-	return name, true
+	if err := CheckInstance(n, instance); err != nil {
+		g.log.Warn("gateway login of a process that is not active: control requests only", "user", user, "reason", err)
+		return events.ChildLogin{Child: name}, true
+	}
+	return events.ChildLogin{Child: name, Active: true}, true
 }
+
+// Fence closes the gateway connections of node's processes that are not the one
+// active for it now (deactivated, or replaced): a pull in progress stops, and they
+// log in again as what they are. Called when a node's activation changes here.
+func (g *Gateway) Fence(ctx context.Context, node string) {
+	if g.disconnect == nil {
+		return
+	}
+	n, _, err := g.nodes.Get(ctx, node)
+	if err != nil || n.Parent != g.self {
+		return // not a child of this node: its parent fences it
+	}
+	if closed := g.disconnect(SyncTokenName(node), func(instance string) bool { return CheckInstance(n, instance) == nil }); closed > 0 {
+		g.log.Warn("closed gateway connections of fenced processes", "node", node, "connections", closed)
+	}
+}
+
+// replyError answers a refusal, with its code when a child must tell it apart.
+func replyError(err error) controlReply { return controlReply{Error: err.Error(), Code: codeOf(err)} }
 
 type controlReply struct {
 	Error  string         `json:"error,omitempty"`
@@ -140,20 +168,33 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 		}
 		return false
 	}
+	if verb != events.VerbActivate {
+		// Only the active process syncs; the others hear why they are refused.
+		var instance string
+		if m.Header != nil {
+			instance = m.Header.Get(events.HeaderInstance)
+		}
+		if err := CheckInstance(c, instance); err != nil {
+			return replyError(err)
+		}
+	}
 	switch verb {
 	case events.VerbActivate:
 		var req activateRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil || !inSubtree(req.Node) {
 			return controlReply{Error: fmt.Sprintf("activate: %s may only activate its own subtree", child)}
 		}
-		if err := g.activator.Activate(ctx, req.Node, req.Instance, req.Endpoints); err != nil {
-			r := controlReply{Error: err.Error()}
-			if errors.Is(err, ErrAlreadyActivated) {
-				r.Code = ErrAlreadyActivated.Error()
-			}
-			return r
+		n, err := g.activator.Activate(ctx, req.Node, req.Instance, req.Endpoints)
+		if err != nil {
+			return replyError(err)
 		}
-		return controlReply{}
+		// Record it here at once (a relayed activation would otherwise wait for this
+		// node's next sync), then close what the activation fences.
+		if _, err := g.nodes.putNewer(ctx, n); err != nil {
+			g.log.Warn("record activation", "node", req.Node, "err", err)
+		}
+		g.Fence(ctx, req.Node)
+		return controlReply{Nodes: []*Node{n}}
 	case events.VerbConfig:
 		tokens, err := g.boundTokens(ctx, subtree)
 		if err != nil {
@@ -208,19 +249,25 @@ func (g *Gateway) boundTokens(ctx context.Context, nodes []*Node) ([]*ClientToke
 
 // Uplink is a connected node's control channel to its parent.
 type Uplink struct {
-	nc   *nats.Conn
-	self string
+	nc       *nats.Conn
+	self     string
+	instance string
 }
 
-// NewUplink wraps a connection to the parent's gateway.
-func NewUplink(nc *nats.Conn, self string) *Uplink { return &Uplink{nc: nc, self: self} }
+// NewUplink wraps a connection to the parent's gateway, for one process instance.
+func NewUplink(nc *nats.Conn, self, instance string) *Uplink {
+	return &Uplink{nc: nc, self: self, instance: instance}
+}
 
 func (u *Uplink) request(ctx context.Context, verb string, req any) (controlReply, error) {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return controlReply{}, err
 	}
-	msg, err := u.nc.RequestWithContext(ctx, events.ControlSubject(u.self, verb), data)
+	out := nats.NewMsg(events.ControlSubject(u.self, verb))
+	out.Data = data
+	out.Header.Set(events.HeaderInstance, u.instance)
+	msg, err := u.nc.RequestMsgWithContext(ctx, out)
 	if err != nil {
 		return controlReply{}, fmt.Errorf("%s request to parent: %w", verb, err)
 	}
@@ -228,8 +275,8 @@ func (u *Uplink) request(ctx context.Context, verb string, req any) (controlRepl
 	if err := json.Unmarshal(msg.Data, &r); err != nil {
 		return controlReply{}, fmt.Errorf("%s reply from parent: %w", verb, err)
 	}
-	if r.Code == ErrAlreadyActivated.Error() {
-		return r, fmt.Errorf("%w: %s", ErrAlreadyActivated, strings.TrimPrefix(r.Error, ErrAlreadyActivated.Error()+": "))
+	if err := errorOfCode(r.Code, r.Error); err != nil {
+		return r, err
 	}
 	if r.Error != "" {
 		return r, fmt.Errorf("parent refused %s: %s", verb, r.Error)
@@ -237,10 +284,17 @@ func (u *Uplink) request(ctx context.Context, verb string, req any) (controlRepl
 	return r, nil
 }
 
-// Activate asks the root, through the parent, to mark node Active for instance.
-func (u *Uplink) Activate(ctx context.Context, node, instance string, ep Endpoints) error {
-	_, err := u.request(ctx, events.VerbActivate, activateRequest{Node: node, Instance: instance, Endpoints: ep})
-	return err
+// Activate asks the root, through the parent, to mark node Active for instance, and
+// returns the definition the root stored.
+func (u *Uplink) Activate(ctx context.Context, node, instance string, ep Endpoints) (*Node, error) {
+	r, err := u.request(ctx, events.VerbActivate, activateRequest{Node: node, Instance: instance, Endpoints: ep})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Nodes) != 1 || r.Nodes[0].Name != node || r.Nodes[0].Activation == nil || r.Nodes[0].Activation.Instance != instance {
+		return nil, fmt.Errorf("activate reply from parent does not describe %s active for this process", node)
+	}
+	return r.Nodes[0], nil
 }
 
 // Config fetches this node's definition and its subtree's, this node first, and the

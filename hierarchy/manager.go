@@ -2,15 +2,11 @@ package hierarchy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 )
-
-// ErrAlreadyActivated refuses a second process for a node that is Active.
-var ErrAlreadyActivated = errors.New("ALREADY_ACTIVATED")
 
 // Manager is the root's authority over the tree: every change to a node definition
 // goes through it, one at a time.
@@ -22,6 +18,7 @@ type Manager struct {
 	rootMode      Mode
 	rootEndpoints Endpoints
 	now           func() time.Time
+	onActivation  func(ctx context.Context, node string)
 
 	mu sync.Mutex
 }
@@ -35,6 +32,9 @@ type ManagerConfig struct {
 	RootMode  Mode      // the root's own mode
 	Endpoints Endpoints // where the root's children reach it
 	Now       func() time.Time
+	// OnActivation is called after a node was activated or deactivated, so that the
+	// gateway closes the connections of a process that is fenced now. Optional.
+	OnActivation func(ctx context.Context, node string)
 }
 
 // NewManager returns the root's manager.
@@ -43,7 +43,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg.Now = time.Now
 	}
 	return &Manager{store: cfg.Store, tokens: cfg.Tokens, status: cfg.Status, root: cfg.Root, rootMode: cfg.RootMode,
-		rootEndpoints: cfg.Endpoints, now: cfg.Now}
+		rootEndpoints: cfg.Endpoints, now: cfg.Now, onActivation: cfg.OnActivation}
 }
 
 // Tree reads the whole tree.
@@ -137,12 +137,18 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 	return m.status.Delete(ctx, name)
 }
 
-// Deactivate frees a node definition for another process.
+// Deactivate frees a node definition for another process. The process that ran it
+// is fenced: its parent refuses it from now on, and it stops moving content at its
+// next sync.
 func (m *Manager) Deactivate(ctx context.Context, name string) (*Node, error) {
-	return m.modify(ctx, name, func(_ *Tree, n *Node) error {
+	n, err := m.modify(ctx, name, func(_ *Tree, n *Node) error {
 		n.Activation = nil
 		return nil
 	})
+	if err == nil && m.onActivation != nil {
+		m.onActivation(ctx, name)
+	}
+	return n, err
 }
 
 // Resync asks a node to reconcile its whole scope at its next contact.
@@ -155,18 +161,29 @@ func (m *Manager) Resync(ctx context.Context, name string) (*Node, error) {
 
 // Activate marks a node Active for one process instance; a node Active for another
 // instance is refused until it is deactivated. A process restarting on the same data
-// directory keeps its instance and is let back in.
-func (m *Manager) Activate(ctx context.Context, name, instance string, ep Endpoints) error {
-	_, err := m.modify(ctx, name, func(_ *Tree, n *Node) error {
+// directory keeps its instance and is let back in. It returns the definition as
+// stored, for the parents that relayed the request to record.
+func (m *Manager) Activate(ctx context.Context, name, instance string, ep Endpoints) (*Node, error) {
+	if instance == "" {
+		return nil, fmt.Errorf("%w: activate %s: the process sent no instance id", ErrInvalid, name)
+	}
+	n, err := m.modify(ctx, name, func(_ *Tree, n *Node) error {
 		if n.Activation != nil && n.Activation.Instance != instance {
-			return fmt.Errorf("%w: node %s is active in another process since %s; run `outpost node deactivate %s` at the root first",
-				ErrAlreadyActivated, name, n.Activation.Time.Format(time.RFC3339), name)
+			return &RefusedError{Code: ErrAlreadyActivated, Message: fmt.Sprintf(
+				"ALREADY_ACTIVATED: node %s is active in another process since %s; run `outpost node deactivate %s` at the root first",
+				name, n.Activation.Time.Format(time.RFC3339), name)}
 		}
 		n.Activation = &Activation{Instance: instance, Time: m.now().UTC()}
 		n.Endpoints = ep
 		return nil
 	})
-	return err
+	if err != nil {
+		return nil, err
+	}
+	if m.onActivation != nil {
+		m.onActivation(ctx, name)
+	}
+	return n, nil
 }
 
 // Settings makes a node's connection string. generate 1 or 2 replaces that password

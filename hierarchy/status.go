@@ -20,6 +20,11 @@ const (
 	Unhealthy State = "Unhealthy"
 	// Waiting: connected, with its sync window closed.
 	Waiting State = "Waiting"
+	// Deactivated: the node was deactivated at the root; a process still running
+	// for it is fenced.
+	Deactivated State = "Deactivated"
+	// Fenced: this process was replaced by another one active for the node.
+	Fenced State = "Fenced"
 )
 
 // Status is what a node reports about itself; parents relay their subtree's up.

@@ -2,6 +2,7 @@ package hierarchy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 )
@@ -23,7 +24,14 @@ type SyncerConfig struct {
 	Apply func(ctx context.Context, self *Node)
 	// SelfStatus reports this node's own status.
 	SelfStatus func(ctx context.Context) Status
-	Logger     *slog.Logger
+	// Fenced is called once when the parent refuses this process (ErrFenced,
+	// ErrDeactivated), or its own definition names no or another process; Run
+	// then returns. This process must stop moving content.
+	Fenced func(err error)
+	// OnActivation is called when a child's activation changed in the copy, so that
+	// the gateway closes the connections of a process fenced now. Optional.
+	OnActivation func(ctx context.Context, node string)
+	Logger       *slog.Logger
 }
 
 // Syncer pulls settings down and pushes status up, level by level: each node copies
@@ -45,7 +53,14 @@ func (s *Syncer) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
-		if err := s.SyncOnce(ctx); err != nil && ctx.Err() == nil {
+		err := s.SyncOnce(ctx)
+		if IsFenced(err) {
+			if s.cfg.Fenced != nil {
+				s.cfg.Fenced(err)
+			}
+			return
+		}
+		if err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Warn("sync with parent", "err", err)
 		}
 		select {
@@ -62,6 +77,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	defer cancel()
 	nodes, tokens, err := s.cfg.Uplink.Config(ctx)
 	if err != nil {
+		return err
+	}
+	// The parent answers only the active process; a definition that names no or
+	// another process (a parent that does not check) fences this one too.
+	if err := CheckInstance(nodes[0], s.cfg.Uplink.instance); err != nil {
 		return err
 	}
 	if err := s.replaceSubtree(ctx, nodes); err != nil {
@@ -88,10 +108,18 @@ func (s *Syncer) replaceSubtree(ctx context.Context, nodes []*Node) error {
 		return err
 	}
 	keep := map[string]bool{}
+	before := map[string]*Node{}
+	for _, n := range old {
+		before[n.Name] = n
+	}
 	for _, n := range nodes {
 		keep[n.Name] = true
-		if err := s.cfg.Nodes.Put(ctx, n); err != nil {
+		written, err := s.cfg.Nodes.putNewer(ctx, n)
+		if err != nil {
 			return err
+		}
+		if written && n.Parent == s.cfg.Self && ActivationChanged(before[n.Name], n) && s.cfg.OnActivation != nil {
+			s.cfg.OnActivation(ctx, n.Name)
 		}
 	}
 	for _, n := range old {
@@ -103,4 +131,9 @@ func (s *Syncer) replaceSubtree(ctx context.Context, nodes []*Node) error {
 		}
 	}
 	return nil
+}
+
+// IsFenced reports whether err says this process may no longer sync for its node.
+func IsFenced(err error) bool {
+	return errors.Is(err, ErrFenced) || errors.Is(err, ErrDeactivated)
 }

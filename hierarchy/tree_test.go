@@ -82,19 +82,19 @@ func TestManagerAppliesTheTreeRules(t *testing.T) {
 	}
 
 	// Activation: one instance at a time until deactivated; the same instance may return.
-	if err := m.Activate(ctx, "factory", "one", Endpoints{}); err != nil {
+	if _, err := m.Activate(ctx, "factory", "one", Endpoints{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Activate(ctx, "factory", "one", Endpoints{}); err != nil {
+	if _, err := m.Activate(ctx, "factory", "one", Endpoints{}); err != nil {
 		t.Errorf("same instance again: %v", err)
 	}
-	if err := m.Activate(ctx, "factory", "two", Endpoints{}); !errors.Is(err, ErrAlreadyActivated) {
+	if _, err := m.Activate(ctx, "factory", "two", Endpoints{}); !errors.Is(err, ErrAlreadyActivated) {
 		t.Errorf("second instance: %v, want ALREADY_ACTIVATED", err)
 	}
 	if _, err := m.Deactivate(ctx, "factory"); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Activate(ctx, "factory", "two", Endpoints{Registry: "10.1.1.1:5000", Gateway: "10.1.1.1:4222"}); err != nil {
+	if _, err := m.Activate(ctx, "factory", "two", Endpoints{Registry: "10.1.1.1:5000", Gateway: "10.1.1.1:4222"}); err != nil {
 		t.Errorf("after deactivate: %v", err)
 	}
 

@@ -44,6 +44,10 @@ type Principal struct {
 	Admin bool
 	// Actions lists what may be done on a repository: pull, push, delete.
 	Actions func(repository string) []string
+	// Fence, when set, checks the process instance a request names
+	// (events.HeaderInstance): a child's process that is no longer the active one
+	// is refused, with the reason.
+	Fence func(instance string) error
 }
 
 // caller is an authenticated request's principal and the limits of its credential.
@@ -115,7 +119,11 @@ func (r *Registry) authenticate(req *http.Request) (caller, error) {
 		return caller{anonymous: true}, nil
 	}
 	if scheme, raw, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "bearer") {
-		return r.bearer(raw)
+		c, err := r.bearer(raw)
+		if err == nil {
+			err = r.fence(req, c)
+		}
+		return c, err
 	}
 	user, pw, ok := req.BasicAuth()
 	if !ok {
@@ -151,7 +159,22 @@ func (r *Registry) login(req *http.Request, user, pw string) (caller, error) {
 		r.cfg.Logger.Warn("login refused", "user", user, "client", addr, "err", err)
 		return caller{}, &authError{status: http.StatusUnauthorized, code: codeUnauthorized, msg: fmt.Sprintf("user %q: %v", user, err)}
 	}
-	return caller{Principal: p}, nil
+	c := caller{Principal: p}
+	return c, r.fence(req, c)
+}
+
+// fence refuses a child's process that is not the one active for the child
+// (deactivated, or replaced by another process with the same sync token).
+func (r *Registry) fence(req *http.Request, c caller) error {
+	if c.Fence == nil {
+		return nil
+	}
+	if err := c.Fence(req.Header.Get(events.HeaderInstance)); err != nil {
+		r.authFailure("fenced")
+		r.cfg.Logger.Warn("sync token refused: process fenced", "user", c.User, "client", clientAddr(req), "err", err)
+		return &authError{status: http.StatusForbidden, code: codeDenied, msg: err.Error()}
+	}
+	return nil
 }
 
 // bearer verifies a registry token and re-checks the user it was issued to.

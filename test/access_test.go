@@ -72,12 +72,12 @@ func basic(user, pw string) authn.Authenticator {
 	return authn.FromConfig(authn.AuthConfig{Username: user, Password: pw})
 }
 
-func pullAs(n *Node, ref string, a authn.Authenticator) error {
+func pullAs(n *Node, ref string, a authn.Authenticator, opts ...remote.Option) error {
 	r, err := name.ParseReference(n.Host+"/"+ref, name.Insecure)
 	if err != nil {
 		return err
 	}
-	img, err := remote.Image(r, remote.WithAuth(a))
+	img, err := remote.Image(r, append([]remote.Option{remote.WithAuth(a)}, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -94,12 +94,12 @@ func pullAs(n *Node, ref string, a authn.Authenticator) error {
 	return err
 }
 
-func pushAs(t *testing.T, n *Node, ref string, a authn.Authenticator) error {
+func pushAs(t *testing.T, n *Node, ref string, a authn.Authenticator, opts ...remote.Option) error {
 	r, err := name.ParseReference(n.Host+"/"+ref, name.Insecure)
 	if err != nil {
 		return err
 	}
-	return remote.Write(r, content.Image(t, 1), remote.WithAuth(a))
+	return remote.Write(r, content.Image(t, 1), append([]remote.Option{remote.WithAuth(a)}, opts...)...)
 }
 
 // bearerGet sends a GET with a raw registry token.
@@ -203,9 +203,10 @@ func managementCall(n *Node, authz string) error {
 	return nil
 }
 
-// gatewayRequest sends a JetStream API request at a parent's gateway as a child.
-func gatewayRequest(t *testing.T, parent *Node, child, pw, subject string) error {
-	nc, err := events.DialParent(parent.Gateway, child+"-sync", pw, child)
+// gatewayRequest sends a JetStream API request at a parent's gateway as the running
+// process of child.
+func gatewayRequest(t *testing.T, parent, child *Node, pw, subject string) error {
+	nc, err := events.DialParent(parent.Gateway, child.opts.Name+"-sync", pw, child.opts.Name, instanceOf(t, child))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,21 +316,21 @@ func TestAccessMatrix(t *testing.T) {
 		{name: "another node's registry token", refuse: true, want: "registry token refused",
 			do: func() error { return bearerGet(root, manifest, valid) }},
 		{name: "sitea's sync token reads its own outbox (control)",
-			do: func() error { return gatewayRequest(t, root, "sitea", aPw, "$JS.API.STREAM.INFO.DOWN_sitea") }},
+			do: func() error { return gatewayRequest(t, root, sitea, aPw, "$JS.API.STREAM.INFO.DOWN_sitea") }},
 		{name: "sitea's sync token reads siteb's outbox", refuse: true,
-			do: func() error { return gatewayRequest(t, root, "sitea", aPw, "$JS.API.STREAM.INFO.DOWN_siteb") }},
+			do: func() error { return gatewayRequest(t, root, sitea, aPw, "$JS.API.STREAM.INFO.DOWN_siteb") }},
 		{name: "sitea's sync token takes siteb's messages", refuse: true,
 			do: func() error {
-				return gatewayRequest(t, root, "sitea", aPw, "$JS.API.CONSUMER.MSG.NEXT.DOWN_siteb.drain")
+				return gatewayRequest(t, root, sitea, aPw, "$JS.API.CONSUMER.MSG.NEXT.DOWN_siteb.drain")
 			}},
 		{name: "sitea's sync token asks for siteb's settings", refuse: true,
-			do: func() error { return gatewayRequest(t, root, "sitea", aPw, "outpost.ctl.siteb.config") }},
+			do: func() error { return gatewayRequest(t, root, sitea, aPw, "outpost.ctl.siteb.config") }},
 		{name: "sitea's sync token pulls in its scope at the root (control)",
-			do: func() error { return pullAs(root, "other/app:1", basic("sitea-sync", aPw)) }},
+			do: func() error { return pullAs(root, "other/app:1", basic("sitea-sync", aPw), asProcessOf(t, sitea)) }},
 		{name: "sitea's sync token pulls outside its scope at the root", refuse: true, want: "DENIED",
-			do: func() error { return pullAs(root, "secret/app:1", basic("sitea-sync", aPw)) }},
+			do: func() error { return pullAs(root, "secret/app:1", basic("sitea-sync", aPw), asProcessOf(t, sitea)) }},
 		{name: "ReadOnly siteb's sync token pushes at the root", refuse: true, want: "DENIED",
-			do: func() error { return pushAs(t, root, "team/fromb:1", basic("siteb-sync", bPw)) }},
+			do: func() error { return pushAs(t, root, "team/fromb:1", basic("siteb-sync", bPw), asProcessOf(t, siteb)) }},
 		{name: "a sync token at its own node's registry (only its parent takes it)", refuse: true,
 			do: func() error { return pullAs(siteb, "team/app:1", basic("siteb-sync", bPw)) }},
 		{name: "admin token at the root's management API (control)",

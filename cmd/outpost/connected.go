@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,6 +33,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.instance = instance
 	op, err := operatorToken(ctx, n.opts.Data, n.local, n.logger, operatorTokenFile)
 	if err != nil {
 		return err
@@ -44,10 +47,10 @@ func (n *node) runConnected(ctx context.Context) error {
 		}
 		dialOpts = append(dialOpts, nats.Secure(parentTLS))
 	}
-	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name, dialOpts...); err != nil {
+	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name, instance, dialOpts...); err != nil {
 		return err
 	}
-	n.uplink = hierarchy.NewUplink(n.parentConn, n.name)
+	n.uplink = hierarchy.NewUplink(n.parentConn, n.name, instance)
 	moved := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outpost_link_bytes_total",
 		Help: "Content bytes moved over the link to the parent, by direction.",
@@ -59,9 +62,20 @@ func (n *node) runConnected(ctx context.Context) error {
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
-		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger,
+		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence,
+		OnActivation: func(ctx context.Context, child string) {
+			if g := n.gateway; g != nil {
+				g.Fence(ctx, child)
+			}
+		},
 	})
-	if err := n.activate(ctx, instance, syncer); err != nil {
+	// Everything that moves content or speaks for this node runs under work: a
+	// fenced process stops it, and keeps serving pulls of what it has.
+	work, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	n.stopWork = stopWork
+	n.activated = make(chan struct{})
+	if err := n.activate(work, instance, syncer); err != nil {
 		return err
 	}
 	self := n.getSelf()
@@ -78,7 +92,8 @@ func (n *node) runConnected(ctx context.Context) error {
 		Local: pipeline.Endpoint{Host: loopback(n.httpLn.Addr().String()), User: events.ReplicaUser, Password: n.internalPw,
 			Blobs: n.reg, Secure: n.tls != nil, Transport: n.selfTransport()},
 		ParentRegistry: pipeline.Endpoint{Host: n.cs.ParentRegistry, Secure: parentTLS != nil,
-			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword, Transport: parentTransport(parentTLS)},
+			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword,
+			Header: http.Header{events.HeaderInstance: {instance}}, Transport: parentTransport(parentTLS)},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
 		Sequences: localSequences{n.local}, OnGap: n.onGap, Meter: n.meter,
@@ -92,12 +107,20 @@ func (n *node) runConnected(ctx context.Context) error {
 		}
 	}
 	go n.runRouter(ctx)
-	go n.runWorker(ctx, "downstream", n.link.RunDownstream)
+	go n.runWorker(work, "downstream", n.link.RunDownstream)
 	if mode == registry.ReadWrite {
-		go n.runWorker(ctx, "upstream", n.link.RunUpstream)
+		go n.runWorker(work, "upstream", n.link.RunUpstream)
 	}
-	go n.reconcileLoop(ctx)
-	go syncer.Run(ctx)
+	go n.reconcileLoop(work)
+	go func() {
+		// A process started on kept settings syncs once its activation went through:
+		// before, its parent would answer it as a process that is not active.
+		select {
+		case <-n.activated:
+			syncer.Run(work)
+		case <-work.Done():
+		}
+	}()
 	return n.serveHTTP(ctx, mode)
 }
 
@@ -119,7 +142,12 @@ func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.
 	wait := time.Second
 	for {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
+		_, err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
+		if err == nil {
+			// The gateway let this process in before it was active, for control
+			// requests only: log in again to drain.
+			err = n.reconnectParent(actx)
+		}
 		if err == nil {
 			err = syncer.SyncOnce(actx)
 		}
@@ -127,8 +155,9 @@ func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.
 		switch {
 		case err == nil:
 			n.logger.Info("activated", "node", n.name, "parent", n.getSelf().Parent)
+			close(n.activated)
 			return nil
-		case errors.Is(err, hierarchy.ErrAlreadyActivated):
+		case errors.Is(err, hierarchy.ErrAlreadyActivated), hierarchy.IsFenced(err):
 			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -147,18 +176,83 @@ func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.
 func (n *node) activateLater(ctx context.Context, instance string) {
 	for ctx.Err() == nil {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
+		_, err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
+		if err == nil {
+			err = n.reconnectParent(actx)
+		}
 		cancel()
 		if err == nil {
 			n.logger.Info("activated", "node", n.name)
+			close(n.activated)
 			return
 		}
 		if errors.Is(err, hierarchy.ErrAlreadyActivated) {
-			n.logger.Error("another process is active for this node; this one keeps serving what it has", "err", err)
+			n.fence(&hierarchy.RefusedError{Code: hierarchy.ErrFenced, Message: err.Error()})
 			return
 		}
 		sleepCtx(ctx, 5*time.Second)
 	}
+}
+
+// reconnectParent logs in at the parent's gateway again and waits until it is in:
+// the gateway grants a process its outbox only while it is the active one.
+func (n *node) reconnectParent(ctx context.Context) error {
+	if err := n.parentConn.ForceReconnect(); err != nil {
+		return fmt.Errorf("reconnect to parent gateway: %w", err)
+	}
+	for !n.parentConn.IsConnected() {
+		if ctx.Err() != nil {
+			return fmt.Errorf("reconnect to parent gateway %s: %w", n.cs.ParentGateway, ctx.Err())
+		}
+		sleepCtx(ctx, 20*time.Millisecond)
+	}
+	return nil
+}
+
+// fence takes this process out of the tree: its parent refuses it (deactivated at
+// the root, or another process activated the node). It stops every worker that
+// moves content or speaks to the parent, once, says why in its log and status, and
+// goes on serving pulls of what it has; writes are refused (see refuseWhenFenced).
+func (n *node) fence(err error) {
+	code, state := hierarchy.ErrFenced.Error(), hierarchy.Fenced
+	if errors.Is(err, hierarchy.ErrDeactivated) {
+		code, state = hierarchy.ErrDeactivated.Error(), hierarchy.Deactivated
+	}
+	f := &fenced{state: state, detail: hierarchy.Detail{Code: code, Time: time.Now().UTC(),
+		Message: err.Error() + " (this process moves no more content; it serves pulls of what it has and refuses writes)"}}
+	if !n.fenced.CompareAndSwap(nil, f) {
+		return
+	}
+	n.logger.Error("this process is fenced: it stops moving content, serves pulls of what it has and refuses writes",
+		"node", n.name, "code", code, "reason", err.Error())
+	if n.stopWork != nil {
+		n.stopWork()
+	}
+	if n.parentConn != nil {
+		n.parentConn.Close()
+	}
+}
+
+// fenced is why this process may no longer sync for its node.
+type fenced struct {
+	state  hierarchy.State
+	detail hierarchy.Detail
+}
+
+// refuseWhenFenced keeps a fenced process's registry to pulls: a write there would
+// never reach the tree.
+func (n *node) refuseWhenFenced(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f := n.fenced.Load()
+		if f == nil || r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": "DENIED",
+			"message": fmt.Sprintf("node %s: this process is fenced (%s) and takes no writes: %s", n.name, f.detail.Code, f.detail.Message)}}})
+	})
 }
 
 // windowOf reads a node's sync schedule and window; settings the root validated
@@ -304,6 +398,10 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		st.Details = append(st.Details, *n.gapDetail)
 	}
 	n.detailMu.Unlock()
+	if f := n.fenced.Load(); f != nil {
+		st.State = f.state
+		st.Details = append(st.Details, f.detail)
+	}
 	if n.reg != nil {
 		if err := n.reg.Ready(ctx); err != nil {
 			st.State = hierarchy.Unhealthy

@@ -85,6 +85,17 @@ type node struct {
 	admin *hierarchy.API
 	// isOperator checks the node's operator token (the admin token at the root).
 	isOperator func(string) bool
+
+	// lock holds the data directory for this process (DATA/lock).
+	lock *os.File
+	// instance is this process's id toward its parent (DATA/instance).
+	instance string
+	// stopWork ends a connected node's workers and its exchange with the parent.
+	stopWork context.CancelFunc
+	// activated closes once the parent activated this process.
+	activated chan struct{}
+	// fenced is set once the parent refuses this process: why, for status and log.
+	fenced atomic.Pointer[fenced]
 }
 
 func (n *node) connected() bool { return n.cs.NodeName != "" }
@@ -104,12 +115,19 @@ func (n *node) getSelf() *hierarchy.Node {
 // start brings up NATS, the stores and the HTTP listener: everything a root and a
 // connected node share before their settings are known.
 func (n *node) start(ctx context.Context, ttl time.Duration) error {
-	for _, dir := range []string{n.opts.Data, filepath.Join(n.opts.Data, "registry"), filepath.Join(n.opts.Data, "nats")} {
+	if err := os.MkdirAll(n.opts.Data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	var err error
+	// Before anything opens the store: one process per data directory.
+	if n.lock, err = lockDataDir(n.opts.Data, time.Now()); err != nil {
+		return err
+	}
+	for _, dir := range []string{filepath.Join(n.opts.Data, "registry"), filepath.Join(n.opts.Data, "nats")} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
 	}
-	var err error
 	if n.ns, err = events.StartServer(events.ServerConfig{
 		Dir: filepath.Join(n.opts.Data, "nats"), Addr: n.opts.GatewayAddr, Name: n.name, TLS: n.tls,
 	}); err != nil {
@@ -180,6 +198,9 @@ func (n *node) close() {
 	if n.ns != nil {
 		n.ns.Shutdown()
 	}
+	if n.lock != nil {
+		_ = n.lock.Close() // releases the lock; the kernel does it too if we die
+	}
 	n.logger.Info("stopped", "node", n.name)
 }
 
@@ -226,6 +247,7 @@ func (n *node) startGateway(activator hierarchy.Activator) error {
 	var err error
 	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
 		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
+		Disconnect: n.ns.DisconnectChild,
 		Pending: func(ctx context.Context, child string) (events.Pending, error) {
 			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL)
 			if err != nil {
@@ -275,7 +297,7 @@ func (n *node) Neighbours(ctx context.Context) ([]pipeline.Neighbour, error) {
 // serveHTTP mounts the node's handlers and serves until ctx ends.
 func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", n.reg)
+	mux.Handle("/v2/", n.refuseWhenFenced(n.reg))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.ready(r.Context()); err != nil {
@@ -287,7 +309,7 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}))
 	mux.Handle(registry.TokenPath, n.reg.TokenHandler())
 	mux.Handle("/outpost/v1/events", n.operatorOnly(events.Handler(n.log)))
-	mux.Handle("/outpost/v1/repositories/", n.reg.RepositoryHandler())
+	mux.Handle("/outpost/v1/repositories/", n.refuseWhenFenced(n.reg.RepositoryHandler()))
 	mux.Handle("/outpost/v1/sync", n.operatorOnly(http.HandlerFunc(n.serveSyncNow)))
 	if n.admin != nil {
 		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
@@ -333,6 +355,10 @@ func (n *node) serveSyncNow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *node) ready(ctx context.Context) error {
+	if f := n.fenced.Load(); f != nil {
+		// Not a member of the tree any more: traffic belongs to the active process.
+		return fmt.Errorf("%s: %s", f.detail.Code, f.detail.Message)
+	}
 	if !n.ns.Running() {
 		return errors.New("nats: jetstream not running")
 	}
@@ -350,7 +376,12 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 		return err
 	}
 	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
-		RootMode: hierarchy.Mode(mode), Endpoints: n.endpoints()})
+		RootMode: hierarchy.Mode(mode), Endpoints: n.endpoints(),
+		OnActivation: func(ctx context.Context, node string) {
+			if g := n.gateway; g != nil {
+				g.Fence(ctx, node)
+			}
+		}})
 	n.admin = hierarchy.NewAPI(m, token, staleAfter)
 	n.isOperator = n.admin.IsAdmin
 	if err := n.startGateway(m); err != nil {
