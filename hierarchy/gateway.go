@@ -93,7 +93,8 @@ func (g *Gateway) AuthenticateChild(user, password, instance string) (events.Chi
 		return events.ChildLogin{}, false
 	}
 	if err := CheckInstance(n, instance); err != nil {
-		g.log.Warn("gateway login of a process that is not active: control requests only", "user", user, "reason", err)
+		// A process about to activate logs in so too: not a warning in itself.
+		g.log.Info("gateway login of a process not active for its node: control requests only", "user", user, "reason", err)
 		return events.ChildLogin{Child: name}, true
 	}
 	return events.ChildLogin{Child: name, Active: true}, true
