@@ -368,3 +368,43 @@ func TestFencedGrandchildIsRefusedByItsParent(t *testing.T) {
 		t.Errorf("outbox at the intermediate with the old instance: %v, want a permissions violation", err)
 	}
 }
+
+// TestProcessCutOffDuringATakeoverIsFencedOnReturn: a process that was out of
+// reach while its node was deactivated and taken over by another process learns
+// it is FENCED when its link comes back, and moves nothing.
+func TestProcessCutOffDuringATakeoverIsFencedOnReturn(t *testing.T) {
+	root := StartNode(t, NodeOptions{})
+	old := StartChild(t, root, Child{Name: "siteaway", Mode: "ReadWrite", Repositories: []string{"app/*"}, ThroughProxy: true})
+	d1 := push(t, root, "app/x:1", content.Image(t, 1))
+	eventuallyAt(t, "app/x:1", d1, old)
+
+	old.GatewayProxy.SetDown(true)
+	old.RegistryProxy.SetDown(true)
+	root.MustCLI(t, "node", "deactivate", "siteaway")
+	fresh := startNode(t, NodeOptions{Name: "siteaway", ConnectionString: old.opts.ConnectionString}, root)
+	d2 := push(t, root, "app/x:2", content.Image(t, 2))
+	eventuallyAt(t, "app/x:2", d2, fresh)
+	// A push at the old process while it is away: it must not reach the tree.
+	if err := pushAs(t, old, "app/away:1", harnessAuth(old)); err != nil {
+		t.Fatalf("push at the old process while it is away (not fenced yet): %v", err)
+	}
+
+	back := time.Now()
+	old.GatewayProxy.SetDown(false)
+	old.RegistryProxy.SetDown(false)
+	waitForLog(t, old, 15*time.Second, "this process is fenced", `"code":"FENCED"`, "is active in another process since")
+	t.Logf("fenced %s after its link came back", time.Since(back).Round(time.Millisecond))
+	d3 := push(t, root, "app/x:3", content.Image(t, 3))
+	eventuallyAt(t, "app/x:3", d3, fresh)
+	for _, c := range []struct {
+		n   *Node
+		ref string
+	}{{old, "app/x:2"}, {old, "app/x:3"}, {root, "app/away:1"}, {fresh, "app/away:1"}} {
+		if got, _ := resolve(c.n, c.ref); got != "" {
+			t.Errorf("%s is at %s (process %s): the fenced process moved content", c.ref, c.n.opts.Name, c.n.Data())
+		}
+	}
+	if code, body := readyz(old); code != http.StatusServiceUnavailable || !strings.Contains(body, "FENCED") {
+		t.Errorf("old process /readyz: %d %s, want 503 naming FENCED", code, body)
+	}
+}
