@@ -215,6 +215,9 @@ func TestDeactivatedProcessIsFenced(t *testing.T) {
 	if code, body := readyz(old); code != http.StatusServiceUnavailable || !strings.Contains(body, "DEACTIVATED") {
 		t.Errorf("old process /readyz: %d %s, want 503 naming DEACTIVATED", code, body)
 	}
+	if m := scrape(t, old); !strings.Contains(m, "\noutpost_fenced 1\n") {
+		t.Errorf("old process /metrics does not say outpost_fenced 1")
+	}
 	if err := pushAs(t, old, "app/y:1", harnessAuth(old)); err == nil || !strings.Contains(err.Error(), "is fenced") {
 		t.Errorf("push at the fenced process: %v, want a refusal saying it is fenced", err)
 	}
@@ -238,6 +241,9 @@ func TestDeactivatedProcessIsFenced(t *testing.T) {
 	eventuallyAt(t, "app/x:2", d2, fresh)
 	d3 := push(t, root, "app/x:3", content.Image(t, 3))
 	eventuallyAt(t, "app/x:3", d3, fresh)
+	if m := scrape(t, fresh); !strings.Contains(m, "\noutpost_fenced 0\n") {
+		t.Errorf("new process /metrics does not say outpost_fenced 0")
+	}
 	for _, ref := range []string{"app/x:2", "app/x:3"} {
 		if got, _ := resolve(old, ref); got != "" {
 			t.Errorf("%s reached the fenced process", ref)

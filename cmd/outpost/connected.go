@@ -58,6 +58,17 @@ func (n *node) runConnected(ctx context.Context) error {
 	if err := n.metrics.Register(moved); err != nil {
 		return err
 	}
+	if err := n.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outpost_fenced",
+		Help: "1 once the parent refuses this process (node deactivated, or run by another process): it moves no content.",
+	}, func() float64 {
+		if n.fenced.Load() != nil {
+			return 1
+		}
+		return 0
+	})); err != nil {
+		return err
+	}
 	n.meter = pipeline.NewMeter(moved)
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
