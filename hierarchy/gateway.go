@@ -189,12 +189,14 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 		if err != nil {
 			return replyError(err)
 		}
-		// Record it here at once (a relayed activation would otherwise wait for this
-		// node's next sync), then close what the activation fences.
-		if _, err := g.nodes.putNewer(ctx, n); err != nil {
-			g.log.Warn("record activation", "node", req.Node, "err", err)
+		if _, relayed := g.activator.(*Uplink); relayed {
+			// Record it here at once (it would otherwise wait for this node's next
+			// sync), then close what it fences. The root's Manager does both itself.
+			if _, err := g.nodes.putNewer(ctx, n); err != nil {
+				g.log.Warn("record activation", "node", req.Node, "err", err)
+			}
+			g.Fence(ctx, req.Node)
 		}
-		g.Fence(ctx, req.Node)
 		return controlReply{Nodes: []*Node{n}}
 	case events.VerbConfig:
 		tokens, err := g.boundTokens(ctx, subtree)
