@@ -128,6 +128,23 @@ func (a *Access) Lookup(user string) (Grant, error) {
 	return a.grant(user, nil)
 }
 
+// fence checks a process instance against child's activation; a refusal is checked
+// again on a fresher snapshot, as the process may have just activated.
+func (a *Access) fence(child *Node) func(instance string) error {
+	return func(instance string) error {
+		err := CheckInstance(child, instance)
+		if err == nil {
+			return nil
+		}
+		if s, serr := a.fresher(); serr == nil {
+			if c, ok := s.children[child.Name]; ok {
+				return CheckInstance(c, instance)
+			}
+		}
+		return err
+	}
+}
+
 func (a *Access) grant(user string, password *string) (Grant, error) {
 	if user == "admin" && a.cfg.IsAdmin != nil {
 		if password != nil && !a.cfg.IsAdmin(*password) {
@@ -149,8 +166,7 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 		if !ok || (password != nil && !a.logins.verify(user, c.SyncToken, *password)) {
 			return Grant{}, ErrLogin
 		}
-		return Grant{User: user, Child: name, Scope: scopeOf(c.Settings),
-			Fence: func(instance string) error { return CheckInstance(c, instance) }}, nil
+		return Grant{User: user, Child: name, Scope: scopeOf(c.Settings), Fence: a.fence(c)}, nil
 	}
 	t, ok := s.tokens[user]
 	if !ok || (password != nil && !a.logins.verify(user, t.Passwords, *password)) {

@@ -22,11 +22,11 @@ func TestActivationFencesEveryOtherInstance(t *testing.T) {
 	access := NewAccess(AccessConfig{Self: "root", Root: true, Nodes: m.store, Tokens: m.tokens})
 	fence := func(instance string) error {
 		t.Helper()
+		access.snap = nil // read the store again
 		g, err := access.Lookup("factory-sync")
 		if err != nil {
 			t.Fatal(err)
 		}
-		access.snap = nil // read the store again
 		return g.Fence(instance)
 	}
 	if err := fence("oldinstance1"); !errors.Is(err, ErrDeactivated) {
@@ -58,8 +58,18 @@ func TestActivationFencesEveryOtherInstance(t *testing.T) {
 				t.Fatal(err)
 			}
 		case "activate newinstance2":
+			before, err := access.Lookup("factory-sync")
+			if err != nil {
+				t.Fatal(err)
+			}
 			if _, err := m.Activate(ctx, "factory", "newinstance2", Endpoints{}); err != nil {
 				t.Fatal(err)
+			}
+			// A grant read before the activation lets the new process in: a refusal
+			// is checked again on fresh definitions.
+			access.loaded = time.Time{}
+			if err := before.Fence("newinstance2"); err != nil {
+				t.Errorf("the new process, on a grant read before its activation: %v", err)
 			}
 		}
 		err := fence(c.instance)

@@ -281,7 +281,7 @@ func newNodeDeleteCmd() *cobra.Command {
 }
 
 func newNodeDeactivateCmd() *cobra.Command {
-	return simpleNodeCmd("deactivate", "Free a node definition so that another process can run it", http.MethodPost, "deactivate")
+	return simpleNodeCmd("deactivate", "Free a node definition for another process; the process running it is fenced and stops syncing", http.MethodPost, "deactivate")
 }
 
 func newNodeResyncCmd() *cobra.Command {
