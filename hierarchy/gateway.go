@@ -189,13 +189,16 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 		if err != nil {
 			return replyError(err)
 		}
-		if _, relayed := g.activator.(*Uplink); relayed {
+		if _, relayed := g.activator.(*Uplink); relayed && n != nil {
 			// Record it here at once (it would otherwise wait for this node's next
 			// sync), then close what it fences. The root's Manager does both itself.
 			if _, err := g.nodes.putNewer(ctx, n); err != nil {
 				g.log.Warn("record activation", "node", req.Node, "err", err)
 			}
 			g.Fence(ctx, req.Node)
+		}
+		if n == nil {
+			return controlReply{}
 		}
 		return controlReply{Nodes: []*Node{n}}
 	case events.VerbConfig:
@@ -294,7 +297,10 @@ func (u *Uplink) Activate(ctx context.Context, node, instance string, ep Endpoin
 	if err != nil {
 		return nil, err
 	}
-	if len(r.Nodes) != 1 || r.Nodes[0].Name != node || r.Nodes[0].Activation == nil || r.Nodes[0].Activation.Instance != instance {
+	switch {
+	case len(r.Nodes) == 0:
+		return nil, nil // a parent older than fencing: it answers without the definition
+	case len(r.Nodes) != 1 || r.Nodes[0].Name != node || CheckInstance(r.Nodes[0], instance) != nil:
 		return nil, fmt.Errorf("activate reply from parent does not describe %s active for this process", node)
 	}
 	return r.Nodes[0], nil
