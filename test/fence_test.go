@@ -48,27 +48,34 @@ func (h instanceHeader) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// rawGet sends one GET with basic credentials and an instance header ("" for none)
-// and returns the body of anything but a 200.
+// rawGet sends one GET with basic credentials and an instance header ("" for none);
+// anything but a 200 is an error with the body.
 func rawGet(n *Node, path, user, pw, instance string) error {
+	_, err := getWith(n, path, "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+pw)), instance)
+	return err
+}
+
+// getWith sends one GET with an Authorization header and an instance header ("" for
+// none) and returns the body.
+func getWith(n *Node, path, authz, instance string) (string, error) {
 	req, err := http.NewRequest(http.MethodGet, n.URL+path, nil)
 	if err != nil {
-		return err
+		return "", err
 	}
-	req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+pw)))
+	req.Header.Set("Authorization", authz)
 	if instance != "" {
 		req.Header.Set(events.HeaderInstance, instance)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, body)
+		return "", fmt.Errorf("%s: %s", resp.Status, body)
 	}
-	return nil
+	return string(body), nil
 }
 
 // asChild logs in at a parent's gateway as one process instance of child.
@@ -202,6 +209,14 @@ func TestDeactivatedProcessIsFenced(t *testing.T) {
 	d1 := push(t, root, "app/x:1", content.Image(t, 1))
 	eventuallyAt(t, "app/x:1", d1, old)
 
+	// A registry token the old process got while it was active.
+	body, err := getWith(root, "/outpost/v1/token?scope=repository:app/x:pull",
+		"Basic "+base64.StdEncoding.EncodeToString([]byte("sitefence-sync:"+pw)), oldInstance)
+	var tok struct{ Token string }
+	if err != nil || jsonOf(body, &tok) != nil || tok.Token == "" {
+		t.Fatalf("registry token for the active process: %v %s", err, body)
+	}
+
 	start := time.Now()
 	root.MustCLI(t, "node", "deactivate", "sitefence")
 	// The root closes the old process's gateway connection at once.
@@ -266,6 +281,10 @@ func TestDeactivatedProcessIsFenced(t *testing.T) {
 			do: func() error { return rawGet(root, manifest, "sitefence-sync", pw, oldInstance) }},
 		{name: "registry pull without an instance", refuse: true, want: []string{"403", fenced, "(without an instance id)"},
 			do: func() error { return rawGet(root, manifest, "sitefence-sync", pw, "") }},
+		{name: "registry token from before, with the old instance", refuse: true, want: []string{"403", "DENIED", fenced},
+			do: func() error { _, err := getWith(root, manifest, "Bearer "+tok.Token, oldInstance); return err }},
+		{name: "registry token from before, without an instance", refuse: true, want: []string{"403", fenced},
+			do: func() error { _, err := getWith(root, manifest, "Bearer "+tok.Token, ""); return err }},
 		{name: "token endpoint with the old instance", refuse: true, want: []string{"403", fenced},
 			do: func() error {
 				return rawGet(root, "/outpost/v1/token?scope=repository:app/x:pull", "sitefence-sync", pw, oldInstance)
