@@ -630,3 +630,26 @@ func (r *Registry) serveQuarantined(ctx context.Context, d digest.Digest) (strin
 	}
 	return fmt.Sprintf("blob %s was found corrupt on node %s's storage and is not served: push it again, or resync the node", d, r.cfg.Node), true
 }
+
+// Repositories lists every repository the node stores.
+func (r *Registry) Repositories(ctx context.Context) ([]string, error) {
+	var out []string
+	buf := make([]string, 100)
+	last := ""
+	for {
+		k, err := r.namespace.Repositories(ctx, buf, last)
+		out = append(out, buf[:k]...)
+		if k > 0 {
+			last = buf[k-1]
+		}
+		if errors.Is(err, io.EOF) || (err == nil && k == 0) {
+			return out, nil
+		}
+		if err != nil {
+			if errors.As(err, new(storagedriver.PathNotFoundError)) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("list repositories: %w", err)
+		}
+	}
+}
