@@ -302,6 +302,7 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux.Handle("/outpost/v1/sync", n.operatorOnly(http.HandlerFunc(n.serveSyncNow)))
 	mux.Handle("/outpost/v1/scrub", n.operatorOnly(http.HandlerFunc(n.serveScrub)))
 	mux.Handle("/outpost/v1/events/repair", n.operatorOnly(events.RepairHandler(n.log)))
+	mux.Handle("/outpost/v1/status", n.operatorOnly(http.HandlerFunc(n.serveStatus)))
 	go n.scrubLoop(ctx, n.scrub.interval)
 	if n.admin != nil {
 		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
@@ -379,7 +380,6 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 		return err
 	}
 	go n.runRouter(ctx)
-	go n.reportRootStatus(ctx)
 	return n.serveHTTP(ctx, mode)
 }
 

@@ -145,21 +145,52 @@ func (n *node) integrityDetails() []hierarchy.Detail {
 	return out
 }
 
-// reportRootStatus records the root's own status, as a connected node's parent
-// does for it, so that `node show` tells the root's details too.
-func (n *node) reportRootStatus(ctx context.Context) {
-	t := time.NewTicker(statusInterval)
-	defer t.Stop()
-	for {
-		if err := n.status.Put(ctx, n.selfStatus(ctx)); err != nil && ctx.Err() == nil {
-			n.logger.Debug("root status", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// serveStatus is GET /outpost/v1/status: this node's own status with its details,
+// at the root too (whose status no parent keeps).
+func (n *node) serveStatus(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if r.Method != http.MethodGet {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "GET only"})
+		return
 	}
+	_ = json.NewEncoder(w).Encode(n.selfStatus(r.Context()))
+}
+
+func newStatusCmd() *cobra.Command {
+	var (
+		c      apiClient
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "A node's own state and what an operator should know (details)",
+		Example: `  outpost status
+  outpost status --output json --server http://127.0.0.1:5001`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st hierarchy.Status
+			if err := c.do(cmd.Context(), http.MethodGet, "/outpost/v1/status", nil, &st); err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				return json.NewEncoder(out).Encode(st)
+			case "text":
+				fmt.Fprintf(out, "%s: %s\n", st.Node, st.State)
+				for _, d := range st.Details {
+					fmt.Fprintf(out, "  %s (%s): %s\n", d.Code, d.Time.Format(time.RFC3339), d.Message)
+				}
+				return nil
+			}
+			return fmt.Errorf("output %q: want text or json", output)
+		},
+	}
+	c.addServerFlag(cmd.Flags())
+	c.addTokenFlag(cmd.Flags())
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
 }
 
 func newScrubCmd() *cobra.Command {
