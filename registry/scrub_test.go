@@ -333,3 +333,40 @@ func TestScrubRateIsBounded(t *testing.T) {
 		t.Errorf("capped scrub read %d bytes in %s; want %d in at least 0.9 s", capped.Bytes, slow, free.Bytes)
 	}
 }
+
+// BenchmarkScrub measures a whole-store scrub: many small blobs (the cost is per
+// blob: stat, open, hash) and fewer large ones (the cost is the bytes).
+// go test -run '^$' -bench BenchmarkScrub -benchtime 3x ./registry/
+func BenchmarkScrub(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		count int
+		size  int
+	}{{"small-1KiB", 2000, 1 << 10}, {"large-4MiB", 64, 4 << 20}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			tr := startRegistry(b, ReadWrite)
+			data := make([]byte, tc.size)
+			for i := range tc.count {
+				copy(data, fmt.Sprintf("blob %d ", i))
+				d := digest.FromBytes(data)
+				src := &source{data: data}
+				if err := tr.WriteBlob(ctx, "bench/blobs", d.String(), int64(len(data)), src.open); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			var blobs, bytes int64
+			for b.Loop() {
+				rep, err := tr.Scrub(ctx, ScrubOptions{})
+				if err != nil || len(rep.Corrupt) != 0 {
+					b.Fatal(err, rep.Corrupt)
+				}
+				blobs, bytes = blobs+rep.Blobs, bytes+rep.Bytes
+			}
+			s := b.Elapsed().Seconds()
+			b.ReportMetric(float64(blobs)/s, "blobs/s")
+			b.ReportMetric(float64(bytes)/s/(1<<20), "MiB/s")
+		})
+	}
+}
