@@ -76,6 +76,7 @@ func TestDamagedLogIsFoundAtOpen(t *testing.T) {
 		name      string
 		damage    func(t *testing.T, blk string)
 		regressed bool
+		stalls    bool // the stream counts an event it never delivers, last
 	}{
 		{"truncated", func(t *testing.T, blk string) {
 			fi, err := os.Stat(blk)
@@ -85,7 +86,7 @@ func TestDamagedLogIsFoundAtOpen(t *testing.T) {
 			if err := os.Truncate(blk, fi.Size()/2); err != nil {
 				t.Fatal(err)
 			}
-		}, false},
+		}, false, false},
 		{"flipped", func(t *testing.T, blk string) {
 			b, err := os.ReadFile(blk)
 			if err != nil {
@@ -102,7 +103,21 @@ func TestDamagedLogIsFoundAtOpen(t *testing.T) {
 			if err := os.WriteFile(blk, b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, false},
+		}, false, false},
+		{"last event flipped", func(t *testing.T, blk string) {
+			b, err := os.ReadFile(blk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := bytes.Index(b, []byte(fmt.Sprintf(`"tag":"%d"`, events-1)))
+			if i < 0 {
+				t.Fatal("the last event not found in the block file")
+			}
+			b[i+7] ^= 0x01
+			if err := os.WriteFile(blk, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, false, true},
 		{"truncated, index gone", func(t *testing.T, blk string) {
 			// The store's own summary gone too: the stream is rebuilt from the
 			// block and ends at its last whole event, before the recorded one.
@@ -116,17 +131,17 @@ func TestDamagedLogIsFoundAtOpen(t *testing.T) {
 			if err := os.Remove(filepath.Join(filepath.Dir(blk), "index.db")); err != nil {
 				t.Fatal(err)
 			}
-		}, true},
+		}, true, false},
 		{"emptied", func(t *testing.T, blk string) {
 			if err := os.Truncate(blk, 0); err != nil {
 				t.Fatal(err)
 			}
-		}, false},
+		}, false, false},
 		{"removed", func(t *testing.T, blk string) {
 			if err := os.Remove(blk); err != nil {
 				t.Fatal(err)
 			}
-		}, false},
+		}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -135,9 +150,12 @@ func TestDamagedLogIsFoundAtOpen(t *testing.T) {
 			if d == nil {
 				t.Fatal("damage not found at open")
 			}
-			got, _, took := readAll(t, l)
+			got, err, took := readAll(t, l)
 			if took > 3*time.Second {
 				t.Errorf("read took %s", took)
+			}
+			if tc.stalls != errors.Is(err, ErrReadStalled) || (!tc.stalls && err != nil) {
+				t.Errorf("read: %v; want a stalled read only when the stream counts an event it cannot deliver", err)
 			}
 			if d.Count()+uint64(got) != events {
 				t.Errorf("damage says %d lost, read finds %d: want %d together (%v)", d.Count(), got, events, d)
@@ -151,7 +169,7 @@ func TestDamagedLogIsFoundAtOpen(t *testing.T) {
 					t.Errorf("damage message %q does not say %q", msg, want)
 				}
 			}
-			err := l.Publish(ctx, &Event{Action: ActionPush, Repository: "app", Tag: "new", Digest: "sha256:00"})
+			err = l.Publish(ctx, &Event{Action: ActionPush, Repository: "app", Tag: "new", Digest: "sha256:00"})
 			if tc.regressed != errors.Is(err, ErrLogDamaged) {
 				t.Errorf("publish while damaged: %v; want refused only when the sequence went back", err)
 			}

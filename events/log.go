@@ -42,7 +42,7 @@ type LogConfig struct {
 	// RecordInterval is how often the record is written when it changed; default 1 s.
 	RecordInterval time.Duration
 	// ReadIdle bounds how long a read that does not follow waits for the next
-	// event it expects; default 2 s. A damaged stream may announce events it never
+	// event it expects; default 5 s. A damaged stream may announce events it never
 	// delivers.
 	ReadIdle time.Duration
 	// VerifyTimeout bounds the read of the whole log at open that finds events the
@@ -81,7 +81,7 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 		cfg.RecordInterval = time.Second
 	}
 	if cfg.ReadIdle == 0 {
-		cfg.ReadIdle = 2 * time.Second
+		cfg.ReadIdle = 5 * time.Second
 	}
 	if cfg.VerifyTimeout == 0 {
 		cfg.VerifyTimeout = 30 * time.Second
