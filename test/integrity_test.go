@@ -312,6 +312,29 @@ func TestIntegrityDamagedEventLogIsReported(t *testing.T) {
 	}
 	Eventually(t, 10*time.Second, func() error { return statusDetail(t, node, "EVENT_LOG_DAMAGED", "events lost") })
 
+	// Only the operator may acknowledge the loss, scrub, or read the details.
+	for _, tc := range []struct{ name, method, path, bearer string }{
+		{"repair without a token", http.MethodPost, "/outpost/v1/events/repair?ack-loss=true", ""},
+		{"repair with a wrong token", http.MethodPost, "/outpost/v1/events/repair?ack-loss=true", "not-the-operator-token"},
+		{"repair with the admin token's name as token", http.MethodPost, "/outpost/v1/events/repair?ack-loss=true", "admin"},
+		{"scrub without a token", http.MethodPost, "/outpost/v1/scrub", ""},
+		{"last scrub with a wrong token", http.MethodGet, "/outpost/v1/scrub", "x"},
+		{"status without a token", http.MethodGet, "/outpost/v1/status", ""},
+	} {
+		req, _ := http.NewRequest(tc.method, node.URL+tc.path, nil)
+		if tc.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(b), "operator token") {
+			t.Errorf("%s: %d %s; want 401 asking for the operator token", tc.name, resp.StatusCode, b)
+		}
+	}
 	if out, err := node.CLI(t, "events", "repair"); err == nil || !strings.Contains(out, "--ack-loss") {
 		t.Errorf("repair without --ack-loss: %v %s; want a refusal naming --ack-loss", err, out)
 	}
