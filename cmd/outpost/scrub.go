@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/events"
@@ -45,10 +47,20 @@ func parseScrubSettings(o serveOptions) (scrubSettings, error) {
 // may move content. Without one the blob stays set aside (not served) until the
 // next scrub, a copy or a resync writes it again.
 func (n *node) scrubSource() registry.BlobSource {
-	if n.link == nil || !n.link.State().Open {
-		return nil
+	switch {
+	case n.link == nil:
+		return nil // the root: reported only
+	case !n.link.State().Open:
+		return closedLink{}
 	}
 	return n.link
+}
+
+// closedLink is the parent while the sync window is closed: nothing moves.
+type closedLink struct{}
+
+func (closedLink) OpenBlob(context.Context, string, digest.Digest, bool) (io.ReadCloser, int64, error) {
+	return nil, 0, errors.New("the link to the parent is outside its sync window: the next scrub or resync inside a window fetches it again")
 }
 
 // runScrub scrubs opts's scope and logs the outcome.
