@@ -75,12 +75,20 @@ func (n *node) runScrub(ctx context.Context, why string, opts registry.ScrubOpti
 	return rep, err
 }
 
-// scrubLoop scrubs the whole store every interval.
+// scrubLoop scrubs the whole store every interval, counted from the last scheduled
+// scrub (kept in the local bucket), so that a node restarted more often than the
+// interval still scrubs.
 func (n *node) scrubLoop(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		return
 	}
-	t := time.NewTicker(every)
+	wait := every
+	if b, _, err := n.local.Get(ctx, "scrub-last"); err == nil {
+		if last, err := time.Parse(time.RFC3339, string(b)); err == nil {
+			wait = max(0, min(every, every-time.Since(last)))
+		}
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		select {
@@ -88,9 +96,16 @@ func (n *node) scrubLoop(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		if _, err := n.runScrub(ctx, "scheduled", registry.ScrubOptions{}); err != nil && ctx.Err() == nil {
+		rep, err := n.runScrub(ctx, "scheduled", registry.ScrubOptions{})
+		if err != nil && ctx.Err() == nil {
 			n.logger.Error("scheduled scrub", "err", err)
 		}
+		if rep != nil && err == nil {
+			if err := n.local.Put(ctx, "scrub-last", []byte(rep.Finished.Format(time.RFC3339))); err != nil {
+				n.logger.Warn("scheduled scrub: record", "err", err)
+			}
+		}
+		t.Reset(every)
 	}
 }
 
