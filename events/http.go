@@ -29,6 +29,10 @@ func Handler(l *Log) http.Handler {
 		}
 		opts.Follow = r.URL.Query().Get("follow") == "true"
 		w.Header().Set("Content-Type", "application/x-ndjson")
+		if d := l.Damage(); d != nil {
+			// The reader gets what remains, and is told what does not.
+			w.Header().Set(DamageHeader, d.Error())
+		}
 		enc := json.NewEncoder(w)
 		rc := http.NewResponseController(w)
 		w.WriteHeader(http.StatusOK)
@@ -43,6 +47,39 @@ func Handler(l *Log) http.Handler {
 			// The status is sent; the error goes into the stream where the reader sees it.
 			_ = enc.Encode(map[string]string{"error": err.Error()})
 		}
+	})
+}
+
+// DamageHeader carries, on an events answer, what the log lost on disk.
+const DamageHeader = "Outpost-Event-Log-Damage"
+
+// RepairHandler is the operator's acknowledgement of a damaged log (`outpost events
+// repair --ack-loss`): POST ?ack-loss=true. It answers JSON: the damage that was
+// acknowledged, or null when the log was not damaged.
+func RepairHandler(l *Log) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "POST only"})
+			return
+		}
+		if r.URL.Query().Get("ack-loss") != "true" {
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "repairing the event log acknowledges that the events it lost are gone: say ack-loss=true"})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), readCallTimeout)
+		defer cancel()
+		d, err := l.AcknowledgeDamage(ctx)
+		if err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(struct {
+			Acknowledged *Damage `json:"acknowledged"`
+		}{d})
 	})
 }
 

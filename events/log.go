@@ -35,6 +35,19 @@ type LogConfig struct {
 	Registerer prometheus.Registerer
 	// Now is the clock for event times; default time.Now.
 	Now func() time.Time
+	// RecordFile keeps the last sequence stored, outside the NATS store, so that a
+	// log that lost its tail on disk is found damaged at open (integrity.go).
+	// Empty: no record, only the checks expiry can explain.
+	RecordFile string
+	// RecordInterval is how often the record is written when it changed; default 1 s.
+	RecordInterval time.Duration
+	// ReadIdle bounds how long a read that does not follow waits for the next
+	// event it expects; default 5 s. A damaged stream may announce events it never
+	// delivers.
+	ReadIdle time.Duration
+	// VerifyTimeout bounds the read of the whole log at open that finds events the
+	// stream counts but cannot deliver; default 30 s, negative skips it.
+	VerifyTimeout time.Duration
 }
 
 // Validate checks the configuration, naming the field that is wrong.
@@ -52,6 +65,8 @@ type Log struct {
 	cfg     LogConfig
 	ttl     atomic.Int64 // the message TTL in force; settings from the root can change it
 	metrics *logMetrics
+	rec     *recorder
+	damage  atomic.Pointer[Damage]
 }
 
 // OpenLog creates or updates the EVENTS stream and returns the log.
@@ -61,6 +76,15 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RecordInterval == 0 {
+		cfg.RecordInterval = time.Second
+	}
+	if cfg.ReadIdle == 0 {
+		cfg.ReadIdle = 5 * time.Second
+	}
+	if cfg.VerifyTimeout == 0 {
+		cfg.VerifyTimeout = 30 * time.Second
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -84,6 +108,9 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 	}
 	l := &Log{js: js, stream: stream, cfg: cfg}
 	l.ttl.Store(int64(cfg.MessageTTL))
+	if err := l.openRecord(ctx); err != nil {
+		return nil, err
+	}
 	if cfg.Registerer != nil {
 		m, err := newLogMetrics(cfg.Registerer, l)
 		if err != nil {
@@ -110,6 +137,9 @@ func (l *Log) Publish(ctx context.Context, e *Event) error {
 	if err != nil {
 		return fmt.Errorf("publish event %s: %w", e.ID, err)
 	}
+	if d := l.damage.Load(); d != nil && d.Regressed {
+		return fmt.Errorf("publish event %s %s: %w: %v", e.Action, e.Repository, ErrLogDamaged, d)
+	}
 	start := time.Now()
 	ack, err := l.js.Publish(ctx, subjectPrefix+string(e.Action), data,
 		jetstream.WithMsgID(e.ID),
@@ -120,6 +150,42 @@ func (l *Log) Publish(ctx context.Context, e *Event) error {
 		return fmt.Errorf("publish event %s %s %s: %w", e.Action, e.Repository, e.ID, err)
 	}
 	e.Sequence = ack.Sequence
+	if l.rec != nil {
+		l.rec.saw(ack.Sequence)
+	}
+	return nil
+}
+
+// openRecord checks the stream against the record and what expiry explains, then
+// keeps the record.
+func (l *Log) openRecord(ctx context.Context) error {
+	var rec logRecord
+	if l.cfg.RecordFile != "" {
+		var err error
+		if rec, err = readRecord(l.cfg.RecordFile); err != nil {
+			return fmt.Errorf("open event log: %w", err)
+		}
+	}
+	d, err := l.check(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	l.damage.Store(d)
+	if l.cfg.RecordFile == "" {
+		return nil
+	}
+	st, err := l.Stats(ctx)
+	if err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	// Until a repair, the record keeps what the log held before the damage.
+	seen := max(rec.LastSeq, st.LastSeq)
+	l.rec = &recorder{file: l.cfg.RecordFile, seen: seen, kept: rec.LastSeq, acked: rec.Acknowledged,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if err := l.rec.flush(); err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	go l.rec.run(l.cfg.RecordInterval)
 	return nil
 }
 
@@ -132,6 +198,13 @@ func (l *Log) SetMessageTTL(ttl time.Duration) error {
 	l.ttl.Store(int64(ttl))
 	return nil
 }
+
+// readCallTimeout bounds each JetStream call a read makes before events flow.
+const readCallTimeout = 10 * time.Second
+
+// ErrReadStalled is returned by a read that stopped waiting for events the log
+// counts but does not deliver.
+var ErrReadStalled = errors.New("event log read stalled")
 
 // Stats is the size of the log.
 type Stats struct {
@@ -162,7 +235,11 @@ type ReadOptions struct {
 // Read calls fn with each event in order, oldest first. Without Follow it returns
 // once it has delivered what the log held when it started.
 func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error) error {
-	st, err := l.Stats(ctx)
+	// Each call to JetStream is bounded: an operator's read answers promptly, or
+	// says why not.
+	sctx, cancel := context.WithTimeout(ctx, readCallTimeout)
+	defer cancel()
+	st, err := l.Stats(sctx)
 	if err != nil {
 		return err
 	}
@@ -178,7 +255,7 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = start
 	}
-	cons, err := l.js.OrderedConsumer(ctx, StreamName, cfg)
+	cons, err := l.js.OrderedConsumer(sctx, StreamName, cfg)
 	if err != nil {
 		return fmt.Errorf("read event log: %w", err)
 	}
@@ -189,13 +266,28 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	var idle *time.Timer
+	var stalled atomic.Bool
+	if !opts.Follow {
+		// A damaged stream may count events it never delivers: stop waiting.
+		idle = time.AfterFunc(l.cfg.ReadIdle, func() { stalled.Store(true); it.Stop() })
+		defer idle.Stop()
+	}
+	var delivered uint64
 	for {
 		m, err := it.Next()
+		if idle != nil {
+			idle.Stop()
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if stalled.Load() {
+					return fmt.Errorf("read event log: %w: no event came for %s after %d delivered, though the log says it holds %d (sequences %d-%d)",
+						ErrReadStalled, l.cfg.ReadIdle, delivered, st.Messages, st.FirstSeq, st.LastSeq)
+				}
 				return nil
 			}
 			return fmt.Errorf("read event log: %w", err)
@@ -211,7 +303,11 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 		if err := fn(e); err != nil {
 			return err
 		}
-		if !opts.Follow && meta.Sequence.Stream >= st.LastSeq {
+		delivered++
+		if idle != nil {
+			idle.Reset(l.cfg.ReadIdle) // the wait for the next one, not the caller's time
+		}
+		if !opts.Follow && (meta.Sequence.Stream >= st.LastSeq || meta.NumPending == 0) {
 			return nil
 		}
 	}

@@ -3,7 +3,12 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
 
 	"golang.org/x/sync/errgroup"
 
@@ -95,4 +100,31 @@ func (c *Copier) sourceTags(ctx context.Context, repo string) ([]string, error) 
 		return nil, fmt.Errorf("tags of %s: %w", r, err)
 	}
 	return tags, nil
+}
+
+// manifestAccept is every manifest type a node stores, so that the parent answers
+// a manifest's own bytes.
+var manifestAccept = strings.Join([]string{
+	"application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
+	"application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+}, ", ")
+
+// OpenBlob reads blob (or manifest) d of repo at the parent with its size: the good
+// copy a scrub or a verifying resync writes over one found corrupt here
+// (registry.BlobSource).
+func (l *Link) OpenBlob(ctx context.Context, repo string, d digest.Digest, manifest bool) (io.ReadCloser, int64, error) {
+	src := l.down.src
+	kind, h := "blobs", http.Header(nil)
+	if manifest {
+		kind, h = "manifests", http.Header{"Accept": {manifestAccept}}
+	}
+	resp, err := src.do(ctx, http.MethodGet, src.url("/v2/"+repo+"/"+kind+"/"+d.String()), nil, h)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s of %s at the parent: %w", d, repo, err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.ContentLength < 0 {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("read %s of %s at the parent: %s (length %d)", d, repo, resp.Status, resp.ContentLength)
+	}
+	return resp.Body, resp.ContentLength, nil
 }

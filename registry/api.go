@@ -145,6 +145,12 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, rt route)
 		writeError(w, http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("invalid digest %q: %v", rt.ref, err), nil)
 		return
 	}
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		if msg, bad := r.serveQuarantined(req.Context(), dgst); bad {
+			writeError(w, http.StatusNotFound, codeBlobUnknown, msg, map[string]string{"digest": dgst.String()})
+			return
+		}
+	}
 	if dgst.Algorithm() != digest.Canonical {
 		// distribution stores every blob under its sha256 and answers with that digest;
 		// the client asked by another one and must see it back.

@@ -10,6 +10,7 @@ type errorCode = string
 
 // OCI error codes this package answers with itself (the distribution app answers the rest).
 const (
+	codeBlobUnknown     = "BLOB_UNKNOWN"
 	codeDigestInvalid   = "DIGEST_INVALID"
 	codeManifestInvalid = "MANIFEST_INVALID"
 	codeManifestUnknown = "MANIFEST_UNKNOWN"

@@ -74,6 +74,7 @@ func (r *Registry) WriteBlob(ctx context.Context, repo, d string, size int64, op
 	if err := r.writeAside(ctx, dgst, size, open); err != nil {
 		return fmt.Errorf("write blob %s into %s: %w", dgst, repo, err)
 	}
+	r.unquarantine(ctx, dgst) // a blob a scrub set aside is good again
 	return r.putLayerLink(ctx, repo, dgst)
 }
 

@@ -75,6 +75,8 @@ type Config struct {
 	// TokenKeyFile holds the key registry tokens are signed with; made on first
 	// start. Empty: a new key per process.
 	TokenKeyFile string
+	// Scrub bounds the I/O of a scrub (scrub.go).
+	Scrub ScrubConfig
 }
 
 // Validate names the first field that is missing or wrong.
@@ -86,6 +88,9 @@ func (c *Config) Validate() error {
 		return errors.New("registry: node name is empty")
 	case c.Publisher == nil:
 		return errors.New("registry: no event publisher")
+	}
+	if err := c.Scrub.Validate(); err != nil {
+		return fmt.Errorf("registry: %w", err)
 	}
 	_, err := ParseMode(string(c.Mode))
 	return err
@@ -104,6 +109,7 @@ type Registry struct {
 	tokens    *tokenIssuer
 	limiter   *events.LoginLimiter
 	incoming  claims // blobs being written in process (local.go)
+	scrub     *scrubber
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}
@@ -144,6 +150,17 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: events.NewLoginLimiter()}
 	if err := r.dropStaleIncoming(ctx); err != nil {
 		cfg.Logger.Warn("stale partial blobs not removed", "err", err)
+	}
+	sm, err := newScrubMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("registry: metrics: %w", err)
+	}
+	r.scrub = &scrubber{running: make(chan struct{}, 1), metrics: sm}
+	if err := r.loadQuarantine(ctx); err != nil {
+		return nil, fmt.Errorf("registry: quarantined blobs: %w", err)
+	}
+	for _, c := range r.Quarantined() {
+		cfg.Logger.Error("a blob found corrupt earlier is still not stored good: it is not served", "digest", c.Digest)
 	}
 	var key *ecdsa.PrivateKey
 	if cfg.TokenKeyFile != "" {

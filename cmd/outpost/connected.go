@@ -350,6 +350,9 @@ func (n *node) reconcileLoop(ctx context.Context) {
 		start := time.Now()
 		n.logger.Info("reconciling", "generation", self.ResyncGeneration)
 		res, err := n.link.Reconcile(wctx, self.Settings.Repositories.Matches, self.Settings.Mode == hierarchy.ReadWrite)
+		if err == nil {
+			err = n.verifyScope(wctx, self.Settings.Repositories.Matches) // re-hash what was already here
+		}
 		cancel()
 		if err != nil {
 			n.logger.Warn("reconcile", "err", err)
@@ -414,6 +417,10 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		st.Details = append(st.Details, f.detail)
 	}
 	if n.reg != nil {
+		st.Details = append(st.Details, n.integrityDetails()...)
+		if n.log.Damage() != nil {
+			st.State = hierarchy.Unhealthy
+		}
 		if err := n.reg.Ready(ctx); err != nil {
 			st.State = hierarchy.Unhealthy
 			st.Details = append(st.Details, hierarchy.Detail{Code: "UNHEALTHY", Message: err.Error(), Time: now})

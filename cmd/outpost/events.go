@@ -42,6 +42,9 @@ func newEventsCmd() *cobra.Command {
 				return fmt.Errorf("read events: %w", err)
 			}
 			defer resp.Body.Close()
+			if d := resp.Header.Get(events.DamageHeader); d != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", d)
+			}
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
 			err = events.ReadStream(cmd.Context(), resp.Body, func(e *events.Event) error {
@@ -63,5 +66,6 @@ func newEventsCmd() *cobra.Command {
 	f.Uint64Var(&last, "last", 0, "print only the newest N events (0: all)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
 	f.StringVarP(&output, "output", "o", "text", "text or json (one event per line)")
+	cmd.AddCommand(newEventsRepairCmd())
 	return cmd
 }

@@ -82,6 +82,8 @@ type node struct {
 	detailMu  sync.Mutex
 	gapDetail *hierarchy.Detail
 
+	scrub scrubSettings
+
 	admin *hierarchy.API
 	// isOperator checks the node's operator token (the admin token at the root).
 	isOperator func(string) bool
@@ -138,8 +140,12 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	}
 	n.metrics = prometheus.NewRegistry()
 	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if n.log, err = events.OpenLog(ctx, n.nc, events.LogConfig{MessageTTL: ttl, Registerer: n.metrics}); err != nil {
+	if n.log, err = events.OpenLog(ctx, n.nc, events.LogConfig{MessageTTL: ttl, Registerer: n.metrics,
+		RecordFile: filepath.Join(n.opts.Data, "events-log.json")}); err != nil {
 		return err
+	}
+	if d := n.log.Damage(); d != nil {
+		n.logger.Error("event log damaged: the node stays unready until an operator acts", "lost", d.Count(), "ranges", d.Lost, "err", d)
 	}
 	buckets := map[string]**events.Bucket{}
 	var nodesB, statusB, tokensB *events.Bucket
@@ -192,6 +198,11 @@ func (n *node) close() {
 	if n.reg != nil {
 		_ = n.reg.Close()
 	}
+	if n.log != nil {
+		if err := n.log.Close(); err != nil {
+			n.logger.Warn("event log record", "err", err)
+		}
+	}
 	if n.nc != nil {
 		_ = n.nc.Drain()
 	}
@@ -238,7 +249,7 @@ func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 		Dir: filepath.Join(n.opts.Data, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
-		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"),
+		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"), Scrub: n.scrub.cfg,
 	})
 	return err
 }
@@ -311,6 +322,10 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux.Handle("/outpost/v1/events", n.operatorOnly(events.Handler(n.log)))
 	mux.Handle("/outpost/v1/repositories/", n.refuseWhenFenced(n.reg.RepositoryHandler()))
 	mux.Handle("/outpost/v1/sync", n.operatorOnly(http.HandlerFunc(n.serveSyncNow)))
+	mux.Handle("/outpost/v1/scrub", n.operatorOnly(http.HandlerFunc(n.serveScrub)))
+	mux.Handle("/outpost/v1/events/repair", n.operatorOnly(events.RepairHandler(n.log)))
+	mux.Handle("/outpost/v1/status", n.operatorOnly(http.HandlerFunc(n.serveStatus)))
+	go n.scrubLoop(ctx, n.scrub.interval)
 	if n.admin != nil {
 		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
 			mux.Handle(p, n.admin)
@@ -364,6 +379,9 @@ func (n *node) ready(ctx context.Context) error {
 	}
 	if _, err := n.log.Stats(ctx); err != nil {
 		return err
+	}
+	if d := n.log.Damage(); d != nil {
+		return d
 	}
 	return n.reg.Ready(ctx)
 }

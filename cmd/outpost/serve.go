@@ -51,6 +51,11 @@ type serveOptions struct {
 	TLSKey  string `yaml:"tls-key"`
 	// ParentCA is a PEM file of the CA that signed the parent's certificate.
 	ParentCA string `yaml:"parent-ca"`
+	// ScrubInterval, ScrubRate and ScrubConcurrency schedule and bound the scrub
+	// of stored blobs (scrub.go).
+	ScrubInterval    string `yaml:"scrub-interval"`
+	ScrubRate        string `yaml:"scrub-rate"`
+	ScrubConcurrency string `yaml:"scrub-concurrency"`
 }
 
 func defaultServeOptions() serveOptions {
@@ -58,6 +63,7 @@ func defaultServeOptions() serveOptions {
 		Data: "./data", Addr: "127.0.0.1:5000", GatewayAddr: "127.0.0.1:4222",
 		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
 		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
+		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
 	}
 }
 
@@ -103,6 +109,9 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS and the gateway's TLS")
 	f.StringVar(&flagOpts.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&flagOpts.ParentCA, "parent-ca", "", "PEM CA certificate that signed the parent's (with ParentEndpointProtocol=https)")
+	f.StringVar(&flagOpts.ScrubInterval, "scrub-interval", flagOpts.ScrubInterval, "how often every stored blob is checked against its digest (0: never; `outpost scrub` any time)")
+	f.StringVar(&flagOpts.ScrubRate, "scrub-rate", flagOpts.ScrubRate, "bytes per second a scrub may read (0: no cap)")
+	f.StringVar(&flagOpts.ScrubConcurrency, "scrub-concurrency", flagOpts.ScrubConcurrency, "blobs a scrub hashes at once")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -131,7 +140,8 @@ func (o *serveOptions) fields() map[string]*string {
 		"advertise-addr": &o.AdvertiseAddr, "clock-offset-file": &o.ClockOffsetFile,
 		"parent-registry": &o.ParentRegistry, "parent-gateway": &o.ParentGateway,
 		"anonymous-pull": &o.AnonymousPull, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey,
-		"parent-ca": &o.ParentCA,
+		"parent-ca": &o.ParentCA, "scrub-interval": &o.ScrubInterval, "scrub-rate": &o.ScrubRate,
+		"scrub-concurrency": &o.ScrubConcurrency,
 	}
 }
 
@@ -156,7 +166,11 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	if err != nil {
 		return err
 	}
-	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile), tls: tlsCfg}
+	scrub, err := parseScrubSettings(opts)
+	if err != nil {
+		return err
+	}
+	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile), tls: tlsCfg, scrub: scrub}
 	if opts.ConnectionString != "" {
 		// A connected node's name, mode and settings come from its parent.
 		if n.cs, err = hierarchy.ParseConnectionString(opts.ConnectionString); err != nil {
