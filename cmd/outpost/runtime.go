@@ -56,6 +56,7 @@ type node struct {
 	gateway *hierarchy.Gateway
 
 	httpLn     net.Listener
+	conns      *connLimiter
 	tls        *tls.Config // what the listeners serve, nil for plain
 	httpSrv    *http.Server
 	handler    atomic.Pointer[http.Handler]
@@ -140,6 +141,9 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	if n.tls != nil {
 		n.httpLn = tls.NewListener(n.httpLn, n.tls)
 	}
+	// Outermost, so that it counts the connections the server sees (TLS ones too).
+	n.conns = newConnLimiter(n.httpLn, n.opts.limits.MaxConnections)
+	n.httpLn = n.conns
 	// Serve at once: until the node is ready (a connected node waits for its parent)
 	// clients get a clear 503, not a connection that hangs.
 	starting := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +155,8 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 		http.Error(w, "node "+n.name+" is starting (waiting for its parent to activate it)", http.StatusServiceUnavailable)
 	}))
 	n.handler.Store(&starting)
-	n.httpSrv = &http.Server{ReadHeaderTimeout: 30 * time.Second,
+	lim := n.opts.limits
+	n.httpSrv = &http.Server{ReadHeaderTimeout: lim.HeaderTimeout, IdleTimeout: lim.IdleTimeout, ConnState: n.conns.track,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*n.handler.Load()).ServeHTTP(w, r) })}
 	n.served = make(chan error, 1)
 	go func() { n.served <- n.httpSrv.Serve(n.httpLn) }()
@@ -294,10 +299,20 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 			mux.Handle(p, n.admin)
 		}
 	}
-	h := http.Handler(mux)
+	// Every route but the events stream (a --follow waits for events without
+	// writing) must keep moving once its headers are in.
+	bounded := progressDeadlines(mux, n.opts.limits.BodyStall)
+	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/outpost/v1/events" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		bounded.ServeHTTP(w, r)
+	}))
 	n.handler.Store(&h)
 	n.logger.Info("serving", "node", n.name, "mode", mode, "http", n.httpLn.Addr().String(),
-		"gateway", n.ns.Addr().String(), "data", n.opts.Data, "connected", n.connected())
+		"gateway", n.ns.Addr().String(), "data", n.opts.Data, "connected", n.connected(),
+		"max_connections", n.opts.limits.MaxConnections, "http_idle_timeout", n.opts.limits.IdleTimeout)
 	select {
 	case err := <-n.served:
 		return fmt.Errorf("http server: %w", err)

@@ -54,6 +54,10 @@ type serveOptions struct {
 	TLSKey  string `yaml:"tls-key"`
 	// ParentCA is a PEM file of the CA that signed the parent's certificate.
 	ParentCA string `yaml:"parent-ca"`
+	// MaxConnections and HTTPIdleTimeout bound the HTTP connections (conns.go).
+	MaxConnections  string `yaml:"max-connections"`
+	HTTPIdleTimeout string `yaml:"http-idle-timeout"`
+	limits          httpLimits
 }
 
 func defaultServeOptions() serveOptions {
@@ -61,6 +65,7 @@ func defaultServeOptions() serveOptions {
 		Data: "./data", Addr: "127.0.0.1:5000", GatewayAddr: "127.0.0.1:4222",
 		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
 		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
+		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
 	}
 }
 
@@ -118,6 +123,9 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS and the gateway's TLS")
 	f.StringVar(&flagOpts.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&flagOpts.ParentCA, "parent-ca", "", "PEM CA certificate that signed the parent's (with ParentEndpointProtocol=https)")
+	f.StringVar(&flagOpts.MaxConnections, "max-connections", flagOpts.MaxConnections,
+		"most HTTP connections held open; past it a new one replaces the longest idle (0: half the file descriptor limit, at most 8192)")
+	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -146,7 +154,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"advertise-addr": &o.AdvertiseAddr, "clock-offset-file": &o.ClockOffsetFile,
 		"parent-registry": &o.ParentRegistry, "parent-gateway": &o.ParentGateway,
 		"anonymous-pull": &o.AnonymousPull, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey,
-		"parent-ca": &o.ParentCA,
+		"parent-ca": &o.ParentCA, "max-connections": &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
 	}
 }
 
@@ -216,6 +224,16 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	}
 	if opts.anonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
 		return fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
+	}
+	opts.limits = defaultHTTPLimits()
+	if opts.limits.MaxConnections, err = strconv.Atoi(opts.MaxConnections); err != nil {
+		return fmt.Errorf("max-connections %q: want a number", opts.MaxConnections)
+	}
+	if opts.limits.IdleTimeout, err = time.ParseDuration(opts.HTTPIdleTimeout); err != nil {
+		return fmt.Errorf("http-idle-timeout %q: want a Go duration such as 2m", opts.HTTPIdleTimeout)
+	}
+	if err := opts.limits.Validate(); err != nil {
+		return err
 	}
 	tlsCfg, err := serverTLS(opts)
 	if err != nil {
