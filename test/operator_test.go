@@ -74,7 +74,9 @@ func TestNodeUpdateAddsClientTokensAsItsHelpShows(t *testing.T) {
 	}
 	root.MustCLI(t, "node", "create", "factory1", "--mode", "ReadWrite", "--repository", "plant/*")
 	tokens := func() []string {
-		var v struct{ Settings struct{ ClientTokens []string } }
+		var v struct {
+			Settings struct{ ClientTokens []string }
+		}
 		if err := jsonOf(root.MustCLI(t, "node", "show", "factory1"), &v); err != nil {
 			t.Fatal(err)
 		}
