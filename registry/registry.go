@@ -75,6 +75,9 @@ type Config struct {
 	// TokenKeyFile holds the key registry tokens are signed with; made on first
 	// start. Empty: a new key per process.
 	TokenKeyFile string
+	// MinFreeBytes is the disk space writes leave free (diskfull.go); default
+	// DefaultMinFreeBytes.
+	MinFreeBytes uint64
 }
 
 // Validate names the first field that is missing or wrong.
@@ -104,6 +107,7 @@ type Registry struct {
 	tokens    *tokenIssuer
 	limiter   *events.LoginLimiter
 	incoming  claims // blobs being written in process (local.go)
+	disk      *diskSpace
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}
@@ -126,6 +130,9 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MinFreeBytes == 0 {
+		cfg.MinFreeBytes = DefaultMinFreeBytes
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -142,6 +149,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
 	}
 	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: events.NewLoginLimiter()}
+	r.disk = &diskSpace{dir: cfg.Dir, minFree: cfg.MinFreeBytes, health: r.health, log: cfg.Logger}
 	if err := r.dropStaleIncoming(ctx); err != nil {
 		cfg.Logger.Warn("stale partial blobs not removed", "err", err)
 	}
@@ -191,7 +199,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 			return nil, fmt.Errorf("registry: metrics: %w", err)
 		}
 	}
-	r.handler = instrument(http.HandlerFunc(r.serve), r.metrics, cfg.Logger)
+	r.handler = instrument(r.disk.guard(http.HandlerFunc(r.serve)), r.metrics, cfg.Logger)
 	return r, nil
 }
 
@@ -203,6 +211,7 @@ func (r *Registry) Ready(ctx context.Context) error {
 	if _, err := r.driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
 		return fmt.Errorf("storage: %w", err)
 	}
+	r.disk.ready()
 	return r.health.err()
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -222,7 +221,7 @@ func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 		Dir: filepath.Join(n.opts.Data, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
-		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"),
+		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"), MinFreeBytes: n.opts.minFreeDisk,
 	})
 	return err
 }
@@ -281,7 +280,15 @@ func (n *node) Neighbours(ctx context.Context) ([]pipeline.Neighbour, error) {
 func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", n.reg)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		// Liveness: only what a restart cures fails it (a store a full disk broke,
+		// once space is back), so that a supervisor restarts the node.
+		if err := n.ns.NeedsRestart(n.opts.minFreeDisk); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.ready(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -348,8 +355,8 @@ func (n *node) serveSyncNow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *node) ready(ctx context.Context) error {
-	if !n.ns.Running() {
-		return errors.New("nats: jetstream not running")
+	if err := n.ns.Healthy(); err != nil {
+		return err
 	}
 	if _, err := n.log.Stats(ctx); err != nil {
 		return err

@@ -58,6 +58,10 @@ type serveOptions struct {
 	MaxConnections  string `yaml:"max-connections"`
 	HTTPIdleTimeout string `yaml:"http-idle-timeout"`
 	limits          httpLimits
+	// MinFreeDisk is the disk space (bytes) registry writes leave free for the
+	// event log: under it, pushes get 507 and /readyz says the disk is full.
+	MinFreeDisk string `yaml:"min-free-disk"`
+	minFreeDisk uint64
 }
 
 func defaultServeOptions() serveOptions {
@@ -66,6 +70,7 @@ func defaultServeOptions() serveOptions {
 		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
 		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
 		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
+		MinFreeDisk: strconv.Itoa(registry.DefaultMinFreeBytes),
 	}
 }
 
@@ -126,6 +131,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.MaxConnections, "max-connections", flagOpts.MaxConnections,
 		"most HTTP connections held open; past it a new one replaces the longest idle (0: half the file descriptor limit, at most 8192)")
 	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
+	f.StringVar(&flagOpts.MinFreeDisk, "min-free-disk", flagOpts.MinFreeDisk,
+		"bytes of disk that pushes leave free for the event log; under it pushes get 507 and /readyz says the disk is full")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -155,6 +162,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"parent-registry": &o.ParentRegistry, "parent-gateway": &o.ParentGateway,
 		"anonymous-pull": &o.AnonymousPull, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey,
 		"parent-ca": &o.ParentCA, "max-connections": &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
+		"min-free-disk": &o.MinFreeDisk,
 	}
 }
 
@@ -234,6 +242,9 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	}
 	if err := opts.limits.Validate(); err != nil {
 		return err
+	}
+	if opts.minFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || opts.minFreeDisk == 0 {
+		return fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
 	}
 	tlsCfg, err := serverTLS(opts)
 	if err != nil {
