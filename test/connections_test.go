@@ -2,10 +2,16 @@ package test
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,5 +154,54 @@ func TestIdleAndHalfOpenConnectionsCannotStopANode(t *testing.T) {
 	}
 	if latest > idleAfter+3*time.Second {
 		t.Errorf("a quiet connection was held %s, idle timeout %s", latest, idleAfter)
+	}
+}
+
+// TestNodeRaisesItsFileDescriptorLimit: started with a soft limit of 1024 under a
+// hard one of 4096 (a common service default), the node raises the soft limit
+// (Go does at start) and bounds its connections at half of it.
+func TestNodeRaisesItsFileDescriptorLimit(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) is needed to start the node under a low soft limit")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, prlimit, "--nofile=1024:4096", Binary(t), "serve", "--data", t.TempDir(),
+		"--addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN_TOKEN="+AdminToken)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(stderr)
+	var serving struct {
+		Msg            string `json:"msg"`
+		MaxConnections int    `json:"max_connections"`
+	}
+	for sc.Scan() {
+		if json.Unmarshal(sc.Bytes(), &serving) == nil && serving.Msg == "serving" {
+			break
+		}
+	}
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var soft, hard string
+	for _, line := range strings.Split(string(limits), "\n") {
+		if f := strings.Fields(strings.TrimPrefix(line, "Max open files")); strings.HasPrefix(line, "Max open files") && len(f) >= 2 {
+			soft, hard = f[0], f[1]
+		}
+	}
+	// Go sets the soft limit to the hard one minus one (syscall/rlimit.go: so that
+	// a later prlimit of its own is told apart).
+	n, _ := strconv.Atoi(soft)
+	if n < 4095 || hard != "4096" || serving.MaxConnections != n/2 {
+		t.Errorf("under prlimit 1024:4096: open files soft %s hard %s, max connections %d; want 4095 or more, 4096, and half the soft limit", soft, hard, serving.MaxConnections)
 	}
 }

@@ -113,6 +113,7 @@ func TestTypicalMistakesPrintATryHint(t *testing.T) {
 		{[]string{"node", "list", "--server", unauthorized.URL, "--token", ""}, "needs the admin token", "--token or OUTPOST_TOKEN"},
 		{[]string{"serve", "--connection-string", "x"}, "sync password in every process listing", "--connection-string-file"},
 		{[]string{"events", "--bogus"}, "unknown flag: --bogus", "outpost events --help"},
+		{[]string{"nodes", "list"}, `unknown command "nodes"`, "outpost --help"},
 	} {
 		code, _, stderr := runCLI(t, c.args...)
 		if code != 1 || !strings.Contains(stderr, "Error: ") || !strings.Contains(stderr, c.err) ||

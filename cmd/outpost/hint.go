@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -38,6 +39,9 @@ func hintFor(err error) (string, bool) {
 	var h hinted
 	if errors.As(err, &h) {
 		return h.Hint(), true
+	}
+	if strings.HasPrefix(err.Error(), "unknown command") {
+		return "outpost --help", true
 	}
 	var op *net.OpError
 	if errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial") {
