@@ -162,6 +162,7 @@ func TestServeTakesTheConnectionStringFromAFileOrTheEnvironment(t *testing.T) {
 		{nil, []string{"--connection-string", ""}, `--connection-string "": empty, and refused anyway`},
 		{nil, []string{"--connection-string=" + good}, "--connection-string: refused"},
 		{nil, []string{"--connection-string-file", emptyFile}, "connection string file " + emptyFile + " is empty"},
+		{nil, []string{"--connection-string-file", ""}, `--connection-string-file "": no file named`},
 		{nil, []string{"--connection-string-file", filepath.Join(dir, "missing.cs")}, "no such file"},
 		{ptr(""), nil, "OUTPOST_CONNECTION_STRING is set but empty"},
 		{ptr("  "), nil, "OUTPOST_CONNECTION_STRING is set but empty"},

@@ -91,6 +91,10 @@ func newServeCmd() *cobra.Command {
 			if f := cmd.Flags().Lookup("connection-string"); f.Changed {
 				return connectionStringOnCommandLine(f.Value.String())
 			}
+			if f := cmd.Flags().Lookup("connection-string-file"); f.Changed && strings.TrimSpace(f.Value.String()) == "" {
+				// An unset variable in --connection-string-file "$FILE" must not start a root.
+				return withHint(errors.New(`--connection-string-file "": no file named`), "outpost serve --connection-string-file PATH (the file `outpost node get-settings NAME` was written to)")
+			}
 			if configFile != "" {
 				if err := loadServeConfig(configFile, &opts); err != nil {
 					return err
