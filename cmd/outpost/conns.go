@@ -95,7 +95,9 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 	for len(l.conns) >= l.max {
 		if victim := l.longestWaiting(); victim != nil {
 			delete(l.conns, victim)
-			_ = victim.Close() // the server sees it closed and forgets it
+			// Not under the lock: a TLS close writes an alert. The server sees the
+			// connection closed and forgets it.
+			go victim.Close()
 			continue
 		}
 		l.freed.Wait()
