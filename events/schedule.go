@@ -43,7 +43,7 @@ func ParseSchedule(spec string) (Schedule, error) {
 	case strings.Contains(spec, "TZ="):
 		return refuse("time zone prefixes are not accepted (windows follow the node's clock); want a plain 5-field cron expression (%s)", scheduleFields)
 	case len(fields) != 5:
-		return refuse("has %d fields, want 5 (%s)", len(fields), scheduleFields)
+		return refuse("has %d fields; want a 5-field cron expression (%s)", len(fields), scheduleFields)
 	}
 	s, err := scheduleParser.Parse(spec)
 	if err != nil {

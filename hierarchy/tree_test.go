@@ -129,7 +129,7 @@ func TestManagerRefusesSchedulesThatNeverOpen(t *testing.T) {
 		{"@every 6h", `"@every 6h": descriptors such as @every`},
 		{"@daily", `"@daily": descriptors`},
 		{"@reboot", `"@reboot": descriptors`},
-		{"0 0 2 * * *", "has 6 fields, want 5"},
+		{"0 0 2 * * *", "has 6 fields; want a 5-field cron"},
 		{"0 0 30 2 *", `"0 0 30 2 *": never fires`},
 		{"0 0 31 4 *", "never fires"},
 		{"0 0 31 2,4,6,9,11 *", "never fires"},

@@ -94,7 +94,7 @@ func TestAStoredScheduleThatNeverOpensIsReportedNotHung(t *testing.T) {
 	for _, c := range []struct{ schedule, why string }{
 		{"0 0 30 2 *", "never fires"},
 		{"@every 6h", "descriptors such as @every"},
-		{"0 0 2 * * *", "has 6 fields, want 5"},
+		{"0 0 2 * * *", "has 6 fields; want a 5-field cron"},
 	} {
 		root.Stop()
 		storeScheduleAround(t, root, "shipone", c.schedule)
