@@ -15,7 +15,7 @@ import (
 // windows by them) read them.
 
 // ErrSchedule is wrapped by every refusal of a sync schedule.
-var ErrSchedule = errors.New("invalid sync schedule")
+var ErrSchedule = errors.New("sync schedule")
 
 // scheduleFields is the one form accepted: cron's descriptors (@every 6h, @daily),
 // seconds fields and time zone prefixes are refused. @every in particular is a
