@@ -11,8 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/robfig/cron/v3"
-
 	"github.com/outpost-edge/outpost/events"
 )
 
@@ -150,8 +148,8 @@ func (s *Settings) Validate() error {
 	if ttl := time.Duration(s.MessageTTL); ttl < events.MinMessageTTL || ttl > events.MaxMessageTTL {
 		return fmt.Errorf("sync message TTL %s: must be from P1D to P90D", s.MessageTTL)
 	}
-	if _, err := cron.ParseStandard(s.SyncSchedule); err != nil {
-		return fmt.Errorf("sync schedule %q: want a 5-field cron expression such as \"0 2 * * *\": %v", s.SyncSchedule, err)
+	if _, err := events.ParseSchedule(s.SyncSchedule); err != nil {
+		return err
 	}
 	w := time.Duration(s.SyncWindow)
 	switch {

@@ -115,3 +115,51 @@ func TestManagerAppliesTheTreeRules(t *testing.T) {
 		t.Error("passwords 1 and 2 must both work after generating 2")
 	}
 }
+
+// TestManagerRefusesSchedulesThatNeverOpen: create and update refuse descriptors,
+// other field counts and schedules that never fire (or not every year), naming the
+// schedule and why, and store nothing.
+func TestManagerRefusesSchedulesThatNeverOpen(t *testing.T) {
+	m := startManager(t)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, "shipone", "", settings(ReadOnly, "fleet/*")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ schedule, msg string }{
+		{"@every 6h", `"@every 6h": descriptors such as @every`},
+		{"@daily", `"@daily": descriptors`},
+		{"@reboot", `"@reboot": descriptors`},
+		{"0 0 2 * * *", "has 6 fields; want a 5-field cron"},
+		{"0 0 30 2 *", `"0 0 30 2 *": never fires`},
+		{"0 0 31 4 *", "never fires"},
+		{"0 0 31 2,4,6,9,11 *", "never fires"},
+		{"0 0 29 2 *", "does not fire every year"},
+	} {
+		s := settings(ReadOnly, "fleet/*")
+		s.SyncSchedule, s.SyncWindow = c.schedule, Duration(time.Hour)
+		_, err := m.Create(ctx, "shiptwo", "", s)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("create with schedule %q: %v, want invalid with %q", c.schedule, err, c.msg)
+		}
+		_, err = m.Update(ctx, "shipone", func(s *Settings) error {
+			s.SyncSchedule, s.SyncWindow = c.schedule, Duration(time.Hour)
+			return nil
+		})
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("update to schedule %q: %v, want invalid with %q", c.schedule, err, c.msg)
+		}
+	}
+	if _, _, err := m.store.Get(ctx, "shiptwo"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a refused node was stored: %v", err)
+	}
+	n, _, err := m.store.Get(ctx, "shipone")
+	if err != nil || n.Settings.SyncSchedule != DefaultSchedule {
+		t.Errorf("a refused update was stored: %+v %v", n, err)
+	}
+	if _, err := m.Update(ctx, "shipone", func(s *Settings) error {
+		s.SyncSchedule, s.SyncWindow = "0 0 28 2 *", Duration(time.Hour)
+		return nil
+	}); err != nil {
+		t.Errorf("a yearly schedule: %v", err)
+	}
+}

@@ -87,6 +87,9 @@ type LinkState struct {
 	Next, NextEnd time.Time
 	// LastOpen is the start of the last window the link was open in.
 	LastOpen time.Time
+	// WindowError says why the link's window settings were refused: the link then
+	// stays closed (except when forced) until the root sends working ones.
+	WindowError string
 }
 
 // NewLink builds the link's copiers.
@@ -97,7 +100,7 @@ func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Window == (Window{}) {
+	if cfg.Window.isZero() {
 		cfg.Window = Window{always: true}
 	}
 	local := cfg.Local
@@ -120,7 +123,9 @@ func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
 	}
-	return &Link{cfg: cfg, down: down, up: up, window: cfg.Window}, nil
+	l := &Link{cfg: cfg, down: down, up: up}
+	l.SetWindow(cfg.Window)
+	return l, nil
 }
 
 // SetWindow changes the link's window (settings from the root).
@@ -128,6 +133,10 @@ func (l *Link) SetWindow(w Window) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.window = w
+	l.state.WindowError = ""
+	if err := w.Err(); err != nil {
+		l.state.WindowError = err.Error()
+	}
 }
 
 // SyncNow opens the link at once for one window length (an hour for a link that is

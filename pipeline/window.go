@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/robfig/cron/v3"
+	"github.com/outpost-edge/outpost/events"
 )
 
 // AlwaysSchedule is the schedule of a link that is always open.
@@ -14,20 +14,23 @@ const AlwaysSchedule = "* * * * *"
 // for a fixed length. It is computed from the schedule and the clock, so a restart
 // cannot lose whether it is open.
 type Window struct {
-	schedule cron.Schedule
+	schedule events.Schedule
 	length   time.Duration
 	always   bool
+	// err is why a window from settings could not be built: such a window never
+	// opens on its own, and the link reports err.
+	err error
 }
 
-// NewWindow parses a 5-field cron schedule. The default schedule with no length is
-// always open.
+// NewWindow parses a 5-field cron schedule (events.ParseSchedule: no descriptors,
+// none that never fires). The default schedule with no length is always open.
 func NewWindow(schedule string, length time.Duration) (Window, error) {
 	if schedule == AlwaysSchedule && length == 0 {
 		return Window{always: true}, nil
 	}
-	s, err := cron.ParseStandard(schedule)
+	s, err := events.ParseSchedule(schedule)
 	if err != nil {
-		return Window{}, fmt.Errorf("sync schedule %q: %w", schedule, err)
+		return Window{}, err
 	}
 	if length <= 0 {
 		return Window{}, fmt.Errorf("sync window: required with schedule %q", schedule)
@@ -35,43 +38,72 @@ func NewWindow(schedule string, length time.Duration) (Window, error) {
 	return Window{schedule: s, length: length}, nil
 }
 
+// BrokenWindow is the window of a link whose settings hold a schedule NewWindow
+// refused (stored before it was checked, or written around the checks): it stays
+// closed except when forced (`sync now`), and Err says why, for the status.
+func BrokenWindow(err error) Window { return Window{err: err} }
+
+// Err is why the window's settings were refused; nil for a working window.
+func (w Window) Err() error { return w.err }
+
 // Always reports whether the window never closes.
 func (w Window) Always() bool { return w.always }
 
 // Length is how long each window stays open.
 func (w Window) Length() time.Duration { return w.length }
 
+// isZero reports a Window nobody set.
+func (w Window) isZero() bool { return !w.always && w.err == nil && w.schedule.IsZero() }
+
 // At says whether the window is open at t, and gives the bounds of the window that is
-// open then or, if none, of the next one.
+// open then or, if none, of the next one. A broken window is closed with no next one
+// (zero bounds). At does a bounded amount of work: a schedule that parsed fires
+// within a year, and the zero schedule never.
 func (w Window) At(t time.Time) (open bool, start, end time.Time) {
 	if w.always {
 		return true, time.Time{}, time.Time{}
 	}
+	if w.schedule.IsZero() {
+		return false, time.Time{}, time.Time{}
+	}
 	// The earliest occurrence after t-length is the only one whose window can hold t.
 	start = w.schedule.Next(t.Add(-w.length).Add(-time.Second))
+	if start.IsZero() {
+		return false, time.Time{}, time.Time{}
+	}
 	if !start.After(t) && t.Before(start.Add(w.length)) {
 		return true, start, start.Add(w.length)
 	}
 	if !start.After(t) {
-		start = w.schedule.Next(t)
+		if start = w.schedule.Next(t); start.IsZero() {
+			return false, time.Time{}, time.Time{}
+		}
 	}
 	return false, start, start.Add(w.length)
 }
 
+// previousLookBack bounds how far back Previous searches: a schedule that parsed
+// fires at least once a year.
+const previousLookBack = 400 * 24 * time.Hour
+
 // Previous returns the bounds of the last window that started at or before t.
 func (w Window) Previous(t time.Time) (start, end time.Time, ok bool) {
-	if w.always {
+	if w.always || w.schedule.IsZero() {
 		return time.Time{}, time.Time{}, false
 	}
-	// cron has no Prev: walk forward from a bounded look-back.
-	for back := w.length + time.Hour; back <= 400*24*time.Hour; back *= 2 {
+	// cron has no Prev: walk forward from a bounded look-back. Next always moves
+	// forward or returns zero, so each walk ends.
+	for back := w.length + time.Hour; ; back *= 2 {
+		back = min(back, previousLookBack)
 		var last time.Time
-		for s := w.schedule.Next(t.Add(-back)); !s.After(t); s = w.schedule.Next(s) {
+		for s := w.schedule.Next(t.Add(-back)); !s.IsZero() && !s.After(t); s = w.schedule.Next(s) {
 			last = s
 		}
 		if !last.IsZero() {
 			return last, last.Add(w.length), true
 		}
+		if back == previousLookBack {
+			return time.Time{}, time.Time{}, false
+		}
 	}
-	return time.Time{}, time.Time{}, false
 }

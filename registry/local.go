@@ -71,7 +71,14 @@ func (r *Registry) WriteBlob(ctx context.Context, repo, d string, size int64, op
 	if held, err := r.linkBlob(ctx, repo, dgst); err != nil || held {
 		return err
 	}
+	if err := r.disk.check(uint64(max(size, 0))); err != nil {
+		return fmt.Errorf("write blob %s into %s: %w", dgst, repo, err)
+	}
 	if err := r.writeAside(ctx, dgst, size, open); err != nil {
+		if isDiskFull(err) { // the driver's error names the file: say only what happened
+			_ = r.disk.check(0)
+			return fmt.Errorf("write blob %s into %s: %w", dgst, repo, ErrDiskFull)
+		}
 		return fmt.Errorf("write blob %s into %s: %w", dgst, repo, err)
 	}
 	r.unquarantine(ctx, dgst) // a blob a scrub set aside is good again

@@ -77,6 +77,9 @@ type Config struct {
 	TokenKeyFile string
 	// Scrub bounds the I/O of a scrub (scrub.go).
 	Scrub ScrubConfig
+	// MinFreeBytes is the disk space writes leave free (diskfull.go); default
+	// DefaultMinFreeBytes.
+	MinFreeBytes uint64
 }
 
 // Validate names the first field that is missing or wrong.
@@ -110,6 +113,7 @@ type Registry struct {
 	limiter   *events.LoginLimiter
 	incoming  claims // blobs being written in process (local.go)
 	scrub     *scrubber
+	disk      *diskSpace
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}
@@ -132,6 +136,9 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MinFreeBytes == 0 {
+		cfg.MinFreeBytes = DefaultMinFreeBytes
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -148,6 +155,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
 	}
 	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: events.NewLoginLimiter()}
+	r.disk = &diskSpace{dir: cfg.Dir, minFree: cfg.MinFreeBytes, health: r.health, log: cfg.Logger}
 	if err := r.dropStaleIncoming(ctx); err != nil {
 		cfg.Logger.Warn("stale partial blobs not removed", "err", err)
 	}
@@ -208,7 +216,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 			return nil, fmt.Errorf("registry: metrics: %w", err)
 		}
 	}
-	r.handler = instrument(http.HandlerFunc(r.serve), r.metrics, cfg.Logger)
+	r.handler = instrument(r.disk.guard(http.HandlerFunc(r.serve)), r.metrics, cfg.Logger)
 	return r, nil
 }
 
@@ -220,6 +228,7 @@ func (r *Registry) Ready(ctx context.Context) error {
 	if _, err := r.driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
 		return fmt.Errorf("storage: %w", err)
 	}
+	r.disk.ready()
 	return r.health.err()
 }
 

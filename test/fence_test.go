@@ -172,7 +172,7 @@ func TestDataDirectoryIsLocked(t *testing.T) {
 		{"a second root", root, []string{"--name", "root"}},
 		// The lock comes before activation: not ALREADY_ACTIVATED, which would
 		// mean the store was opened.
-		{"a second process of a connected node", site, []string{"--connection-string", site.opts.ConnectionString}},
+		{"a second process of a connected node", site, []string{"--connection-string-file", filepath.Join(site.Data(), "connection-string")}},
 	} {
 		out, err := second(c.n, c.extra...)
 		want := fmt.Sprintf("data directory %s is in use by outpost pid %d since ", c.n.Data(), c.n.cmd.Process.Pid)
@@ -339,8 +339,12 @@ func TestDeactivatedProcessIsFenced(t *testing.T) {
 
 	// The old process restarting on its own data directory is a second process.
 	old.Stop()
+	csFile := filepath.Join(t.TempDir(), "connection-string")
+	if err := os.WriteFile(csFile, []byte(cs), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out, err := Run(t, time.Minute, Binary(t), "serve", "--data", old.Data(), "--addr", "127.0.0.1:0",
-		"--gateway-addr", "127.0.0.1:0", "--connection-string", cs)
+		"--gateway-addr", "127.0.0.1:0", "--connection-string-file", csFile)
 	if err == nil || !strings.Contains(out, "ALREADY_ACTIVATED: node sitefence is active in another process") {
 		t.Errorf("old process restarted: %v, want ALREADY_ACTIVATED:\n%s", err, out)
 	}

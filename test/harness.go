@@ -159,7 +159,13 @@ func (n *Node) Start() {
 	args := []string{"serve", "--data", n.opts.Data, "--addr", httpAddr,
 		"--gateway-addr", gatewayAddr, "--log-format", "json"}
 	if n.opts.ConnectionString != "" {
-		args = append(args, "--connection-string", n.opts.ConnectionString)
+		// From a file, as a site does: on the command line the sync password would
+		// be in every process listing (serve refuses it).
+		file := filepath.Join(n.opts.Data, "connection-string")
+		if err := os.WriteFile(file, []byte(n.opts.ConnectionString+"\n"), 0o600); err != nil {
+			n.t.Fatal(err)
+		}
+		args = append(args, "--connection-string-file", file)
 	} else {
 		args = append(args, "--mode", n.opts.Mode, "--name", n.opts.Name)
 	}

@@ -217,8 +217,8 @@ func TestSecondProcessForAnActiveNodeIsRefused(t *testing.T) {
 	root := StartNode(t, NodeOptions{})
 	StartChild(t, root, Child{Name: "siteone", Mode: "ReadOnly", Repositories: []string{"app/*"}})
 	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", "siteone", "--generate-password", "2"))
-	out, err := Run(t, time.Minute, Binary(t), "serve", "--data", t.TempDir(), "--addr", "127.0.0.1:0",
-		"--gateway-addr", "127.0.0.1:0", "--connection-string", cs)
+	out, err := RunEnv(t, time.Minute, []string{"OUTPOST_CONNECTION_STRING=" + cs}, Binary(t), "serve", "--data", t.TempDir(),
+		"--addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0")
 	if err == nil || !strings.Contains(out, "ALREADY_ACTIVATED") {
 		t.Fatalf("second process: %v, want a non-zero exit with ALREADY_ACTIVATED:\n%s", err, out)
 	}

@@ -109,17 +109,26 @@ func (c *apiClient) send(ctx context.Context, method, path string, body any) (*h
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	err = answerError(method, url, resp.Status, data)
+	if resp.StatusCode == http.StatusUnauthorized {
+		err = withHint(err, "give the node's operator token with --token or OUTPOST_TOKEN: the admin token at the root (DATA/admin-token), DATA/operator-token elsewhere")
+	}
+	return nil, err
+}
+
+// answerError reads a node's error answer: its own message when it gave one.
+func answerError(method, url, status string, data []byte) error {
 	var answer struct {
 		Error  string                           `json:"error"`
 		Errors []struct{ Code, Message string } `json:"errors"`
 	}
 	if json.Unmarshal(data, &answer) == nil {
 		if answer.Error != "" {
-			return nil, fmt.Errorf("%s", answer.Error)
+			return fmt.Errorf("%s", answer.Error)
 		}
 		if len(answer.Errors) > 0 {
-			return nil, fmt.Errorf("%s: %s", answer.Errors[0].Code, answer.Errors[0].Message)
+			return fmt.Errorf("%s: %s", answer.Errors[0].Code, answer.Errors[0].Message)
 		}
 	}
-	return nil, fmt.Errorf("%s %s: %s %s", method, url, resp.Status, strings.TrimSpace(string(data)))
+	return fmt.Errorf("%s %s: %s %s", method, url, status, strings.TrimSpace(string(data)))
 }

@@ -266,13 +266,15 @@ func (n *node) refuseWhenFenced(h http.Handler) http.Handler {
 	})
 }
 
-// windowOf reads a node's sync schedule and window; settings the root validated
-// always parse, so a failure falls back to always open, loudly.
+// windowOf reads a node's sync schedule and window. Settings the root checked
+// always parse; one stored before the checks (or written around them) gives a
+// window that stays closed and an error in the node's status, never a guess.
 func windowOf(self *hierarchy.Node, log *slog.Logger) pipeline.Window {
 	w, err := pipeline.NewWindow(self.Settings.SyncSchedule, time.Duration(self.Settings.SyncWindow))
 	if err != nil {
-		log.Error("sync window from parent; the link stays always open", "err", err)
-		w, _ = pipeline.NewWindow(pipeline.AlwaysSchedule, 0)
+		err = fmt.Errorf("%w; the link stays closed until the root sends a working one (outpost node update %s --sync-schedule ... --sync-window ...)", err, self.Name)
+		log.Error("sync window from parent refused", "err", err)
+		return pipeline.BrokenWindow(err)
 	}
 	return w
 }
@@ -391,6 +393,10 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		}
 		if ls.LastError != "" {
 			st.Details = append(st.Details, hierarchy.Detail{Code: "LINK_ERROR", Message: ls.LastError, Time: ls.LastErrorTime})
+		}
+		if ls.WindowError != "" {
+			st.State = hierarchy.Unhealthy
+			st.Details = append(st.Details, hierarchy.Detail{Code: "SYNC_SCHEDULE_INVALID", Message: ls.WindowError, Time: now})
 		}
 		st.WindowOpen, st.WindowUntil, st.NextWindowStart, st.NextWindowEnd = ls.Open, ls.Until, ls.Next, ls.NextEnd
 		if !ls.Open && st.State == hierarchy.Online {

@@ -3,8 +3,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,19 +14,27 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
-		var he hinted
-		if errors.As(err, &he) {
-			fmt.Fprintln(os.Stderr, "Try:", he.Hint())
-		}
-		os.Exit(1)
-	}
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// hinted is an error that knows what the operator can do about it.
-type hinted interface{ Hint() string }
+// run executes one command line and returns the exit code; an error is printed
+// with its hint ("Try: ...").
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "Error:", err)
+		if hint, ok := hintFor(err); ok {
+			fmt.Fprintln(stderr, "Try:", hint)
+		}
+		return 1
+	}
+	return 0
+}
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
@@ -36,5 +44,6 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newEventsCmd(), newRepositoryCmd(), newNodeCmd(), newTokenCmd(), newSyncCmd(), newScrubCmd(), newStatusCmd())
+	hintUsage(root)
 	return root
 }

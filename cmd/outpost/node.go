@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -113,11 +114,30 @@ func newNodeUpdateCmd() *cobra.Command {
 		Short: "Change a node's settings; they reach it at its next sync",
 		Example: `  outpost node update factory1 --add-repository 'tools/*' --log-level debug
   outpost node update ship42 --sync-schedule "0 */6 * * *" --sync-window PT2H
-  outpost node update factory1 --add-client-tokens line1 line2 --anonymous-pull=false`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var req hierarchy.UpdateRequest
+  outpost node update factory1 --add-client-tokens line1 line2 --anonymous-pull=false
+  outpost node update factory1 --add-client-tokens line1,line2 --remove-client-tokens ci`,
+		// Flags are parsed here, so that a token list takes every word after it
+		// up to the next flag, as the example shows (pflag gives a flag one word).
+		DisableFlagParsing: true,
+		Args:               cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, raw []string) error {
 			fl := cmd.Flags()
+			expanded, err := expandListFlags(raw, "add-client-tokens", "remove-client-tokens")
+			if err == nil {
+				err = fl.Parse(expanded)
+			}
+			if err != nil {
+				return withHint(err, cmd.CommandPath()+" --help")
+			}
+			if help, _ := fl.GetBool("help"); help {
+				return cmd.Help()
+			}
+			args := fl.Args()
+			if len(args) != 1 {
+				return withHint(fmt.Errorf("node update: want one NAME, got %d (%s)", len(args), strings.Join(args, " ")),
+					"outpost node update NAME --add-client-tokens a b: NAME first; a token list takes every word after it up to the next flag")
+			}
+			var req hierarchy.UpdateRequest
 			if fl.Changed("sync-schedule") {
 				req.SyncSchedule = &f.schedule
 			}
@@ -170,8 +190,8 @@ func newNodeUpdateCmd() *cobra.Command {
 	f.add(cmd)
 	cmd.Flags().StringArrayVar(&add, "add-repository", nil, "a repository or pattern to add; repeat for more")
 	cmd.Flags().StringArrayVar(&remove, "remove-repository", nil, "a repository or pattern to remove; repeat for more")
-	cmd.Flags().StringSliceVar(&addTokens, "add-client-tokens", nil, "client tokens that may use this node (names, space or comma separated)")
-	cmd.Flags().StringSliceVar(&removeTokens, "remove-client-tokens", nil, "client tokens that may no longer use this node")
+	cmd.Flags().StringSliceVar(&addTokens, "add-client-tokens", nil, "client tokens that may use this node: names after it, space or comma separated, or the flag repeated")
+	cmd.Flags().StringSliceVar(&removeTokens, "remove-client-tokens", nil, "client tokens that may no longer use this node (as --add-client-tokens)")
 	cmd.Flags().BoolVar(&anonymous, "anonymous-pull", false, "let clients without credentials pull at this node")
 	cmd.Flags().StringVar(&mode, "mode", "", "refused: a node's mode cannot change")
 	cmd.Flags().StringVar(&parent, "parent", "", "refused: a node's parent cannot change")
@@ -318,6 +338,33 @@ func newNodeGetSettingsCmd() *cobra.Command {
 	c.addTokenFlag(cmd.Flags())
 	cmd.Flags().IntVar(&generate, "generate-password", 0, "make a new sync token password 1 or 2 (the other keeps working)")
 	return cmd
+}
+
+// expandListFlags turns "--NAME a b c" into "--NAME=a --NAME=b --NAME=c" for the
+// list flags named: the words after such a flag, up to the next one (or "--"), are
+// its values. "--NAME=a,b" and a repeated flag pass through as they are.
+func expandListFlags(args []string, names ...string) ([]string, error) {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...), nil
+		}
+		name, ok := strings.CutPrefix(a, "--")
+		if !ok || !slices.Contains(names, name) {
+			out = append(out, a)
+			continue
+		}
+		j := i + 1
+		for ; j < len(args) && !strings.HasPrefix(args[j], "-"); j++ {
+			out = append(out, a+"="+args[j])
+		}
+		if j == i+1 {
+			return nil, fmt.Errorf("%s: needs at least one name after it", a)
+		}
+		i = j - 1
+	}
+	return out, nil
 }
 
 func printJSON(w io.Writer, v any) error {

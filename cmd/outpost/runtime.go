@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,6 +55,7 @@ type node struct {
 	gateway *hierarchy.Gateway
 
 	httpLn     net.Listener
+	conns      *connLimiter
 	tls        *tls.Config // what the listeners serve, nil for plain
 	httpSrv    *http.Server
 	handler    atomic.Pointer[http.Handler]
@@ -164,6 +164,9 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	if n.tls != nil {
 		n.httpLn = tls.NewListener(n.httpLn, n.tls)
 	}
+	// Outermost, so that it counts the connections the server sees (TLS ones too).
+	n.conns = newConnLimiter(n.httpLn, n.opts.limits.MaxConnections)
+	n.httpLn = n.conns
 	// Serve at once: until the node is ready (a connected node waits for its parent)
 	// clients get a clear 503, not a connection that hangs.
 	starting := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +178,8 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 		http.Error(w, "node "+n.name+" is starting (waiting for its parent to activate it)", http.StatusServiceUnavailable)
 	}))
 	n.handler.Store(&starting)
-	n.httpSrv = &http.Server{ReadHeaderTimeout: 30 * time.Second,
+	lim := n.opts.limits
+	n.httpSrv = &http.Server{ReadHeaderTimeout: lim.HeaderTimeout, IdleTimeout: lim.IdleTimeout, ConnState: n.conns.track,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*n.handler.Load()).ServeHTTP(w, r) })}
 	n.served = make(chan error, 1)
 	go func() { n.served <- n.httpSrv.Serve(n.httpLn) }()
@@ -249,7 +253,7 @@ func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 		Dir: filepath.Join(n.opts.Data, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
-		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"), Scrub: n.scrub.cfg,
+		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"), Scrub: n.scrub.cfg, MinFreeBytes: n.opts.minFreeDisk,
 	})
 	return err
 }
@@ -309,7 +313,15 @@ func (n *node) Neighbours(ctx context.Context) ([]pipeline.Neighbour, error) {
 func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", n.refuseWhenFenced(n.reg))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		// Liveness: only what a restart cures fails it (a store a full disk broke,
+		// once space is back), so that a supervisor restarts the node.
+		if err := n.ns.NeedsRestart(n.opts.minFreeDisk); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.ready(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -331,10 +343,20 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 			mux.Handle(p, n.admin)
 		}
 	}
-	h := http.Handler(mux)
+	// Every route but the events stream (a --follow waits for events without
+	// writing) must keep moving once its headers are in.
+	bounded := progressDeadlines(mux, n.opts.limits.BodyStall)
+	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/outpost/v1/events" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		bounded.ServeHTTP(w, r)
+	}))
 	n.handler.Store(&h)
 	n.logger.Info("serving", "node", n.name, "mode", mode, "http", n.httpLn.Addr().String(),
-		"gateway", n.ns.Addr().String(), "data", n.opts.Data, "connected", n.connected())
+		"gateway", n.ns.Addr().String(), "data", n.opts.Data, "connected", n.connected(),
+		"max_connections", n.opts.limits.MaxConnections, "http_idle_timeout", n.opts.limits.IdleTimeout)
 	select {
 	case err := <-n.served:
 		return fmt.Errorf("http server: %w", err)
@@ -374,8 +396,8 @@ func (n *node) ready(ctx context.Context) error {
 		// Not a member of the tree any more: traffic belongs to the active process.
 		return fmt.Errorf("%s: %s", f.detail.Code, f.detail.Message)
 	}
-	if !n.ns.Running() {
-		return errors.New("nats: jetstream not running")
+	if err := n.ns.Healthy(); err != nil {
+		return err
 	}
 	if _, err := n.log.Stats(ctx); err != nil {
 		return err

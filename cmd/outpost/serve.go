@@ -32,7 +32,10 @@ type serveOptions struct {
 	LogLevel    string `yaml:"log-level"`
 	LogFormat   string `yaml:"log-format"`
 	// ConnectionString makes this a connected node (from `outpost node get-settings`).
-	ConnectionString string `yaml:"connection-string"`
+	// It holds the sync password, so it comes from a file, the environment or the
+	// config file, never from the command line (every process listing shows that).
+	ConnectionString     string `yaml:"connection-string"`
+	ConnectionStringFile string `yaml:"connection-string-file"`
 	// AdvertiseAddr is the host this node's children reach it at.
 	AdvertiseAddr string `yaml:"advertise-addr"`
 	// ParentRegistry and ParentGateway override the parent endpoints of the
@@ -56,6 +59,14 @@ type serveOptions struct {
 	ScrubInterval    string `yaml:"scrub-interval"`
 	ScrubRate        string `yaml:"scrub-rate"`
 	ScrubConcurrency string `yaml:"scrub-concurrency"`
+	// MaxConnections and HTTPIdleTimeout bound the HTTP connections (conns.go).
+	MaxConnections  string `yaml:"max-connections"`
+	HTTPIdleTimeout string `yaml:"http-idle-timeout"`
+	limits          httpLimits
+	// MinFreeDisk is the disk space (bytes) registry writes leave free for the
+	// event log: under it, pushes get 507 and /readyz says the disk is full.
+	MinFreeDisk string `yaml:"min-free-disk"`
+	minFreeDisk uint64
 }
 
 func defaultServeOptions() serveOptions {
@@ -64,6 +75,8 @@ func defaultServeOptions() serveOptions {
 		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
 		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
 		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
+		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
+		MinFreeDisk: strconv.Itoa(registry.DefaultMinFreeBytes),
 	}
 }
 
@@ -75,17 +88,30 @@ func newServeCmd() *cobra.Command {
 		Short: "Run a node: an OCI registry with its embedded NATS JetStream event log",
 		Example: `  outpost serve                                  # root node on 127.0.0.1:5000, data in ./data
   outpost serve --data /var/lib/outpost --mode ReadOnly
-  outpost serve --config /etc/outpost/outpost.yaml --log-level debug   # flags win over the file`,
+  outpost serve --config /etc/outpost/outpost.yaml --log-level debug   # flags win over the file
+  outpost node get-settings factory1 > factory1.cs                     # at the root, then at the site:
+  outpost serve --data /var/lib/outpost --connection-string-file factory1.cs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts := defaultServeOptions()
-			opts.ConnectionString = os.Getenv("OUTPOST_CONNECTION_STRING")
+			if f := cmd.Flags().Lookup("connection-string"); f.Changed {
+				return connectionStringOnCommandLine(f.Value.String())
+			}
+			if f := cmd.Flags().Lookup("connection-string-file"); f.Changed && strings.TrimSpace(f.Value.String()) == "" {
+				// An unset variable in --connection-string-file "$FILE" must not start a root.
+				return withHint(errors.New(`--connection-string-file "": no file named`), "outpost serve --connection-string-file PATH (the file `outpost node get-settings NAME` was written to)")
+			}
 			if configFile != "" {
 				if err := loadServeConfig(configFile, &opts); err != nil {
 					return err
 				}
 			}
 			cmd.Flags().Visit(func(f *pflag.Flag) { overrideFromFlag(&opts, &flagOpts, f.Name) })
+			cs, err := connectionString(opts)
+			if err != nil {
+				return err
+			}
+			opts.ConnectionString = cs
 			return runServe(cmd.Context(), opts)
 		},
 	}
@@ -99,8 +125,11 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.MessageTTL, "message-ttl", flagOpts.MessageTTL, "how long events stay in the log, ISO 8601, P1D to P90D")
 	f.StringVar(&flagOpts.LogLevel, "log-level", flagOpts.LogLevel, "debug, info, warn or error")
 	f.StringVar(&flagOpts.LogFormat, "log-format", flagOpts.LogFormat, "text or json")
-	f.StringVar(&flagOpts.ConnectionString, "connection-string", "",
-		"run as a connected node under a parent (from `outpost node get-settings`; env OUTPOST_CONNECTION_STRING); mode and settings then come from the root")
+	f.StringVar(&flagOpts.ConnectionStringFile, "connection-string-file", "",
+		"run as a connected node under a parent: a file (mode 0600) holding the line `outpost node get-settings` printed (or env "+envConnectionString+"); mode and settings then come from the root")
+	var refused string
+	f.StringVar(&refused, "connection-string", "", "refused: the sync password would be in every process listing; use --connection-string-file or env "+envConnectionString)
+	_ = f.MarkHidden("connection-string")
 	f.StringVar(&flagOpts.AdvertiseAddr, "advertise-addr", "", "host this node's children reach it at (default: the listen addresses' host)")
 	f.StringVar(&flagOpts.ParentRegistry, "parent-registry", "", "reach the parent's registry at this host:port instead of the connection string's")
 	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port instead of the connection string's")
@@ -112,6 +141,11 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ScrubInterval, "scrub-interval", flagOpts.ScrubInterval, "how often every stored blob is checked against its digest (0: never; `outpost scrub` any time)")
 	f.StringVar(&flagOpts.ScrubRate, "scrub-rate", flagOpts.ScrubRate, "bytes per second a scrub may read (0: no cap)")
 	f.StringVar(&flagOpts.ScrubConcurrency, "scrub-concurrency", flagOpts.ScrubConcurrency, "blobs a scrub hashes at once")
+	f.StringVar(&flagOpts.MaxConnections, "max-connections", flagOpts.MaxConnections,
+		"most HTTP connections held open; past it a new one replaces the longest idle (0: half the file descriptor limit, at most 8192)")
+	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
+	f.StringVar(&flagOpts.MinFreeDisk, "min-free-disk", flagOpts.MinFreeDisk,
+		"bytes of disk that pushes leave free for the event log; under it pushes get 507 and /readyz says the disk is full")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -136,13 +170,65 @@ func (o *serveOptions) fields() map[string]*string {
 	return map[string]*string{
 		"data": &o.Data, "addr": &o.Addr, "gateway-addr": &o.GatewayAddr, "mode": &o.Mode,
 		"name": &o.Name, "message-ttl": &o.MessageTTL, "log-level": &o.LogLevel,
-		"log-format": &o.LogFormat, "connection-string": &o.ConnectionString,
+		"log-format": &o.LogFormat, "connection-string-file": &o.ConnectionStringFile,
 		"advertise-addr": &o.AdvertiseAddr, "clock-offset-file": &o.ClockOffsetFile,
 		"parent-registry": &o.ParentRegistry, "parent-gateway": &o.ParentGateway,
 		"anonymous-pull": &o.AnonymousPull, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey,
 		"parent-ca": &o.ParentCA, "scrub-interval": &o.ScrubInterval, "scrub-rate": &o.ScrubRate,
 		"scrub-concurrency": &o.ScrubConcurrency,
+		"max-connections": &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
+		"min-free-disk": &o.MinFreeDisk,
 	}
+}
+
+// envConnectionString holds a connected node's connection string.
+const envConnectionString = "OUTPOST_CONNECTION_STRING"
+
+// connectionStringOnCommandLine refuses --connection-string: any user of the
+// machine reads a process's arguments (ps, /proc/PID/cmdline), and the connection
+// string holds the node's sync password. An empty value is refused too: it would
+// otherwise start a root where a site was meant.
+func connectionStringOnCommandLine(v string) error {
+	hint := "outpost node get-settings NAME > NAME.cs (at the root), then outpost serve --connection-string-file NAME.cs, or export " + envConnectionString + "=\"$(cat NAME.cs)\""
+	if strings.TrimSpace(v) == "" {
+		return withHint(errors.New(`--connection-string "": empty, and refused anyway: a connection string holds the sync password, which the command line shows to every user of the machine`), hint)
+	}
+	return withHint(errors.New("--connection-string: refused, as it puts the node's sync password in every process listing"), hint)
+}
+
+// connectionString reads a connected node's connection string from the one place
+// it was given: --connection-string-file (or the config file's
+// connection-string-file), the config file's connection-string, or the
+// environment. None is a root; a source that is given but empty is an error, never
+// a root.
+func connectionString(opts serveOptions) (string, error) {
+	var cs string
+	var from []string
+	if opts.ConnectionString != "" {
+		cs, from = opts.ConnectionString, append(from, "config file key connection-string")
+	}
+	if opts.ConnectionStringFile != "" {
+		b, err := os.ReadFile(opts.ConnectionStringFile)
+		if err != nil {
+			return "", withHint(fmt.Errorf("connection string file: %w", err), "outpost node get-settings NAME > "+opts.ConnectionStringFile+" (at the root)")
+		}
+		if cs = strings.TrimSpace(string(b)); cs == "" {
+			return "", withHint(fmt.Errorf("connection string file %s is empty", opts.ConnectionStringFile),
+				"write the line `outpost node get-settings NAME` prints at the root into it")
+		}
+		from = append(from, "--connection-string-file")
+	}
+	if v, ok := os.LookupEnv(envConnectionString); ok {
+		if cs = strings.TrimSpace(v); cs == "" {
+			return "", withHint(fmt.Errorf("%s is set but empty", envConnectionString),
+				"unset it to run a root, or set it to the line `outpost node get-settings NAME` prints")
+		}
+		from = append(from, envConnectionString)
+	}
+	if len(from) > 1 {
+		return "", fmt.Errorf("connection string given %d ways (%s): give it one way", len(from), strings.Join(from, ", "))
+	}
+	return cs, nil
 }
 
 func overrideFromFlag(opts, flags *serveOptions, name string) {
@@ -161,6 +247,19 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	}
 	if opts.anonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
 		return fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
+	}
+	opts.limits = defaultHTTPLimits()
+	if opts.limits.MaxConnections, err = strconv.Atoi(opts.MaxConnections); err != nil {
+		return fmt.Errorf("max-connections %q: want a number", opts.MaxConnections)
+	}
+	if opts.limits.IdleTimeout, err = time.ParseDuration(opts.HTTPIdleTimeout); err != nil {
+		return fmt.Errorf("http-idle-timeout %q: want a Go duration such as 2m", opts.HTTPIdleTimeout)
+	}
+	if err := opts.limits.Validate(); err != nil {
+		return err
+	}
+	if opts.minFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || opts.minFreeDisk == 0 {
+		return fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
 	}
 	tlsCfg, err := serverTLS(opts)
 	if err != nil {

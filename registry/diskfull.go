@@ -1,0 +1,198 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A full disk. Storage errors from distribution carry the server's paths in their
+// answer ("filesystem: write /var/lib/...: no space left on device"), and a write
+// that fills the disk to the last byte also takes JetStream's own writes down with
+// it: nats-server marks a stream whose file write failed as broken until the
+// process restarts. So the registry keeps a reserve: a write starts only with
+// MinFreeBytes free, stops when the free space falls under it, and the client gets
+// 507 with a plain message; /readyz says the disk is full until space is freed.
+
+// ErrDiskFull is a write refused or broken off because the node's disk is full.
+var ErrDiskFull = errors.New("insufficient storage: the node's disk is full")
+
+// DefaultMinFreeBytes is the space a registry write leaves free for the event log,
+// the node's buckets and its logs.
+const DefaultMinFreeBytes = 64 << 20
+
+// diskCheckEvery is how many bytes of a request body go by between two looks at
+// the free space.
+const diskCheckEvery = 4 << 20
+
+// diskSpace watches the free space of the file system the storage lives on.
+type diskSpace struct {
+	dir     string
+	minFree uint64
+	health  *health
+	log     *slog.Logger
+}
+
+// free is the space available to the node.
+func (d *diskSpace) free() (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// check returns ErrDiskFull when fewer than need bytes plus the reserve are free,
+// and records the state for /readyz.
+func (d *diskSpace) check(need uint64) error {
+	free, err := d.free()
+	if err != nil {
+		return nil // the write itself will say what is wrong
+	}
+	if free < d.minFree+need {
+		d.full(free)
+		return fmt.Errorf("%w (%d MiB free, %d MiB kept free for the event log)", ErrDiskFull, free>>20, d.minFree>>20)
+	}
+	d.health.ok("storage")
+	return nil
+}
+
+func (d *diskSpace) full(free uint64) {
+	d.health.fail("storage", fmt.Errorf("%w: %d MiB free, %d MiB wanted free", ErrDiskFull, free>>20, d.minFree>>20))
+}
+
+// ready rechecks the space, so /readyz turns ready again once space is freed.
+func (d *diskSpace) ready() {
+	if free, err := d.free(); err == nil {
+		if free < d.minFree {
+			d.full(free)
+		} else {
+			d.health.ok("storage")
+		}
+	}
+}
+
+// isDiskFull recognises a storage error that means no space: ENOSPC or EDQUOT,
+// wrapped or only in the text (distribution and NATS flatten errors to strings).
+func isDiskFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	return errors.Is(err, ErrDiskFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		diskFullText(err.Error())
+}
+
+func diskFullText(s string) bool {
+	return strings.Contains(s, syscall.ENOSPC.Error()) || strings.Contains(s, syscall.EDQUOT.Error()) ||
+		strings.Contains(s, ErrDiskFull.Error())
+}
+
+// guardDisk refuses writes while the disk is full, breaks off request bodies that
+// would fill it, and turns storage failures into answers without server paths.
+func (d *diskSpace) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if isWrite(req.Method) && req.Method != http.MethodDelete {
+			if err := d.check(uint64(max(req.ContentLength, 0))); err != nil {
+				writeError(w, http.StatusInsufficientStorage, codeUnknown, diskFullMessage, nil)
+				return
+			}
+			if req.Body != nil && req.Body != http.NoBody {
+				req.Body = &spaceReader{ReadCloser: req.Body, d: d}
+			}
+		}
+		cw := &cleanErrors{ResponseWriter: w, d: d, req: req}
+		next.ServeHTTP(cw, req)
+		cw.finish()
+	})
+}
+
+const diskFullMessage = "insufficient storage: the node's disk is full; nothing of this request was kept as content, retry once space is freed"
+
+// spaceReader breaks a request body off when the free space falls to the reserve.
+type spaceReader struct {
+	io.ReadCloser
+	d     *diskSpace
+	since int // bytes read since the last look
+}
+
+func (r *spaceReader) Read(p []byte) (int, error) {
+	if r.since >= diskCheckEvery {
+		r.since = 0
+		if err := r.d.check(diskCheckEvery); err != nil {
+			return 0, err
+		}
+	}
+	n, err := r.ReadCloser.Read(p)
+	r.since += n
+	return n, err
+}
+
+// cleanErrors holds back the body of a server error answer, so that one which
+// says the disk is full, or names a path of the node's storage, is replaced by a
+// plain one (the original goes to the node's log).
+type cleanErrors struct {
+	http.ResponseWriter
+	d      *diskSpace
+	req    *http.Request
+	status int
+	held   bytes.Buffer
+}
+
+// maxHeldError bounds what is held back of an error answer.
+const maxHeldError = 64 << 10
+
+func (c *cleanErrors) WriteHeader(code int) {
+	if c.status != 0 {
+		return
+	}
+	c.status = code
+	if code < 500 {
+		c.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (c *cleanErrors) Write(p []byte) (int, error) {
+	if c.status == 0 {
+		c.WriteHeader(http.StatusOK)
+	}
+	if c.status < 500 {
+		return c.ResponseWriter.Write(p)
+	}
+	if c.held.Len()+len(p) <= maxHeldError {
+		c.held.Write(p)
+	}
+	return len(p), nil
+}
+
+func (c *cleanErrors) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+func (c *cleanErrors) finish() {
+	if c.status < 500 {
+		return
+	}
+	body := c.held.String()
+	h := c.ResponseWriter.Header()
+	switch {
+	case diskFullText(body):
+		c.d.log.Error("storage full", "method", c.req.Method, "path", c.req.URL.Path, "answer", body)
+		if free, err := c.d.free(); err == nil {
+			c.d.full(free)
+		}
+		h.Del("Content-Length")
+		writeError(c.ResponseWriter, http.StatusInsufficientStorage, codeUnknown, diskFullMessage, nil)
+	case strings.Contains(body, c.d.dir):
+		c.d.log.Error("storage error", "method", c.req.Method, "path", c.req.URL.Path, "answer", body)
+		h.Del("Content-Length")
+		writeError(c.ResponseWriter, c.status, codeUnknown,
+			"storage error at the node (logged there at "+time.Now().UTC().Format(time.RFC3339)+")", nil)
+	default:
+		c.ResponseWriter.WriteHeader(c.status)
+		_, _ = c.ResponseWriter.Write(c.held.Bytes())
+	}
+}
