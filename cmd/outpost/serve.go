@@ -176,7 +176,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"anonymous-pull": &o.AnonymousPull, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey,
 		"parent-ca": &o.ParentCA, "scrub-interval": &o.ScrubInterval, "scrub-rate": &o.ScrubRate,
 		"scrub-concurrency": &o.ScrubConcurrency,
-		"max-connections": &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
+		"max-connections":   &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
 		"min-free-disk": &o.MinFreeDisk,
 	}
 }
