@@ -45,3 +45,45 @@ func TestCheckControlRequestPinsTheReplyToTheSender(t *testing.T) {
 		}
 	}
 }
+
+// oneChild lets one child log in with one password.
+type oneChild struct{ name, password string }
+
+func (c oneChild) AuthenticateChild(user, password string) (string, bool) {
+	return c.name, user == c.name+"-sync" && password == c.password
+}
+
+// TestChildLoginsShareTheirOwnAccount: every login of a child lands in its account,
+// which has no JetStream and only the child's imports, however often it logs in.
+func TestChildLoginsShareTheirOwnAccount(t *testing.T) {
+	s, err := StartServer(ServerConfig{Dir: t.TempDir(), Addr: "127.0.0.1:0", Name: "acctest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	s.SetChildAuthenticator(oneChild{"sitea", "pw"})
+	for i := range 3 {
+		nc, err := nats.Connect("nats://"+s.Addr().String(), nats.UserInfo("sitea-sync", "pw"))
+		if err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+		defer nc.Close()
+	}
+	acc, err := s.ns.LookupAccount(childAccountName("sitea"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.JetStreamEnabled() {
+		t.Error("a child's account must have no JetStream of its own")
+	}
+	if n := acc.NumLocalConnections(); n != 3 {
+		t.Errorf("%d connections in sitea's account, want 3", n)
+	}
+	// Its own imports, plus what nats-server gives every account (system requests).
+	if n, own := acc.NumServiceImports(), len(childServices("sitea")); n < own || n > own+4 {
+		t.Errorf("%d service imports in sitea's account, want its %d and at most the system's few", n, own)
+	}
+	if n := s.ns.GlobalAccount().NumLocalConnections(); n != 0 {
+		t.Errorf("%d connections in the node's account, want none of the child's", n)
+	}
+}

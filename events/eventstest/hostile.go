@@ -20,7 +20,7 @@ import (
 
 // Hostile is a child's connection to its parent's gateway, with the child's real
 // sync token, that publishes whatever subject and reply it likes and records what
-// the server refused.
+// the server refused. Its login must be one that may not publish on sentinel.
 type Hostile struct {
 	NC *nats.Conn
 
@@ -58,41 +58,43 @@ func DialHostile(gateway, user, password, child string) (*Hostile, error) {
 // Close ends the connection.
 func (h *Hostile) Close() { h.NC.Close() }
 
-// Settle is how long Publish waits, after the server confirmed it read the message,
-// for the refusal the server sent before that confirmation to reach the error
-// handler (it runs on the client's callback goroutine).
-const Settle = 20 * time.Millisecond
+// sentinel is a subject no child may publish on. Publish sends it after each
+// attempt: the server reports refusals in order, so once the sentinel's refusal has
+// reached the error handler, the attempt's own (if any) has too.
+const sentinel = "outpost.hostile.sentinel"
 
 // Publish sends data on subject with reply (either may be hostile), waits until the
-// server has processed it, and returns what the server refused on this connection
-// meanwhile ("" when nothing).
+// server has processed it, and returns what the server refused of it ("" when
+// nothing), in the server's words.
 func (h *Hostile) Publish(subject, reply string, hdr nats.Header, data []byte) (string, error) {
 	h.takeViolations()
 	m := &nats.Msg{Subject: subject, Reply: reply, Header: hdr, Data: data}
 	if err := h.NC.PublishMsg(m); err != nil {
 		return "", fmt.Errorf("publish %s reply %q: %w", subject, reply, err)
 	}
-	// The server answers the PING only after it processed the PUB: a refusal (-ERR)
-	// comes before the PONG.
-	if err := h.NC.FlushTimeout(5 * time.Second); err != nil {
-		return "", fmt.Errorf("flush after %s: %w", subject, err)
+	if err := h.NC.Publish(sentinel, nil); err != nil {
+		return "", fmt.Errorf("publish sentinel: %w", err)
 	}
-	deadline := time.Now().Add(Settle)
+	deadline := time.Now().Add(5 * time.Second)
+	var got []string
 	for {
-		if v := h.takeViolations(); v != "" {
-			return v, nil
+		for _, v := range h.takeViolations() {
+			if strings.Contains(v, `"`+sentinel+`"`) {
+				return strings.Join(got, "; "), nil
+			}
+			got = append(got, v)
 		}
 		if time.Now().After(deadline) {
-			return "", nil
+			return "", fmt.Errorf("after %s: the server never refused the sentinel %s (is this login unrestricted?)", subject, sentinel)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 
-func (h *Hostile) takeViolations() string {
+func (h *Hostile) takeViolations() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	v := strings.Join(h.violations, "; ")
+	v := h.violations
 	h.violations = nil
 	return v
 }
