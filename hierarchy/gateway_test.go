@@ -224,6 +224,20 @@ func TestGatewayConfinesAChildToItsOwnSubjects(t *testing.T) {
 	_ = b.NC.Flush()
 	_ = f.nc.Flush()
 
+	// Listening where it must not: every subscription outside its inbox is refused.
+	overheard := make(chan *nats.Msg, 64)
+	subs := []string{">", "_INBOX.>", "_INBOX_siteb.>", "_R_.>", "$JS.>", "$JS.API.>", "$JS.ACK.>", "$KV.>",
+		"outpost.>", "outpost.ctl.siteb.*", "outpost.outbox.>", "outpost.events.>", "$SYS.>"}
+	for _, subj := range subs {
+		got, err := a.Subscribe(subj, overheard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("Permissions Violation for Subscription to %q", subj); !strings.Contains(got, want) {
+			t.Errorf("subscribe %s: server said %q, want %q", subj, got, want)
+		}
+	}
+
 	before, err := eventstest.Snapshot(ctx, f.nc, "DOWN_sitea/drain")
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +350,7 @@ func TestGatewayConfinesAChildToItsOwnSubjects(t *testing.T) {
 			rows = append(rows, r)
 		}
 	}
-	for _, wild := range []string{">", "*", "_INBOX_siteb.>", "$JS.API.>", "$KV.OUTPOST_NODES.*"} {
+	for _, wild := range []string{">", "*", "_INBOX.>", "_INBOX_siteb.>", "$JS.API.>", "$KV.OUTPOST_NODES.*"} {
 		for _, c := range carriers {
 			rows = append(rows, row{name: "wildcard reply " + wild + " via " + c.subject, subject: c.subject, reply: wild, data: c.data})
 		}
@@ -392,6 +406,11 @@ func TestGatewayConfinesAChildToItsOwnSubjects(t *testing.T) {
 	if d := after.Diff(before); len(d) > 0 {
 		t.Errorf("the attempts changed the parent:\n  %s", strings.Join(d, "\n  "))
 	}
+	select {
+	case m := <-overheard:
+		t.Errorf("a refused subscription of sitea got %s: %.80s", m.Subject, m.Data)
+	default:
+	}
 	leakMu.Lock()
 	if len(leaked) > 0 {
 		t.Errorf("%d messages reached other inboxes or siteb's control subjects:\n  %s", len(leaked), strings.Join(leaked, "\n  "))
@@ -437,6 +456,7 @@ func TestGatewayConfinesAChildToItsOwnSubjects(t *testing.T) {
 		t.Errorf("sitea's fetch with heartbeats: %v", err)
 	}
 	t.Logf("gateway refusals logged: %d", strings.Count(f.logs.String(), "control request refused"))
+	t.Logf("%d subscriptions refused", len(subs))
 	t.Logf("%d attempts (%d targets as subject, %d as replies on %d carriers, %d replies looping into sitea's own subjects, %d wildcard replies)",
 		len(rows), len(targets), len(targets)*len(carriers), len(carriers), len(loops)*len(carriers),
 		len(rows)-len(targets)-len(targets)*len(carriers)-len(loops)*len(carriers))

@@ -72,6 +72,12 @@ func (h *Hostile) Publish(subject, reply string, hdr nats.Header, data []byte) (
 	if err := h.NC.PublishMsg(m); err != nil {
 		return "", fmt.Errorf("publish %s reply %q: %w", subject, reply, err)
 	}
+	return h.waitForSentinel("publish " + subject)
+}
+
+// waitForSentinel publishes the sentinel and returns the refusals that came
+// before its own.
+func (h *Hostile) waitForSentinel(what string) (string, error) {
 	if err := h.NC.Publish(sentinel, nil); err != nil {
 		return "", fmt.Errorf("publish sentinel: %w", err)
 	}
@@ -85,10 +91,21 @@ func (h *Hostile) Publish(subject, reply string, hdr nats.Header, data []byte) (
 			got = append(got, v)
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("after %s: the server never refused the sentinel %s (is this login unrestricted?)", subject, sentinel)
+			return "", fmt.Errorf("after %s: the server never refused the sentinel %s (is this login unrestricted?)", what, sentinel)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// Subscribe asks for subject (wildcards welcome) and returns what the server
+// refused of it ("" when nothing); a subscription it allowed stays, and every
+// message it gets is sent on got.
+func (h *Hostile) Subscribe(subject string, got chan *nats.Msg) (string, error) {
+	h.takeViolations()
+	if _, err := h.NC.ChanSubscribe(subject, got); err != nil {
+		return "", fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	return h.waitForSentinel("subscribe " + subject)
 }
 
 func (h *Hostile) takeViolations() []string {
