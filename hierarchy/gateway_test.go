@@ -3,7 +3,6 @@ package hierarchy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -446,14 +445,29 @@ func TestGatewayConfinesAChildToItsOwnSubjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := c.Fetch(1, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchHeartbeat(500*time.Millisecond))
+	// A pull that waits, kept alive by heartbeats, gets what arrives meanwhile.
+	ob, err := events.OpenOutbox(ctx, f.nc, events.DownstreamOutbox("sitea"), events.DefaultMessageTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range batch.Messages() {
+	appended := make(chan error, 1)
+	late := &events.Event{Action: events.ActionPush, Repository: "team/app", Tag: "late", Digest: "sha256:" + strings.Repeat("b", 64), Origin: "root", ID: events.NewID()}
+	time.AfterFunc(1500*time.Millisecond, func() { appended <- ob.Append(ctx, late, late.ID+".sitea") })
+	start := time.Now()
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchHeartbeat(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		t.Errorf("sitea's fetch with heartbeats: %v", err)
+	var fetched int
+	for m := range batch.Messages() {
+		fetched++
+		_ = m.Ack()
+	}
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Error(); err != nil || fetched != 1 {
+		t.Errorf("sitea's fetch with heartbeats: %d messages after %s, %v; want the one appended after 1.5 s", fetched, time.Since(start), err)
 	}
 	t.Logf("gateway refusals logged: %d", strings.Count(f.logs.String(), "control request refused"))
 	t.Logf("%d subscriptions refused", len(subs))
