@@ -1,6 +1,8 @@
 package events
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -78,24 +80,87 @@ func InstanceOfConn(name string) string {
 	return instance
 }
 
-// childPermissions is all a child may do at its parent's gateway: drain its own
-// outbox, and send control requests in its own name. Replies come on its own inbox
-// prefix; the shared _INBOX.> would expose other clients' replies. A process
-// instance that is not the active one (one about to activate, or one fenced) may
-// only send control requests: to activate, or to hear why it is refused.
-func childPermissions(child, instance string, active bool) (pub, sub []string) {
+// childAccountName is the NATS account a child's login lives in at its parent.
+func childAccountName(child string) string { return "outpost-child-" + child }
+
+// childService is one thing a child may ask of its parent: a subject the node's
+// account exports to the child's account alone.
+type childService struct {
+	subject string
+	// streamed: several answers to one request (a pull delivers a batch of
+	// messages, then status messages, to the request's reply).
+	streamed bool
+}
+
+// childServices is all a child may do at its parent's gateway: drain its own
+// outbox, read its outbox's bounds (to see messages that expired before it came),
+// and send control requests in its own name.
+//
+// A child's login lives in an account of its own that imports only these from the
+// node's account. nats-server checks permissions on the subject a client publishes,
+// never on its reply; across an import the reply a child chose stays in the child's
+// account (the node's side sees a one-time _R_ subject), so no answer to a child,
+// from JetStream or from the gateway, can land on the node's JetStream API, its
+// buckets, its log or another child.
+func childServices(child string) []childService {
 	out := DownstreamOutbox(child)
+	return []childService{
+		{subject: "$JS.API.CONSUMER.INFO." + out + "." + drainConsumer},
+		{subject: "$JS.API.STREAM.INFO." + out},
+		{subject: "$JS.API.CONSUMER.MSG.NEXT." + out + "." + drainConsumer, streamed: true},
+		{subject: "$JS.ACK." + out + "." + drainConsumer + ".>"},
+		{subject: controlPrefix + child + ".*"},
+	}
+}
+
+// childPermissions is what a child's login may publish and subscribe to inside its
+// own account: the imported subjects, and its own process instance's inbox prefix
+// for replies (so a fenced process cannot read its successor's). A process instance
+// that is not the active one (one about to activate, or one fenced) may only send
+// control requests: to activate, or to hear why it is refused.
+func childPermissions(child, instance string, active bool) (pub, sub []string) {
 	sub = []string{inboxPrefix(child, instance) + ".>"}
 	if !active {
 		return []string{controlPrefix + child + ".*"}, sub
 	}
-	return []string{
-		"$JS.API.CONSUMER.INFO." + out + "." + drainConsumer,
-		"$JS.API.STREAM.INFO." + out, // to see messages that expired before it came
-		"$JS.API.CONSUMER.MSG.NEXT." + out + "." + drainConsumer,
-		"$JS.ACK." + out + "." + drainConsumer + ".>",
-		controlPrefix + child + ".*",
-	}, sub
+	for _, s := range childServices(child) {
+		pub = append(pub, s.subject)
+	}
+	return pub, sub
+}
+
+// ErrForeignReply refuses a control request whose reply would not lead back to the
+// child that sent it.
+var ErrForeignReply = errors.New("control request: the reply does not lead back to the child that sent it")
+
+// serviceReplyPrefix starts the one-time reply subject nats-server puts on a request
+// that crossed an import; clients cannot publish with such a reply themselves.
+const serviceReplyPrefix = "_R_."
+
+// requestInfoHeader is set by nats-server on a request that crossed an import,
+// naming the account it came from; a client's own value is replaced.
+const requestInfoHeader = "Nats-Request-Info"
+
+// CheckControlRequest returns who sent a control request and its verb, once it has
+// checked that answering m can only reach that child: the request came through the
+// child's own account and its reply is the one-time subject nats-server maps back
+// there. Anything else (a reply a client chose, a request from another account)
+// is ErrForeignReply and must not be answered.
+func CheckControlRequest(m *nats.Msg) (child, verb string, err error) {
+	child, verb, err = ParseControlSubject(m.Subject)
+	if err != nil {
+		return "", "", err
+	}
+	if !strings.HasPrefix(m.Reply, serviceReplyPrefix) || strings.ContainsAny(m.Reply, "*> ") {
+		return "", "", fmt.Errorf("%w: %s sent reply %q", ErrForeignReply, child, m.Reply)
+	}
+	var info struct {
+		Account string `json:"acc"`
+	}
+	if err := json.Unmarshal([]byte(m.Header.Get(requestInfoHeader)), &info); err != nil || info.Account != childAccountName(child) {
+		return "", "", fmt.Errorf("%w: a request on %s's subject came from account %q", ErrForeignReply, child, info.Account)
+	}
+	return child, verb, nil
 }
 
 // DialParent connects to a parent's gateway as one process instance of child, with

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,9 @@ type Server struct {
 	password string
 	children atomic.Pointer[ChildAuthenticator]
 	failed   *LoginLimiter
+
+	accountsMu sync.Mutex
+	accounts   map[string]*server.Account // child name -> its wired account
 }
 
 // ChildAuthenticator says which child node, if any, a gateway login belongs to,
@@ -59,15 +63,15 @@ type ChildLogin struct {
 func (s *Server) SetChildAuthenticator(a ChildAuthenticator) { s.children.Store(&a) }
 
 // Check implements the nats-server's custom authentication: the node's own
-// in-process connection gets everything, a child only its own outbox and control
-// subjects.
+// in-process connection gets everything in the node's account, a child logs in to an
+// account of its own that reaches only its own outbox and control subjects.
 func (s *Server) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
 	if o.Username == s.user {
 		if subtle.ConstantTimeCompare([]byte(o.Password), []byte(s.password)) != 1 {
 			return false
 		}
-		c.RegisterUser(&server.User{Username: s.user})
+		c.RegisterUser(&server.User{Username: s.user, Account: s.ns.GlobalAccount()})
 		return true
 	}
 	a := s.children.Load()
@@ -87,12 +91,49 @@ func (s *Server) Check(c server.ClientAuthentication) bool {
 		s.failed.Failed(addr)
 		return false
 	}
+	acc, err := s.childAccount(login.Child)
+	if err != nil {
+		s.ns.Errorf("outpost: child %s: %v", login.Child, err)
+		return false
+	}
+	// Inside its own account the child is held to the imported subjects and its own
+	// inbox too: its account holds nothing else, but a login does no more than it must.
 	pub, sub := childPermissions(login.Child, instance, login.Active)
-	c.RegisterUser(&server.User{Username: o.Username, Permissions: &server.Permissions{
+	c.RegisterUser(&server.User{Username: o.Username, Account: acc, Permissions: &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: sub},
 	}})
 	return true
+}
+
+// childAccount returns child's account, made on its first login: it has no
+// JetStream of its own and imports childServices from the node's account, which
+// exports each to this account alone.
+func (s *Server) childAccount(child string) (*server.Account, error) {
+	s.accountsMu.Lock()
+	defer s.accountsMu.Unlock()
+	if acc, ok := s.accounts[child]; ok {
+		return acc, nil
+	}
+	node := s.ns.GlobalAccount()
+	acc, _ := s.ns.LookupOrRegisterAccount(childAccountName(child))
+	for _, svc := range childServices(child) {
+		rt := server.Singleton
+		if svc.streamed {
+			rt = server.Streamed
+		}
+		if err := node.AddServiceExportWithResponse(svc.subject, rt, []*server.Account{acc}); err != nil {
+			return nil, fmt.Errorf("export %s: %w", svc.subject, err)
+		}
+		if err := acc.AddServiceImport(node, svc.subject, svc.subject); err != nil {
+			return nil, fmt.Errorf("import %s: %w", svc.subject, err)
+		}
+	}
+	if s.accounts == nil {
+		s.accounts = map[string]*server.Account{}
+	}
+	s.accounts[child] = acc
+	return acc, nil
 }
 
 // nodeUser is the account the node's own in-process connection uses. Its password is
@@ -143,12 +184,12 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
+	s.ns = ns // before Start: Check may run as soon as it listens
 	ns.Start()
 	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("nats server: not ready after %s (is %s in use?)", cfg.ReadyTimeout, cfg.Addr)
 	}
-	s.ns = ns
 	return s, nil
 }
 

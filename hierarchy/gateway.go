@@ -137,20 +137,27 @@ type statusReport struct {
 }
 
 func (g *Gateway) handle(m *nats.Msg) {
+	// The answer goes out on the node's own connection, which may publish anywhere:
+	// answer only a request whose reply leads back to the child that sent it.
+	child, verb, err := events.CheckControlRequest(m)
+	if err != nil {
+		g.log.Warn("gateway: control request refused, not answered", "subject", m.Subject, "reply", m.Reply, "err", err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	reply := g.serve(ctx, m)
+	var instance string
+	if m.Header != nil {
+		instance = m.Header.Get(events.HeaderInstance)
+	}
+	reply := g.serve(ctx, child, verb, instance, m.Data)
 	data, _ := json.Marshal(reply)
 	if err := m.Respond(data); err != nil {
 		g.log.Warn("gateway reply", "subject", m.Subject, "err", err)
 	}
 }
 
-func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
-	child, verb, err := events.ParseControlSubject(m.Subject)
-	if err != nil {
-		return controlReply{Error: err.Error()}
-	}
+func (g *Gateway) serve(ctx context.Context, child, verb, instance string, data []byte) controlReply {
 	nodes, err := g.nodes.List(ctx)
 	if err != nil {
 		return controlReply{Error: err.Error()}
@@ -171,10 +178,6 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 	}
 	if verb != events.VerbActivate {
 		// Only the active process syncs; the others hear why they are refused.
-		var instance string
-		if m.Header != nil {
-			instance = m.Header.Get(events.HeaderInstance)
-		}
 		if err := CheckInstance(c, instance); err != nil {
 			return replyError(err)
 		}
@@ -182,7 +185,7 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 	switch verb {
 	case events.VerbActivate:
 		var req activateRequest
-		if err := json.Unmarshal(m.Data, &req); err != nil || !inSubtree(req.Node) {
+		if err := json.Unmarshal(data, &req); err != nil || !inSubtree(req.Node) {
 			return controlReply{Error: fmt.Sprintf("activate: %s may only activate its own subtree", child)}
 		}
 		n, err := g.activator.Activate(ctx, req.Node, req.Instance, req.Endpoints)
@@ -209,7 +212,7 @@ func (g *Gateway) serve(ctx context.Context, m *nats.Msg) controlReply {
 		return controlReply{Nodes: subtree, Tokens: tokens}
 	case events.VerbStatus:
 		var rep statusReport
-		if err := json.Unmarshal(m.Data, &rep); err != nil {
+		if err := json.Unmarshal(data, &rep); err != nil {
 			return controlReply{Error: "status: " + err.Error()}
 		}
 		for _, st := range rep.Statuses {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/outpost-edge/outpost/events"
 )
 
@@ -19,7 +21,17 @@ func settings(mode Mode, repos ...Pattern) Settings {
 }
 
 // startManager runs a Manager over real JetStream buckets.
-func startManager(t *testing.T) *Manager {
+func startManager(t *testing.T) *Manager { return startRoot(t).m }
+
+// rootFixture is a root's embedded NATS server, its own connection and its Manager.
+type rootFixture struct {
+	srv *events.Server
+	nc  *nats.Conn
+	m   *Manager
+}
+
+// startRoot starts a root's NATS server with its buckets and Manager.
+func startRoot(t *testing.T) rootFixture {
 	t.Helper()
 	ctx := context.Background()
 	srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Addr: "127.0.0.1:0", Name: "hroot"})
@@ -44,8 +56,9 @@ func startManager(t *testing.T) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewManager(ManagerConfig{Store: NewStore(nodes), Tokens: NewTokenStore(tokens), Status: NewStatusStore(status), Root: "root",
-		RootMode: ReadWrite, Endpoints: Endpoints{Registry: "127.0.0.1:5000", Gateway: "127.0.0.1:4222"}})
+	m := NewManager(ManagerConfig{Store: NewStore(nodes), Tokens: NewTokenStore(tokens), Status: NewStatusStore(status), Root: "root",
+		RootMode: ReadWrite, Endpoints: Endpoints{Registry: "127.0.0.1:5000", Gateway: srv.Addr().String()}})
+	return rootFixture{srv: srv, nc: nc, m: m}
 }
 
 func TestManagerAppliesTheTreeRules(t *testing.T) {
