@@ -160,7 +160,7 @@ func (r *Registry) bearer(raw string) (caller, error) {
 	if err != nil {
 		r.authFailure("token")
 		return caller{}, &authError{status: http.StatusUnauthorized, code: codeUnauthorized, bearerError: "invalid_token",
-			msg: fmt.Sprintf("registry token refused (%v): get a new one from the token endpoint", err)}
+			msg: fmt.Sprintf("%v: get a new one from the token endpoint", err)}
 	}
 	c := caller{claims: claims}
 	switch claims.Subject {
