@@ -35,11 +35,16 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			err = e
 		}
 	}
+	if err == nil {
+		var withCaller *http.Request
+		if withCaller, err = r.withCaller(req, c); err == nil {
+			req = withCaller
+		}
+	}
 	if err != nil {
 		r.challenge(w, req, err.(*authError), need)
 		return
 	}
-	req = r.withCaller(req, c)
 	rep, _ := replicaFrom(req.Context())
 	if r.cfg.Mode == ReadOnly && isWrite(req.Method) && rt.kind != routeReferrers && !rep.internal {
 		w.Header().Set("Allow", "GET, HEAD")
