@@ -346,9 +346,9 @@ func (r *Registry) guard(w http.ResponseWriter, req *http.Request, need []access
 }
 
 // withCaller records the caller, and for replication writers where the change came
-// from. A child's sync token speaks for its own subtree only: an origin outside it
-// is refused, since the event would tell every other node that the change was made
-// somewhere it was not (and keep it from going back there).
+// from. A child's sync token speaks for its own subtree only: a write naming an
+// origin outside it is refused, since its event would tell every node after this
+// one that the change was made somewhere it was not.
 func (r *Registry) withCaller(req *http.Request, c caller) (*http.Request, error) {
 	ctx := context.WithValue(req.Context(), callerKey{}, c)
 	if c.internal || c.Peer != "" {
@@ -359,7 +359,13 @@ func (r *Registry) withCaller(req *http.Request, c caller) (*http.Request, error
 		if rep.origin == "" {
 			rep.origin = rep.from
 		}
-		if !c.internal && rep.origin != c.Peer && (c.Relays == nil || !c.Relays(rep.origin)) {
+		switch relayed := rep.origin == c.Peer || (c.Relays != nil && c.Relays(rep.origin)); {
+		case c.internal, relayed:
+		case !isWrite(req.Method):
+			// A copier sends its event's origin with its reads of the source too; a
+			// read makes no event, so the claim is dropped, not refused.
+			rep.origin = rep.from
+		default:
 			return nil, &authError{status: http.StatusForbidden, code: codeDenied,
 				msg: fmt.Sprintf("%s header %q: the sync token of node %s speaks only for %s and the nodes under it", events.HeaderOrigin, rep.origin, c.Peer, c.Peer)}
 		}

@@ -242,4 +242,17 @@ func TestSyncTokenSpeaksOnlyForItsSubtree(t *testing.T) {
 			}
 		})
 	}
+	// A read makes no event: a copier reading its source with its event's origin
+	// (any origin) is served.
+	req, _ := http.NewRequest(http.MethodGet, tr.URL+"/v2/team/case0/manifests/1", nil)
+	req.SetBasicAuth("factory-sync", "pw-factory-sync")
+	req.Header.Set(events.HeaderOrigin, "testnode")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a read by factory-sync naming origin testnode: %s, want 200", resp.Status)
+	}
 }
