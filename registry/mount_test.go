@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -213,5 +214,48 @@ func TestMountFromAForbiddenRepositoryNeverLinks(t *testing.T) {
 	resp = e.tr.send(t, http.MethodPost, "/v2/team/owned/blobs/uploads/?mount="+d+"&from=secret/app", ownerAuthz, "", nil)
 	if resp.StatusCode != http.StatusCreated {
 		t.Errorf("control: the owner's mount from secret/app: %s %s, want 201", resp.Status, ociMessage(resp))
+	}
+}
+
+// TestUploadBodiesAreNeverReadAsForms: a blob whose bytes look like a form, sent with
+// a form Content-Type, is stored as those bytes (distribution's FormValue would have
+// consumed them as parameters); a closing PUT that repeats digest is refused.
+func TestUploadBodiesAreNeverReadAsForms(t *testing.T) {
+	tr := startRegistry(t, ReadWrite)
+	data := []byte("from=secret/app&mount=sha256:0000&digest=sha256:1111")
+	d := digest.FromBytes(data)
+	start := func() *url.URL {
+		resp := tr.send(t, http.MethodPost, "/v2/team/app/blobs/uploads/", "", "", nil)
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("start upload: %s %s", resp.Status, ociMessage(resp))
+		}
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loc
+	}
+	loc := start()
+	q := loc.Query()
+	q.Add("digest", d.String())
+	q.Add("digest", digest.FromString("other").String())
+	loc.RawQuery = q.Encode()
+	resp := tr.send(t, http.MethodPut, loc.RequestURI(), "", "application/octet-stream", data)
+	if msg := ociMessage(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(msg, `query parameter "digest" given 2 times`) {
+		t.Errorf("PUT with two digests: %s %s, want 400 saying digest is given twice", resp.Status, msg)
+	}
+
+	loc = start()
+	q = loc.Query()
+	q.Set("digest", d.String())
+	loc.RawQuery = q.Encode()
+	resp = tr.send(t, http.MethodPut, loc.RequestURI(), "", "application/x-www-form-urlencoded", data)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT of form-like bytes with a form Content-Type: %s %s, want 201", resp.Status, ociMessage(resp))
+	}
+	resp = tr.send(t, http.MethodGet, "/v2/team/app/blobs/"+d.String(), "", "", nil)
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) {
+		t.Errorf("GET the blob: %s %q, want 200 %q", resp.Status, got, data)
 	}
 }
