@@ -16,6 +16,9 @@ type Grant struct {
 	User string
 	// Child is set for a direct child's sync token: its writes are replicas.
 	Child string
+	// Below lists the nodes under Child (as this node knows them): the only other
+	// places a change it passes on may have been made.
+	Below []string
 	// Admin may do anything (the root's admin token).
 	Admin bool
 	// Scope lists the repository actions allowed; unused for Admin.
@@ -59,7 +62,25 @@ type AccessConfig struct {
 type accessSnapshot struct {
 	self     *Node // nil at the root
 	children map[string]*Node
+	parents  map[string]string // every node known here, by name
 	tokens   map[string]*ClientToken
+}
+
+// below lists the nodes under name, nearest first.
+func (s *accessSnapshot) below(name string) []string {
+	var out []string
+	for next := []string{name}; len(next) > 0; {
+		var level []string
+		for n, p := range s.parents {
+			if slices.Contains(next, p) && !slices.Contains(out, n) && n != name {
+				level = append(level, n)
+			}
+		}
+		slices.Sort(level)
+		out = append(out, level...)
+		next = level
+	}
+	return out
 }
 
 // snapshotTTL bounds how stale Access's view of the stores can be.
@@ -92,8 +113,9 @@ func (a *Access) load(maxAge time.Duration) (*accessSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read client tokens: %w", err)
 	}
-	s := &accessSnapshot{children: map[string]*Node{}, tokens: map[string]*ClientToken{}}
+	s := &accessSnapshot{children: map[string]*Node{}, parents: map[string]string{}, tokens: map[string]*ClientToken{}}
 	for _, n := range nodes {
+		s.parents[n.Name] = n.Parent
 		switch {
 		case n.Name == a.cfg.Self:
 			s.self = n
@@ -163,13 +185,21 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 	}
 	if name, ok := strings.CutSuffix(user, "-sync"); ok {
 		c, ok := s.children[name]
-		if !ok || (password != nil && !a.logins.verify(user, c.SyncToken, *password)) {
+		var pws Passwords // unknown: checked against nothing, at the same cost (Passwords.Verify)
+		if ok {
+			pws = c.SyncToken
+		}
+		if (password != nil && !a.logins.verify(user, pws, *password)) || !ok {
 			return Grant{}, ErrLogin
 		}
-		return Grant{User: user, Child: name, Scope: scopeOf(c.Settings), Fence: a.fence(c)}, nil
+		return Grant{User: user, Child: name, Below: s.below(name), Scope: scopeOf(c.Settings), Fence: a.fence(c)}, nil
 	}
 	t, ok := s.tokens[user]
-	if !ok || (password != nil && !a.logins.verify(user, t.Passwords, *password)) {
+	var pws Passwords
+	if ok {
+		pws = t.Passwords
+	}
+	if (password != nil && !a.logins.verify(user, pws, *password)) || !ok {
 		return Grant{}, ErrLogin
 	}
 	switch {

@@ -3,9 +3,12 @@ package hierarchy
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestScopeRulesParseAndAddUp(t *testing.T) {
@@ -144,5 +147,108 @@ func TestAccessFollowsTokensBindingsAndChildren(t *testing.T) {
 	root = NewAccess(AccessConfig{Self: "root", Root: true, Nodes: m.store, Tokens: m.tokens, IsAdmin: admin})
 	if _, err := root.Lookup(ci.Name); !errors.Is(err, ErrLogin) {
 		t.Errorf("deleted token: %v", err)
+	}
+}
+
+// TestSyncTokenGrantNamesItsSubtree: a child's sync token carries the nodes under
+// the child, as this node knows them: the origins it may pass changes on for.
+func TestSyncTokenGrantNamesItsSubtree(t *testing.T) {
+	m := startManager(t)
+	ctx := context.Background()
+	for _, n := range []struct{ name, parent string }{
+		{"factory", ""}, {"lineone", "factory"}, {"linetwo", "factory"}, {"cellone", "lineone"}, {"island", ""},
+	} {
+		if _, err := m.Create(ctx, n.name, n.parent, settings(ReadWrite, "plant/*")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Activate(ctx, "factory", "one", Endpoints{Registry: "127.0.0.1:5001", Gateway: "127.0.0.1:4223"}); err != nil {
+		t.Fatal(err)
+	}
+	passwords := map[string]string{}
+	for _, child := range []string{"factory", "island", "lineone"} {
+		cs, err := m.Settings(ctx, child, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		passwords[child] = cs.SyncTokenPassword
+	}
+	root := NewAccess(AccessConfig{Self: "root", Root: true, Nodes: m.store, Tokens: m.tokens})
+	factory := NewAccess(AccessConfig{Self: "factory", Nodes: m.store, Tokens: m.tokens})
+	for _, c := range []struct {
+		at    *Access
+		child string
+		below []string
+	}{
+		{root, "factory", []string{"lineone", "linetwo", "cellone"}},
+		{root, "island", nil},
+		{factory, "lineone", []string{"cellone"}},
+	} {
+		g, err := c.at.Login(SyncTokenName(c.child), passwords[c.child])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Child != c.child || !slices.Equal(g.Below, c.below) {
+			t.Errorf("%s's sync token: child %q below %v, want %v", c.child, g.Child, g.Below, c.below)
+		}
+	}
+}
+
+// TestLoginTimeDoesNotTellNamesApart: a login with an unknown name takes as long as
+// a wrong password for an existing one (client tokens with one or two passwords,
+// and children's sync tokens, at the registry and at the gateway): medians of 20
+// tries each, interleaved, within 0.5x-2x.
+func TestLoginTimeDoesNotTellNamesApart(t *testing.T) {
+	m := startManager(t)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, "factory", "", settings(ReadWrite, "plant/*")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Settings(ctx, "factory", 0); err != nil {
+		t.Fatal(err)
+	}
+	scope := ScopeMap{{Repository: "plant/*", Actions: []string{"pull"}}}
+	if _, _, err := m.CreateToken(ctx, "ci", scope); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.CreateToken(ctx, "rotated", scope); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.TokenPassword(ctx, "rotated", 2); err != nil {
+		t.Fatal(err)
+	}
+	root := NewAccess(AccessConfig{Self: "root", Root: true, Nodes: m.store, Tokens: m.tokens})
+	// The gateway's check of a child's login, as a child's NATS connection meets it.
+	gw := &Gateway{self: "root", nodes: m.store, logins: newLoginCache(loginCacheTTL), log: slog.New(slog.DiscardHandler)}
+	users := []string{"nosuchuser", "ci", "rotated", "nosuchnode-sync", "factory-sync", "gateway:nosuchnode-sync", "gateway:factory-sync"}
+	times := map[string][]time.Duration{}
+	const tries = 20
+	for i := range tries {
+		for _, u := range users {
+			pw := "wrong-password-" + string(rune('a'+i))
+			start := time.Now()
+			if child, ok := strings.CutPrefix(u, "gateway:"); ok {
+				if _, ok := gw.AuthenticateChild(child, pw, "instanceone"); ok {
+					t.Fatalf("gateway: %s with a wrong password was let in", child)
+				}
+			} else if _, err := root.Login(u, pw); !errors.Is(err, ErrLogin) {
+				t.Fatalf("%s with a wrong password: %v, want ErrLogin", u, err)
+			}
+			times[u] = append(times[u], time.Since(start))
+		}
+	}
+	median := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	base := median(times["nosuchuser"])
+	t.Logf("median login, wrong password or unknown name: %s %s", "nosuchuser", base)
+	for _, u := range users[1:] {
+		md := median(times[u])
+		ratio := float64(md) / float64(base)
+		t.Logf("median login, wrong password or unknown name: %s %s (%.2fx the unknown user)", u, md, ratio)
+		if ratio < 0.5 || ratio > 2 {
+			t.Errorf("%s: median %s against %s for an unknown user (%.2fx): the time tells the names apart", u, md, base, ratio)
+		}
 	}
 }

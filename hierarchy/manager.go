@@ -2,8 +2,10 @@ package hierarchy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -72,6 +74,9 @@ func (m *Manager) Create(ctx context.Context, name, parent string, s Settings) (
 	if err := t.CheckCreate(n); err != nil {
 		return nil, err
 	}
+	if err := m.checkTokensExist(ctx, s.ClientTokens, nil); err != nil {
+		return nil, err
+	}
 	if err := m.store.Create(ctx, n); err != nil {
 		return nil, err
 	}
@@ -86,16 +91,28 @@ func (m *Manager) Update(ctx context.Context, name string, change func(*Settings
 		if err := change(&n.Settings); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
-		for _, name := range n.Settings.ClientTokens {
-			if slices.Contains(old.Settings.ClientTokens, name) {
-				continue
-			}
-			if _, _, err := m.tokens.Get(ctx, name); err != nil {
-				return fmt.Errorf("add client token: %w: create it first with `outpost token create %s`", err, name)
-			}
+		if err := m.checkTokensExist(ctx, n.Settings.ClientTokens, old.Settings.ClientTokens); err != nil {
+			return err
 		}
 		return t.CheckUpdate(&old, n)
 	})
+}
+
+// checkTokensExist refuses to bind a client token that does not exist: the binding
+// would hand the node whatever token is created under that name later. Names in
+// already are bound already and are not checked again (removing them stays possible).
+func (m *Manager) checkTokensExist(ctx context.Context, names, already []string) error {
+	for _, name := range names {
+		if slices.Contains(already, name) {
+			continue
+		}
+		if _, _, err := m.tokens.Get(ctx, name); errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%w: client token %q does not exist: create it first with `outpost token create %s`", ErrInvalid, name, name)
+		} else if err != nil {
+			return fmt.Errorf("client token %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // modify reads a node, changes it and writes it back at the revision it read.
@@ -256,6 +273,14 @@ func (m *Manager) CreateToken(ctx context.Context, name string, scope ScopeMap) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// A binding left from before deletes unbound first would hand the new token to
+	// nodes nobody bound it to now.
+	if nodes, err := m.TokenNodes(ctx, name); err != nil {
+		return nil, "", err
+	} else if len(nodes) > 0 {
+		return nil, "", fmt.Errorf("%w: client token %q: node(s) %s still name it, left from an earlier token: remove it there first with `outpost node update %s --remove-client-tokens %s`",
+			ErrConflict, name, strings.Join(nodes, ", "), nodes[0], name)
+	}
 	if err := m.tokens.Create(ctx, t); err != nil {
 		return nil, "", err
 	}
@@ -295,32 +320,32 @@ func (m *Manager) TokenPassword(ctx context.Context, name string, which int) (st
 	return pw, err
 }
 
-// DeleteToken removes a client token and unbinds it from every node; each node stops
-// accepting it at its next sync.
+// DeleteToken unbinds a client token from every node, then removes it; each node
+// stops accepting it at its next sync. Unbinding comes first, under the manager's
+// lock: a failure leaves the token in place (delete it again), never a binding
+// without its token, which a token created later under that name would inherit.
 func (m *Manager) DeleteToken(ctx context.Context, name string) error {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if _, _, err := m.tokens.Get(ctx, name); err != nil {
-		m.mu.Unlock()
-		return err
-	}
-	err := m.tokens.Delete(ctx, name)
-	m.mu.Unlock()
-	if err != nil {
 		return err
 	}
 	nodes, err := m.TokenNodes(ctx, name)
 	if err != nil {
 		return err
 	}
-	for _, n := range nodes {
-		if _, err := m.modify(ctx, n, func(_ *Tree, n *Node) error {
+	for _, node := range nodes {
+		n, rev, err := m.store.Get(ctx, node)
+		if err == nil {
 			n.Settings.ClientTokens = slices.DeleteFunc(n.Settings.ClientTokens, func(s string) bool { return s == name })
-			return nil
-		}); err != nil {
-			return fmt.Errorf("unbind token %s from node %s: %w", name, n, err)
+			n.Updated = m.now().UTC()
+			err = m.store.Update(ctx, n, rev)
+		}
+		if err != nil {
+			return fmt.Errorf("unbind token %s from node %s: %w (the token is not deleted: delete it again)", name, node, err)
 		}
 	}
-	return nil
+	return m.tokens.Delete(ctx, name)
 }
 
 // Tokens lists the client tokens.

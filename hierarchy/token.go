@@ -42,15 +42,33 @@ func HashPassword(pw string, now time.Time) (*PasswordHash, error) {
 	return &PasswordHash{Hash: h, Created: now}, nil
 }
 
-// Verify reports whether pw is one of the token's passwords.
+// Verify reports whether pw is one of the token's passwords. A refusal always costs
+// two bcrypt compares, an empty slot being checked against a dummy hash, so that a
+// wrong password for an existing token takes as long as any password for a token
+// that does not exist (the zero Passwords): the time does not tell names apart.
 func (t Passwords) Verify(pw string) bool {
 	for _, p := range []*PasswordHash{t.Password1, t.Password2} {
-		if p != nil && bcrypt.CompareHashAndPassword(p.Hash, []byte(pw)) == nil {
+		h := dummyHash()
+		if p != nil {
+			h = p.Hash
+		}
+		if bcrypt.CompareHashAndPassword(h, []byte(pw)) == nil && p != nil {
 			return true
 		}
 	}
 	return false
 }
+
+// dummyHash is a hash of a random password nobody knows, at the cost stored hashes have.
+var dummyHash = sync.OnceValue(func() []byte {
+	pw := make([]byte, 32)
+	_, _ = rand.Read(pw)
+	h, err := bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)
+	if err != nil {
+		panic(fmt.Sprintf("bcrypt of 32 random bytes: %v", err)) // cannot fail for this input
+	}
+	return h
+})
 
 // SyncTokenName is the user name of a node's sync token.
 func SyncTokenName(node string) string { return node + "-sync" }

@@ -58,7 +58,7 @@ func (r *Registry) putAliasedManifest(w http.ResponseWriter, req *http.Request, 
 	inner.URL.RawPath = ""
 	inner.Body = io.NopCloser(bytes.NewReader(body))
 	rec := newRecorder()
-	r.app.ServeHTTP(rec, inner)
+	r.dist.ServeHTTP(rec, inner)
 	if rec.status == http.StatusCreated {
 		if err := r.driver.PutContent(req.Context(), manifestAliasLink(rt.name, dgst), []byte(canonical.String())); err != nil {
 			writeError(w, http.StatusInternalServerError, codeUnknown, fmt.Sprintf("link %s to %s: %v", dgst, canonical, err), nil)
@@ -78,11 +78,11 @@ func (r *Registry) putAliasedManifest(w http.ResponseWriter, req *http.Request, 
 func (r *Registry) deleteAliasedManifest(w http.ResponseWriter, req *http.Request, rt route, dgst digest.Digest) {
 	target, err := r.driver.GetContent(req.Context(), manifestAliasLink(rt.name, dgst))
 	if err != nil {
-		r.app.ServeHTTP(w, req) // distribution answers MANIFEST_UNKNOWN in its own words
+		r.dist.ServeHTTP(w, req) // distribution answers MANIFEST_UNKNOWN in its own words
 		return
 	}
 	rec := newRecorder()
-	r.app.ServeHTTP(rec, req)
+	r.dist.ServeHTTP(rec, req)
 	if rec.status == http.StatusAccepted {
 		if canonical, err := digest.Parse(string(target)); err == nil {
 			if err := r.deleteRevision(req.Context(), rt.name, canonical); err != nil {
@@ -113,13 +113,13 @@ func (r *Registry) mountAlias(w http.ResponseWriter, req *http.Request, rt route
 		q.Del("mount")
 		q.Del("from")
 		inner.URL.RawQuery = q.Encode()
-		r.app.ServeHTTP(w, inner)
+		r.dist.ServeHTTP(w, inner)
 		return
 	}
 	q.Set("mount", canonical.String())
 	inner.URL.RawQuery = q.Encode()
 	rec := newRecorder()
-	r.app.ServeHTTP(rec, inner)
+	r.dist.ServeHTTP(rec, inner)
 	if rec.status == http.StatusCreated {
 		if err := r.driver.PutContent(req.Context(), layerAliasLink(rt.name, dgst), []byte(canonical.String())); err != nil {
 			writeError(w, http.StatusInternalServerError, codeUnknown, fmt.Sprintf("link %s to %s: %v", dgst, canonical, err), nil)

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -31,11 +35,16 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			err = e
 		}
 	}
+	if err == nil {
+		var withCaller *http.Request
+		if withCaller, err = r.withCaller(req, c); err == nil {
+			req = withCaller
+		}
+	}
 	if err != nil {
 		r.challenge(w, req, err.(*authError), need)
 		return
 	}
-	req = r.withCaller(req, c)
 	rep, _ := replicaFrom(req.Context())
 	if r.cfg.Mode == ReadOnly && isWrite(req.Method) && rt.kind != routeReferrers && !rep.internal {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -46,7 +55,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	switch rt.kind {
 	case routeCatalog:
 		if c.Admin || c.internal {
-			r.app.ServeHTTP(w, req)
+			r.dist.ServeHTTP(w, req)
 		} else {
 			r.serveCatalog(w, req, c)
 		}
@@ -59,7 +68,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 	case routeUpload:
 		r.serveUpload(w, req, rt)
 	default:
-		r.app.ServeHTTP(w, req)
+		r.dist.ServeHTTP(w, req)
 	}
 }
 
@@ -90,7 +99,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, rt ro
 		return
 	}
 	if req.Method != http.MethodPut {
-		r.app.ServeHTTP(w, req)
+		r.dist.ServeHTTP(w, req)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxManifestSize+1))
@@ -110,7 +119,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, rt ro
 		r.putAliasedManifest(w, req, rt, dgst, body, subject)
 		return
 	}
-	r.app.ServeHTTP(&headerOnSuccess{ResponseWriter: w, status: http.StatusCreated, key: "OCI-Subject", value: subject}, req)
+	r.dist.ServeHTTP(&headerOnSuccess{ResponseWriter: w, status: http.StatusCreated, key: "OCI-Subject", value: subject}, req)
 }
 
 // headerOnSuccess sets a header when the response status is the one expected.
@@ -156,11 +165,50 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, rt route)
 		// the client asked by another one and must see it back.
 		w = &headerOnSuccess{ResponseWriter: w, status: http.StatusOK, key: "Docker-Content-Digest", value: dgst.String()}
 	}
-	r.app.ServeHTTP(w, req)
+	r.dist.ServeHTTP(w, req)
+}
+
+// queryOnlyForm makes distribution read its request parameters (mount, from,
+// digest, _state) from the query string only, as Outpost's checks do. distribution
+// reads them with r.FormValue, which also parses a form body (urlencoded or
+// multipart, and the body's value wins): a mount's from in the body would skip the
+// pull check on the query's. With the form set to the query, both read the same.
+func queryOnlyForm(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		req = req.WithContext(req.Context()) // a shallow copy: the caller's request stays as it was
+		req.Form = req.URL.Query()
+		req.PostForm = url.Values{}
+		req.MultipartForm = &multipart.Form{Value: map[string][]string{}, File: map[string][]*multipart.FileHeader{}}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// uploadParams are the query parameters distribution acts on in a blob upload.
+var uploadParams = []string{"mount", "from", "digest", "_state"}
+
+// checkUploadParams refuses what no client sends and a reader could take two ways:
+// an upload parameter given twice, or a form body on the POST that starts an upload.
+func checkUploadParams(req *http.Request, q url.Values) error {
+	for _, k := range uploadParams {
+		if n := len(q[k]); n > 1 {
+			return fmt.Errorf("query parameter %q given %d times: give it once", k, n)
+		}
+	}
+	if req.Method == http.MethodPost {
+		if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil &&
+			(mt == "application/x-www-form-urlencoded" || strings.HasPrefix(mt, "multipart/")) {
+			return fmt.Errorf("a form body (Content-Type %s) is not accepted: a blob upload takes mount, from and digest in the query string", mt)
+		}
+	}
+	return nil
 }
 
 func (r *Registry) serveUpload(w http.ResponseWriter, req *http.Request, rt route) {
 	q := req.URL.Query()
+	if err := checkUploadParams(req, q); err != nil {
+		writeError(w, http.StatusBadRequest, codeUnsupported, err.Error(), nil)
+		return
+	}
 	if s := q.Get("digest"); s != "" {
 		dgst, err := parseDigest(s)
 		if err != nil {
@@ -192,7 +240,7 @@ func (r *Registry) serveUpload(w http.ResponseWriter, req *http.Request, rt rout
 			return
 		}
 	}
-	r.app.ServeHTTP(w, req)
+	r.dist.ServeHTTP(w, req)
 }
 
 // checkChunkOffset refuses a closing PUT whose chunk does not start where the upload

@@ -40,6 +40,9 @@ type Principal struct {
 	User string
 	// Peer is set for a child node's sync token: its writes are replicas from it.
 	Peer string
+	// Relays, for a Peer, reports whether it may pass on a change first made at node:
+	// one of its own descendants. Nil: only changes made at the Peer itself.
+	Relays func(node string) bool
 	// Admin may do anything, the catalog included.
 	Admin bool
 	// Actions lists what may be done on a repository: pull, push, delete.
@@ -183,7 +186,7 @@ func (r *Registry) bearer(raw string) (caller, error) {
 	if err != nil {
 		r.authFailure("token")
 		return caller{}, &authError{status: http.StatusUnauthorized, code: codeUnauthorized, bearerError: "invalid_token",
-			msg: fmt.Sprintf("registry token refused (%v): get a new one from the token endpoint", err)}
+			msg: fmt.Sprintf("%v: get a new one from the token endpoint", err)}
 	}
 	c := caller{claims: claims}
 	switch claims.Subject {
@@ -350,6 +353,10 @@ func (r *Registry) guard(w http.ResponseWriter, req *http.Request, need []access
 			err = e
 		}
 	}
+	var out *http.Request
+	if err == nil {
+		out, err = r.withCaller(req, c)
+	}
 	if err != nil {
 		var ae *authError
 		if !errors.As(err, &ae) {
@@ -358,11 +365,14 @@ func (r *Registry) guard(w http.ResponseWriter, req *http.Request, need []access
 		r.challenge(w, req, ae, need)
 		return nil, false
 	}
-	return r.withCaller(req, c), true
+	return out, true
 }
 
-// withCaller records the caller, and for replication writers where the change came from.
-func (r *Registry) withCaller(req *http.Request, c caller) *http.Request {
+// withCaller records the caller, and for replication writers where the change came
+// from. A child's sync token speaks for its own subtree only: a write naming an
+// origin outside it is refused, since its event would tell every node after this
+// one that the change was made somewhere it was not.
+func (r *Registry) withCaller(req *http.Request, c caller) (*http.Request, error) {
 	ctx := context.WithValue(req.Context(), callerKey{}, c)
 	if c.internal || c.Peer != "" {
 		rep := replica{from: c.Peer, origin: req.Header.Get(events.HeaderOrigin), internal: c.internal}
@@ -372,9 +382,19 @@ func (r *Registry) withCaller(req *http.Request, c caller) *http.Request {
 		if rep.origin == "" {
 			rep.origin = rep.from
 		}
+		switch relayed := rep.origin == c.Peer || (c.Relays != nil && c.Relays(rep.origin)); {
+		case c.internal, relayed:
+		case !isWrite(req.Method):
+			// A copier sends its event's origin with its reads of the source too; a
+			// read makes no event, so the claim is dropped, not refused.
+			rep.origin = rep.from
+		default:
+			return nil, &authError{status: http.StatusForbidden, code: codeDenied,
+				msg: fmt.Sprintf("%s header %q: the sync token of node %s speaks only for %s and the nodes under it", events.HeaderOrigin, rep.origin, c.Peer, c.Peer)}
+		}
 		ctx = context.WithValue(ctx, replicaKey{}, rep)
 	}
-	return req.WithContext(ctx)
+	return req.WithContext(ctx), nil
 }
 
 // replica is who wrote a change that arrived by replication.

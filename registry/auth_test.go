@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -12,8 +14,12 @@ import (
 	"testing"
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/test/content"
 )
 
 // staticAuth knows users whose password is "pw-" + name.
@@ -146,5 +152,107 @@ func TestTokenFlowGrantsTheIntersection(t *testing.T) {
 	}
 	if resp := get(http.MethodGet, "/v2/team/app/tags/list", "Bearer not.a.jwt"); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("garbage token: %s, want 401", resp.Status)
+	}
+}
+
+// headerRoundTripper adds headers to every request.
+type headerRoundTripper struct{ h http.Header }
+
+func (t headerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range t.h {
+		r.Header[k] = v
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestSyncTokenSpeaksOnlyForItsSubtree: a child's sync token may say a change was
+// first made at the child or at a node under it, and the event says so; an origin
+// anywhere else (this node, a sibling, a made-up name) is refused with the reason,
+// and leaves no event. The node's own replication user names any origin.
+func TestSyncTokenSpeaksOnlyForItsSubtree(t *testing.T) {
+	all := func(string) []string { return []string{"pull", "push", "delete"} }
+	auth := &staticAuth{users: map[string]Principal{
+		"factory-sync": {User: "factory-sync", Peer: "factory", Actions: all,
+			Relays: func(n string) bool { return n == "lineone" || n == "linetwo" }},
+		"island-sync": {User: "island-sync", Peer: "island", Actions: all}, // a leaf: Relays nil
+	}}
+	tr := startRegistryIn(t, t.TempDir(), ReadWrite, func(c *Config) {
+		c.Auth = auth
+		c.InternalPassword = "internal-secret"
+	})
+	push := func(t *testing.T, user, pw, origin, repo string) error {
+		h := http.Header{}
+		if origin != "" {
+			h.Set(events.HeaderOrigin, origin)
+		}
+		return remote.Write(tr.ref(t, repo+":1"), content.Image(t, 1),
+			remote.WithAuth(&authn.Basic{Username: user, Password: pw}),
+			remote.WithTransport(headerRoundTripper{h}), remote.WithRetryBackoff(remote.Backoff{Steps: 1}))
+	}
+	for i, c := range []struct {
+		name, user, pw, origin string
+		want                   string // the event's origin, or the refusal's words
+		refused                bool
+	}{
+		{name: "no header", user: "factory-sync", pw: "pw-factory-sync", want: "factory"},
+		{name: "the child itself", user: "factory-sync", pw: "pw-factory-sync", origin: "factory", want: "factory"},
+		{name: "a node under the child", user: "factory-sync", pw: "pw-factory-sync", origin: "linetwo", want: "linetwo"},
+		{name: "this node", user: "factory-sync", pw: "pw-factory-sync", origin: "testnode", refused: true,
+			want: `Outpost-Origin header "testnode": the sync token of node factory speaks only for factory and the nodes under it`},
+		{name: "a sibling", user: "factory-sync", pw: "pw-factory-sync", origin: "island", refused: true,
+			want: `Outpost-Origin header "island": the sync token of node factory speaks only for factory`},
+		{name: "a made-up node", user: "factory-sync", pw: "pw-factory-sync", origin: "nowhere", refused: true,
+			want: `Outpost-Origin header "nowhere"`},
+		{name: "a leaf naming another's child", user: "island-sync", pw: "pw-island-sync", origin: "lineone", refused: true,
+			want: `the sync token of node island speaks only for island`},
+		{name: "the replication user", user: events.ReplicaUser, pw: "internal-secret", origin: "anywhere", want: "anywhere"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(tr.events(t))
+			repo := fmt.Sprintf("team/case%d", i)
+			err := push(t, c.user, c.pw, c.origin, repo)
+			got := tr.events(t)[before:]
+			if c.refused {
+				var terr *transport.Error
+				if !errors.As(err, &terr) || terr.StatusCode != http.StatusForbidden {
+					t.Fatalf("push: %v, want 403", err)
+				}
+				req, _ := http.NewRequest(http.MethodPost, tr.URL+"/v2/"+repo+"/blobs/uploads/", nil)
+				req.SetBasicAuth(c.user, c.pw)
+				req.Header.Set(events.HeaderOrigin, c.origin)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				if msg := ociMessage(resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(msg, c.want) {
+					t.Fatalf("upload: %s %s, want 403 saying %q", resp.Status, msg, c.want)
+				}
+				if len(got) != 0 {
+					t.Fatalf("a refused push left events: %v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("push: %v", err)
+			}
+			if len(got) == 0 || got[len(got)-1].Origin != c.want {
+				t.Fatalf("events %v: want the last with origin %s", got, c.want)
+			}
+		})
+	}
+	// A read makes no event: a copier reading its source with its event's origin
+	// (any origin) is served.
+	req, _ := http.NewRequest(http.MethodGet, tr.URL+"/v2/team/case0/manifests/1", nil)
+	req.SetBasicAuth("factory-sync", "pw-factory-sync")
+	req.Header.Set(events.HeaderOrigin, "testnode")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a read by factory-sync naming origin testnode: %s, want 200", resp.Status)
 	}
 }

@@ -103,6 +103,7 @@ func (c *Config) Validate() error {
 type Registry struct {
 	cfg       Config
 	app       *handlers.App
+	dist      http.Handler // app, reading its parameters from the query only (api.go)
 	driver    storagedriver.StorageDriver
 	namespace distribution.Namespace
 	referrers *referrersIndex
@@ -211,6 +212,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		}
 	}()
 	r.app = handlers.NewApp(ctx, dcfg)
+	r.dist = queryOnlyForm(r.app)
 	if cfg.Registerer != nil {
 		if r.metrics, err = newRequestMetrics(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("registry: metrics: %w", err)

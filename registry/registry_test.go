@@ -46,7 +46,9 @@ func startRegistry(t testing.TB, mode Mode) *testRegistry {
 	return startRegistryIn(t, t.TempDir(), mode)
 }
 
-func startRegistryIn(t testing.TB, dir string, mode Mode) *testRegistry {
+// startRegistryIn starts a registry on dir; opts change its Config (Auth, Now...).
+// It serves the token endpoint too.
+func startRegistryIn(t testing.TB, dir string, mode Mode, opts ...func(*Config)) *testRegistry {
 	t.Helper()
 	ctx := context.Background()
 	ns, err := events.StartServer(events.ServerConfig{Dir: dir + "/nats", Addr: "127.0.0.1:0", Name: "testnode"})
@@ -61,11 +63,22 @@ func startRegistryIn(t testing.TB, dir string, mode Mode) *testRegistry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := New(ctx, Config{Dir: dir + "/registry", Mode: mode, Node: "testnode", Publisher: log})
+	cfg := Config{Dir: dir + "/registry", Mode: mode, Node: "testnode", Publisher: log}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	reg, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(reg)
+	// Not a ServeMux: it would clean the bad paths some tests send on purpose.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == TokenPath {
+			reg.TokenHandler().ServeHTTP(w, req)
+			return
+		}
+		reg.ServeHTTP(w, req)
+	}))
 	tr := &testRegistry{Registry: reg, URL: srv.URL, Host: strings.TrimPrefix(srv.URL, "http://"),
 		Log: log, NATS: ns, dir: dir, server: srv}
 	t.Cleanup(tr.stop)
@@ -180,6 +193,26 @@ func TestPublishFailureFailsThePushAndMarksUnhealthy(t *testing.T) {
 	if err := tr.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "event-log") {
 		t.Fatalf("Ready after a failed publish = %v, want an event-log failure", err)
 	}
+}
+
+// ociMessage reads an OCI error body as "CODE: message" lines, for refusals that
+// must say why; a body that is not one reads as itself.
+func ociMessage(resp *http.Response) string {
+	var body struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	data, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(data, &body); err != nil || len(body.Errors) == 0 {
+		return string(data)
+	}
+	var lines []string
+	for _, e := range body.Errors {
+		lines = append(lines, e.Code+": "+e.Message)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // ociErrors decodes an OCI error body.

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -143,17 +144,78 @@ func (ti *tokenIssuer) verify(raw string) (*token.ClaimSet, error) {
 	return claims, nil
 }
 
+// ErrTokenRefused is a registry token this node does not accept; the wrapped message
+// says why.
+var ErrTokenRefused = errors.New("registry token refused")
+
+// tokenHeaderFields are the only protected header fields a token may carry: those
+// this node writes. Anything else is refused, above all x5c, jwk, jku and x5u, by
+// which a token would bring the key that verifies it: distribution's verifier trusts
+// an x5c chain to any system root and a jwk whose kid it knows.
+var tokenHeaderFields = map[string]bool{"alg": true, "typ": true, "kid": true}
+
+// verifySignature checks a token against the keys this node trusts, and nothing
+// else: the key is chosen by kid from ti.trusted, never taken from the token. It
+// does not use distribution's Token.Verify, which follows x5c and jwk headers.
 func (ti *tokenIssuer) verifySignature(raw string) (*token.ClaimSet, error) {
-	t, err := token.NewToken(raw, tokenAlgorithms)
-	if err != nil {
-		return nil, err
+	refuse := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrTokenRefused, fmt.Sprintf(format, a...))
 	}
-	claims, err := t.Verify(token.VerifyOptions{TrustedIssuers: []string{ti.issuer},
-		AcceptedAudiences: []string{ti.service}, TrustedKeys: ti.trusted})
-	if err != nil {
-		return nil, fmt.Errorf("%w (bad signature, another node's token, or expired)", err)
+	head, _, ok := strings.Cut(raw, ".")
+	if !ok {
+		return nil, refuse("not a signed JWT (header.payload.signature)")
 	}
-	return claims, nil
+	hb, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return nil, refuse("header is not base64url: %v", err)
+	}
+	var header map[string]json.RawMessage
+	if err := json.Unmarshal(hb, &header); err != nil {
+		return nil, refuse("header is not a JSON object: %v", err)
+	}
+	for k := range header {
+		if !tokenHeaderFields[k] {
+			return nil, refuse("header field %q is not accepted: only keys this node holds verify its tokens", k)
+		}
+	}
+	var alg, kid string
+	if err := json.Unmarshal(header["alg"], &alg); err != nil || alg != string(jose.ES256) {
+		return nil, refuse("algorithm %s: only %s is accepted", header["alg"], jose.ES256)
+	}
+	if err := json.Unmarshal(header["kid"], &kid); err != nil || kid == "" {
+		return nil, refuse("no key id (kid) in the header")
+	}
+	key, ok := ti.trusted[kid]
+	if !ok {
+		return nil, refuse("signed by key %q, which this node does not trust (another node's token?)", kid)
+	}
+	jws, err := jose.ParseSignedCompact(raw, tokenAlgorithms)
+	if err != nil {
+		return nil, refuse("malformed: %v", err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, refuse("%d signatures: want exactly one", len(jws.Signatures))
+	}
+	payload, err := jws.Verify(key)
+	if err != nil {
+		return nil, refuse("bad signature for key %q", kid)
+	}
+	var claims token.ClaimSet
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return nil, refuse("claims: %v", err)
+	}
+	now := ti.now()
+	switch {
+	case claims.Issuer != ti.issuer:
+		return nil, refuse("issuer %q: this node is %q", claims.Issuer, ti.issuer)
+	case !slices.Contains(claims.Audience, ti.service):
+		return nil, refuse("audience %v does not include %q", claims.Audience, ti.service)
+	case now.After(time.Unix(claims.Expiration, 0).Add(token.Leeway)):
+		return nil, refuse("expired at %s", time.Unix(claims.Expiration, 0).UTC().Format(time.RFC3339))
+	case now.Before(time.Unix(claims.NotBefore, 0).Add(-token.Leeway)):
+		return nil, refuse("not valid before %s", time.Unix(claims.NotBefore, 0).UTC().Format(time.RFC3339))
+	}
+	return &claims, nil
 }
 
 // TokenHandler serves the token endpoint: basic credentials (or none, for anonymous

@@ -307,7 +307,7 @@ func TestAccessMatrix(t *testing.T) {
 			do: func() error { return bearerGet(sitea, manifest, valid) }},
 		{name: "a token signed with the node's key, not expired (control)",
 			do: func() error { return bearerGet(sitea, manifest, stillGood) }},
-		{name: "an expired registry token", refuse: true, want: "invalid token",
+		{name: "an expired registry token", refuse: true, want: "registry token refused: expired at",
 			do: func() error { return bearerGet(sitea, manifest, expired) }},
 		{name: "a registry token with a tampered signature", refuse: true, want: "registry token refused",
 			do: func() error { return bearerGet(sitea, manifest, tamperedSig) }},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +38,8 @@ func (r registryAuth) Lookup(user string) (registry.Principal, error) {
 func (r registryAuth) AnonymousPull() bool { return r.a.AnonymousPull() }
 
 func principal(g hierarchy.Grant) registry.Principal {
-	return registry.Principal{User: g.User, Peer: g.Child, Admin: g.Admin, Actions: g.Scope.Actions, Fence: g.Fence}
+	return registry.Principal{User: g.User, Peer: g.Child, Admin: g.Admin, Actions: g.Scope.Actions, Fence: g.Fence,
+		Relays: func(node string) bool { return slices.Contains(g.Below, node) }}
 }
 
 // The operator's token of a node: at the root the admin token (management API, and
