@@ -1,0 +1,5 @@
+//go:build !race
+
+package hierarchy
+
+const raceEnabled = false
