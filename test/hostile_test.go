@@ -142,12 +142,14 @@ func blobLinked(n *Node, repo, d string, who map[string]authn.AuthConfig) error 
 	return nil
 }
 
-// originTransport sends Outpost-Origin with every request.
-type originTransport string
+// originTransport sends Outpost-Origin with every request, as the child's active
+// process (its instance), so that only the origin is wrong.
+type originTransport struct{ origin, instance string }
 
 func (o originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set(events.HeaderOrigin, string(o))
+	r.Header.Set(events.HeaderOrigin, o.origin)
+	r.Header.Set(events.HeaderInstance, o.instance)
 	return http.DefaultTransport.RoundTrip(r)
 }
 
@@ -262,13 +264,14 @@ func TestHostileRegistryRequests(t *testing.T) {
 			return err
 		}
 		return remote.Write(r, content.Image(t, 1), remote.WithAuth(basic("sitea-sync", aPw)),
-			remote.WithTransport(originTransport(origin)), remote.WithRetryBackoff(remote.Backoff{Steps: 1}))
+			remote.WithTransport(originTransport{origin, instanceOf(t, sitea)}), remote.WithRetryBackoff(remote.Backoff{Steps: 1}))
 	}
 	uploadWithOrigin := func(origin string) func() error {
 		return func() error {
 			req, _ := http.NewRequest(http.MethodPost, root.URL+"/v2/team/spoofed/blobs/uploads/", nil)
 			req.SetBasicAuth("sitea-sync", aPw)
 			req.Header.Set(events.HeaderOrigin, origin)
+			req.Header.Set(events.HeaderInstance, instanceOf(t, sitea))
 			if err := httpCall(req, http.StatusAccepted); err != nil {
 				return err
 			}
