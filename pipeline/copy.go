@@ -96,6 +96,12 @@ type Copier struct {
 	srcPull  *remote.Puller
 	dstPull  *remote.Puller
 	dstPush  *remote.Pusher
+	// locks, shared by a link's copiers, serializes the copies of one tag.
+	locks *refLocks
+	// watch, when set, is the ledger of writes at risk (see Ledger); up says this
+	// copier writes to the parent.
+	watch *Ledger
+	up    bool
 }
 
 // NewCopier builds a copier; its clients are reused across copies.
@@ -152,26 +158,49 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) error
 		return err
 	}
 	src, dst := srcRepo.Tag(tag), dstRepo.Tag(tag)
+	defer c.locks.tag(repo, tag)()
 	head, err := c.srcPull.Head(ctx, src)
 	if isNotFound(err) {
+		if held, err := c.hold(ctx, repo, tag, dst); held || err != nil {
+			return err
+		}
 		err := c.dstPush.Delete(ctx, dst)
 		if isNotFound(err) {
+			c.watch.Confirm(repo, tag, "")
 			return nil
+		}
+		if err == nil && c.up {
+			c.watch.Offered(repo, tag, "")
 		}
 		return wrap("delete tag", dst, err)
 	}
 	if err != nil {
 		return wrap("resolve", src, err)
 	}
-	// Already there is the common case for an event applied twice or late: HEADs
-	// only, no manifest crosses the link.
-	if cur, err := c.dstPull.Head(ctx, dst); err != nil || cur.Digest != head.Digest {
+	// Already there is the common case for an event applied twice or late, and for
+	// the parent confirming a write it took from here: HEADs only, no manifest
+	// crosses the link.
+	cur, err := c.dstPull.Head(ctx, dst)
+	switch {
+	case err == nil && cur.Digest == head.Digest:
+		c.watch.Confirm(repo, tag, head.Digest.String())
+	default:
+		current := ""
+		if err == nil {
+			current = cur.Digest.String()
+		}
+		if !c.up && c.watch.Hold(ctx, repo, tag, current) {
+			return nil // the upstream copy offers it to the parent, whose answer comes back
+		}
 		desc, err := c.srcPull.Get(ctx, srcRepo.Digest(head.Digest.String()))
 		if err != nil {
 			return wrap("read", src, err)
 		}
 		if err := c.write(ctx, dst, desc); err != nil {
 			return err
+		}
+		if c.up {
+			c.watch.Offered(repo, tag, head.Digest.String())
 		}
 	}
 	if !deep {
@@ -326,11 +355,29 @@ func (c *Copier) syncDeletedDigest(ctx context.Context, repo, digest string) err
 	return wrap("delete", dstRepo.Digest(digest), err)
 }
 
+// hold says whether a downstream copy must leave the tag at dst as it is: a write
+// made here that the parent has not been offered yet (see Ledger.Hold).
+func (c *Copier) hold(ctx context.Context, repo, tag string, dst name.Tag) (bool, error) {
+	if c.up || c.watch == nil {
+		return false, nil
+	}
+	current := ""
+	cur, err := c.dstPull.Head(ctx, dst)
+	switch {
+	case err == nil:
+		current = cur.Digest.String()
+	case !isNotFound(err):
+		return false, wrap("check", dst, err)
+	}
+	return c.watch.Hold(ctx, repo, tag, current), nil
+}
+
 func (c *Copier) syncDeletedRepository(ctx context.Context, repo string) error {
 	srcRepo, _, err := c.repos(repo)
 	if err != nil {
 		return err
 	}
+	defer c.locks.repository(repo)()
 	tags, err := c.srcPull.List(ctx, srcRepo)
 	if err == nil && len(tags) > 0 {
 		return nil // pushed to again since

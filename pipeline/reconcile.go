@@ -49,7 +49,11 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 		}
 		for _, tag := range parentTags {
 			res.Tags++
-			g.Go(func() error { return l.down.SyncTagDeep(gctx, repo, tag) })
+			c := l.down
+			if readWrite && l.cfg.Ledger.Unsent(repo, tag) {
+				c = l.up // a write here the parent was never offered (its event expired)
+			}
+			g.Go(func() error { return c.SyncTagDeep(gctx, repo, tag) })
 		}
 		for _, tag := range localTags {
 			if slices.Contains(parentTags, tag) {

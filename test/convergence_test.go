@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ func TestConvergeSiblingRace(t *testing.T) {
 	a := StartChild(t, root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: []string{"race/*"}})
 	b := StartChild(t, root, Child{Name: "siteb", Mode: "ReadWrite", Repositories: []string{"race/*"}})
 	sites := []*Node{a, b}
+	lost := map[*Node]map[string]string{a: {}, b: {}} // "ref lost-digest" -> winning digest
 	for round := range rounds {
 		imgs := make([][]v1.Image, len(sites))
 		for i := range sites {
@@ -60,18 +62,99 @@ func TestConvergeSiblingRace(t *testing.T) {
 			for i := range sites {
 				pushed[content.Digest(t, imgs[i][k])] = true
 			}
-			eventuallySame(t, ref, pushed, root, a, b)
+			won := eventuallySame(t, ref, pushed, root, a, b)
+			for i, s := range sites {
+				if d := content.Digest(t, imgs[i][k]); d != won {
+					lost[s][ref+" "+d] = won
+				}
+			}
 		}
 		t.Logf("round %d: %d tags pushed at both sites agree at every node", round, tags)
 	}
+	// Every write that lost is reported where it was made, once: a log line naming
+	// the tag, both digests and the winner, the counter, and a status detail the root
+	// shows. A write that won is never reported.
+	for _, s := range sites {
+		got := conflictsLogged(t, s)
+		for k, won := range lost[s] {
+			if g, ok := got[k]; !ok {
+				t.Errorf("%s did not report its overwritten write %s", s.opts.Name, k)
+			} else if g != won {
+				t.Errorf("%s reported %s as replaced by %s, want %s", s.opts.Name, k, short(g), short(won))
+			}
+		}
+		for k := range got {
+			if _, ok := lost[s][k]; !ok {
+				t.Errorf("%s reported %s as overwritten, but it won", s.opts.Name, k)
+			}
+		}
+		want := fmt.Sprintf(`outpost_tag_conflicts_total{kind="replaced"} %d`, len(lost[s]))
+		if m := scrape(t, s); !strings.Contains(m, want) && len(lost[s]) > 0 {
+			t.Errorf("%s /metrics lacks %q", s.opts.Name, want)
+		}
+		t.Logf("%s lost %d of %d writes, each reported", s.opts.Name, len(lost[s]), rounds*tags)
+		if len(lost[s]) > 0 {
+			eventuallyDetail(t, root, s.opts.Name, "TAG_CONFLICT", fmt.Sprintf("%d writes made here or below were overwritten", len(lost[s])))
+		}
+	}
+	if len(lost[a])+len(lost[b]) != rounds*tags {
+		t.Errorf("%d writes lost, want one per tag and round (%d)", len(lost[a])+len(lost[b]), rounds*tags)
+	}
+}
+
+// conflictLine is the log line a node writes for an overwritten write.
+const conflictLine = "tag conflict: a write here was overwritten by the parent's order"
+
+// conflictsLogged reads the conflicts n logged: "repo:tag lost-digest" -> winner.
+func conflictsLogged(t *testing.T, n *Node) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, line := range strings.Split(n.Output(), "\n") {
+		var rec struct{ Msg, Ref, Lost, Won string }
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != conflictLine {
+			continue
+		}
+		k := rec.Ref + " " + rec.Lost
+		if _, dup := out[k]; dup {
+			t.Errorf("%s reported %s twice", n.opts.Name, k)
+		}
+		out[k] = rec.Won
+	}
+	return out
+}
+
+// eventuallyDetail waits until the root shows a status detail of node with code
+// and a message containing msg.
+func eventuallyDetail(t *testing.T, root *Node, node, code, msg string) {
+	t.Helper()
+	Eventually(t, replicationTimeout, func() error {
+		var v struct {
+			Status *struct {
+				Details []struct{ Code, Message string }
+			}
+		}
+		if err := json.Unmarshal([]byte(root.MustCLI(t, "node", "show", node)), &v); err != nil {
+			return err
+		}
+		if v.Status != nil {
+			for _, d := range v.Status.Details {
+				if d.Code == code && strings.Contains(d.Message, msg) {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("%s's status at the root has no %s detail saying %q: %+v", node, code, msg, v.Status)
+	})
 }
 
 // eventuallySame waits until ref has one digest at every node, the root's first,
-// and that digest is one of allowed (when given).
-func eventuallySame(t *testing.T, ref string, allowed map[string]bool, root *Node, others ...*Node) {
+// and that digest is one of allowed (when given), and returns it.
+func eventuallySame(t *testing.T, ref string, allowed map[string]bool, root *Node, others ...*Node) string {
 	t.Helper()
+	var want string
 	Eventually(t, convergeTimeout, func() error {
-		want, err := resolve(root, ref)
+		var err error
+		want, err = resolve(root, ref)
 		if err != nil {
 			return fmt.Errorf("%s at root: %v", ref, err)
 		}
@@ -93,6 +176,7 @@ func eventuallySame(t *testing.T, ref string, allowed map[string]bool, root *Nod
 		}
 		return nil
 	})
+	return want
 }
 
 // short is a digest's first hex characters, for messages.

@@ -56,6 +56,13 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.meter = pipeline.NewMeter(moved)
+	conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outpost_tag_conflicts_total",
+		Help: "Tag writes made at this node or below it that the parent's order overwrote, by kind (replaced, deleted, delete-undone).",
+	}, []string{"kind"})
+	if err := n.metrics.Register(conflicts); err != nil {
+		return err
+	}
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
@@ -66,6 +73,13 @@ func (n *node) runConnected(ctx context.Context) error {
 	}
 	self := n.getSelf()
 	mode := registry.Mode(self.Settings.Mode)
+	ledgerCfg := pipeline.DefaultLedgerConfig()
+	ledgerCfg.Parent, ledgerCfg.Conflicts, ledgerCfg.Logger = self.Parent, conflicts, n.logger
+	ledgerCfg.LogEnd = func(ctx context.Context) (uint64, error) {
+		st, err := n.log.Stats(ctx)
+		return st.LastSeq, err
+	}
+	n.ledger = pipeline.NewLedger(ledgerCfg)
 	if err := n.startGateway(n.uplink); err != nil {
 		return err
 	}
@@ -82,6 +96,7 @@ func (n *node) runConnected(ctx context.Context) error {
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
 		Sequences: localSequences{n.local}, OnGap: n.onGap, Meter: n.meter,
+		Ledger: n.ledger, OnRestart: n.onRestart,
 	})
 	if err != nil {
 		return err
@@ -215,6 +230,17 @@ func (n *node) onGap(direction string, lost uint64) {
 	}
 }
 
+// onRestart reconciles after this node or its parent started: a write stored just
+// before a SIGKILL may have no event.
+func (n *node) onRestart(why string) {
+	n.logger.Info("reconciling after a restart", "why", why)
+	n.requested.Store("")
+	select {
+	case n.reconcile <- struct{}{}:
+	default:
+	}
+}
+
 // localSequences keeps the link's applied sequences in the node's local bucket.
 type localSequences struct{ b *events.Bucket }
 
@@ -304,6 +330,10 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		st.Details = append(st.Details, *n.gapDetail)
 	}
 	n.detailMu.Unlock()
+	if count, c := n.ledger.Conflicts(); count > 0 {
+		st.Details = append(st.Details, hierarchy.Detail{Code: hierarchy.DetailTagConflict, Time: c.Time, Message: fmt.Sprintf(
+			"%d writes made here or below were overwritten by the parent's order since start; last: %s", count, c)})
+	}
 	if n.reg != nil {
 		if err := n.reg.Ready(ctx); err != nil {
 			st.State = hierarchy.Unhealthy
