@@ -46,12 +46,14 @@ type LinkConfig struct {
 	// before the link applied them: the link's scope needs a reconcile.
 	OnGap func(direction string, lost uint64)
 	// OnRestart is told, once the downstream queue is found drained, that this
-	// process or the parent's (its NATS server id changed) started since the link
-	// last drained it: a node killed between a write and its event never sends that
-	// event, so the link's scope needs a reconcile. Waiting for the drain first
-	// keeps the reconcile from sending up a tag whose delete is still on its way
-	// down.
+	// node started after a crash (Unclean) or the parent's process changed (its
+	// NATS server id) since the link last drained it: a node killed between a write
+	// and its event never sends that event, so the link's scope needs a reconcile.
+	// Waiting for the drain first keeps the reconcile from sending up a tag whose
+	// delete is still on its way down.
 	OnRestart func(why string)
+	// Unclean says the last process on this node's data ended without a clean stop.
+	Unclean bool
 	// Ledger finds this node's writes that the parent's order overwrote; nil: none.
 	Ledger *Ledger
 	Logger *slog.Logger
@@ -136,7 +138,11 @@ func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 		c.locks, c.watch = locks, cfg.Ledger
 	}
 	up.up = true
-	return &Link{cfg: cfg, down: down, up: up, window: cfg.Window, restarted: "this node started"}, nil
+	l := &Link{cfg: cfg, down: down, up: up, window: cfg.Window}
+	if cfg.Unclean {
+		l.restarted = "this node restarted after a crash"
+	}
+	return l, nil
 }
 
 // SetWindow changes the link's window (settings from the root).

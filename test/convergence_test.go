@@ -71,6 +71,12 @@ func TestConvergeSiblingRace(t *testing.T) {
 		}
 		t.Logf("round %d: %d tags pushed at both sites agree at every node", round, tags)
 	}
+	// Nothing ping-pongs: once the tree agrees, no node writes anything more.
+	before := eventCounts(t, root, a, b)
+	time.Sleep(3 * time.Second) // a window in which nothing may happen
+	if after := eventCounts(t, root, a, b); after != before {
+		t.Errorf("events published by root, sitea, siteb went on after the tree agreed: %v, then %v", before, after)
+	}
 	// Every write that lost is reported where it was made, once: a log line naming
 	// the tag, both digests and the winner, the counter, and a status detail the root
 	// shows. A write that won is never reported.
@@ -89,7 +95,7 @@ func TestConvergeSiblingRace(t *testing.T) {
 			}
 		}
 		want := fmt.Sprintf(`outpost_tag_conflicts_total{kind="replaced"} %d`, len(lost[s]))
-		if m := scrape(t, s); !strings.Contains(m, want) && len(lost[s]) > 0 {
+		if m := scrape(t, s); !strings.Contains(m, want) {
 			t.Errorf("%s /metrics lacks %q", s.opts.Name, want)
 		}
 		t.Logf("%s lost %d of %d writes, each reported", s.opts.Name, len(lost[s]), rounds*tags)
@@ -188,4 +194,20 @@ func short(d string) string {
 		return hex[:12]
 	}
 	return d
+}
+
+// eventCounts reads how many events each node published.
+func eventCounts(t *testing.T, nodes ...*Node) string {
+	t.Helper()
+	var out []string
+	for _, n := range nodes {
+		count := "0"
+		for _, line := range strings.Split(scrape(t, n), "\n") {
+			if v, ok := strings.CutPrefix(line, `outpost_events_published_total{result="ok"} `); ok {
+				count = v
+			}
+		}
+		out = append(out, n.opts.Name+"="+count)
+	}
+	return strings.Join(out, " ")
 }

@@ -36,6 +36,10 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.isOperator = sameToken(op)
+	unclean, err := uncleanStart(n.opts.Data)
+	if err != nil {
+		return err
+	}
 	var parentTLS *tls.Config
 	var dialOpts []nats.Option
 	if n.cs.ParentProtocol == "https" {
@@ -62,6 +66,9 @@ func (n *node) runConnected(ctx context.Context) error {
 	}, []string{"kind"})
 	if err := n.metrics.Register(conflicts); err != nil {
 		return err
+	}
+	for _, kind := range []string{"replaced", "deleted", "delete-undone"} {
+		conflicts.WithLabelValues(kind) // shown as 0 until the first one
 	}
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
@@ -96,7 +103,7 @@ func (n *node) runConnected(ctx context.Context) error {
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
 		Sequences: localSequences{n.local}, OnGap: n.onGap, Meter: n.meter,
-		Ledger: n.ledger, OnRestart: n.onRestart,
+		Ledger: n.ledger, OnRestart: n.onRestart, Unclean: unclean,
 	})
 	if err != nil {
 		return err
@@ -341,6 +348,22 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		}
 	}
 	return st
+}
+
+// runningMarker is in the data directory while a process runs on it; close removes
+// it, so one found at start tells of a crash.
+const runningMarker = "running"
+
+// uncleanStart says whether the last process on data ended without a clean stop
+// (SIGKILL, power cut), and marks this one running.
+func uncleanStart(data string) (bool, error) {
+	file := filepath.Join(data, runningMarker)
+	_, err := os.Stat(file)
+	unclean := err == nil
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		return false, fmt.Errorf("running marker: %w", err)
+	}
+	return unclean, nil
 }
 
 // instanceID identifies this process's data directory to the root: a restart on the

@@ -181,6 +181,7 @@ func (n *node) close() {
 	if n.ns != nil {
 		n.ns.Shutdown()
 	}
+	_ = os.Remove(filepath.Join(n.opts.Data, runningMarker)) // a clean stop: see uncleanStart
 	n.logger.Info("stopped", "node", n.name)
 }
 
