@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -43,6 +44,7 @@ const (
 	opDigestDel  = "manifest-delete"
 	opReferrer   = "referrer"
 	opRacingPair = "same-tag-at-two-sites"
+	opRepoDelete = "repository-delete"
 )
 
 var checkerRepos = []string{"conv/app", "conv/lib"}
@@ -286,8 +288,10 @@ func (c *checker) plan() plannedOp {
 		op.kind = opTagDelete
 	case r < 88:
 		op.kind = opDigestDel
-	default:
+	case r < 97:
 		op.kind = opReferrer
+	default:
+		op.kind = opRepoDelete
 	}
 	return op
 }
@@ -329,6 +333,8 @@ func (c *checker) run(op plannedOp) {
 		}
 	case opReferrer:
 		err = c.referrer(op)
+	case opRepoDelete:
+		err = c.deleteRepository(op.sites[0], op.repo)
 	}
 	if err != nil {
 		c.count(c.opsFailed, op.kind)
@@ -378,6 +384,28 @@ func (c *checker) delete(n *Node, ref string) error {
 	ctx, cancel := opCtx()
 	defer cancel()
 	return remote.Delete(r, Auth, remote.WithContext(ctx))
+}
+
+// deleteRepository deletes a whole repository at n (Outpost's own endpoint).
+func (c *checker) deleteRepository(n *Node, repo string) error {
+	if c.isDown(n) {
+		return fmt.Errorf("%s is down", n.opts.Name)
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, n.URL+"/outpost/v1/repositories/"+repo, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(Authorize(req))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("delete repository %s at %s: %s", repo, n.opts.Name, resp.Status)
+	}
+	return nil
 }
 
 // existing picks one digest a tag of repo holds at n.
@@ -510,11 +538,18 @@ func (c *checker) quiesce(round int) []string {
 	deadline := time.Now().Add(checkerQuiescent)
 	start := time.Now()
 	told := false
+	marks := make([]int, len(c.nodes))
+	for i, n := range c.nodes {
+		marks[i] = len(n.Output())
+	}
 	for {
 		divergent, last = c.compare()
 		if !told && time.Since(start) > 10*time.Second {
 			told = true
 			c.t.Logf("round %d: still %d divergent tags after 10s (listing error: %v):\n%s", round, len(divergent), last, strings.Join(divergent, "\n"))
+			for i, n := range c.nodes {
+				c.t.Logf("%s warned since:\n%s", n.opts.Name, warnings(n.Output()[marks[i]:], 20))
+			}
 		}
 		if last == nil && len(divergent) == 0 {
 			c.t.Logf("round %d: every node's scope equals the root's after %s", round, time.Since(start).Round(10*time.Millisecond))
@@ -588,4 +623,15 @@ func conflictsLoggedAll(n *Node) []string {
 		}
 	}
 	return out
+}
+
+// warnings is up to most warning and error lines of a node's log.
+func warnings(log string, most int) string {
+	var out []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out[max(0, len(out)-most):], "\n")
 }
