@@ -152,13 +152,20 @@ func (c *Copier) SyncTagDeep(ctx context.Context, repo, tag string) error {
 	return c.syncTag(ctx, repo, tag, true)
 }
 
-func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) error {
+func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) (err error) {
 	srcRepo, dstRepo, err := c.repos(repo)
 	if err != nil {
 		return err
 	}
 	src, dst := srcRepo.Tag(tag), dstRepo.Tag(tag)
 	defer c.locks.tag(repo, tag)()
+	if c.up {
+		defer func() {
+			if err != nil && ctx.Err() == nil {
+				c.watch.Failed(repo, tag) // held no longer after a few (see Ledger.Hold)
+			}
+		}()
+	}
 	head, err := c.srcPull.Head(ctx, src)
 	if isNotFound(err) {
 		if held, err := c.hold(ctx, repo, tag, dst); held || err != nil {

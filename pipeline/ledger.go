@@ -26,8 +26,9 @@ import (
 // was confirmed, or within ConflictWindow of being made, the parent ordered another
 // write after it that was made without knowing it: it was overwritten, a Conflict
 // (log line, counter, status detail) at this node. A write overwritten later than
-// that is taken for an ordinary update. A write not offered within HoldFor is no
-// longer held (the parent refuses it, say) and is reported when replaced.
+// that is taken for an ordinary update. A write not offered within HoldFor, or
+// that the upstream copy failed to offer three times (the parent refuses it, or it
+// is broken here), is no longer held, and is reported when replaced.
 //
 // The ledger is in memory: a write still pending when the node restarts is not
 // held nor reported. It holds at most maxPending tags; past that, new writes are
@@ -106,7 +107,13 @@ type pendingWrite struct {
 	at             time.Time // when the router saw it
 	offered        bool      // the upstream copy gave it to the parent
 	confirmed      bool      // the parent was seen holding it
+	failures       int       // upstream copies of the tag that failed since
 }
+
+// maxUpstreamFailures ends a hold: a write the upstream copy fails to give the
+// parent this many times (the parent refuses it, or it is broken here) is not kept
+// from the parent's state any longer.
+const maxUpstreamFailures = 3
 
 // settled says the write is confirmed and older than the conflict window: the
 // ledger has nothing more to say about it.
@@ -220,6 +227,20 @@ func (l *Ledger) Offered(repo, tag, digest string) {
 	}
 }
 
+// Failed says an upstream copy of the tag failed.
+func (l *Ledger) Failed(repo, tag string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := key(repo, tag)
+	if p, ok := l.pending[k]; ok {
+		p.failures++
+		l.pending[k] = p
+	}
+}
+
 // Hold says whether the downstream copy must leave the tag as it is here
 // (current, "" for absent): it was written here or below and not yet offered to
 // the parent, which has not ordered it yet. It first waits (up to RouterLag) until
@@ -232,7 +253,8 @@ func (l *Ledger) Hold(ctx context.Context, repo, tag, current string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p, ok := l.pending[key(repo, tag)]
-	return ok && !p.offered && !p.confirmed && p.digest == current && l.cfg.Now().Sub(p.at) < l.cfg.HoldFor
+	return ok && !p.offered && !p.confirmed && p.digest == current && l.cfg.Now().Sub(p.at) < l.cfg.HoldFor &&
+		p.failures < maxUpstreamFailures
 }
 
 // Unsent says whether the tag holds a write here that was not offered to the

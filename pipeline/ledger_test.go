@@ -153,6 +153,13 @@ func TestLedgerHoldsAWriteUntilItIsOffered(t *testing.T) {
 	if f.l.Hold(ctx, "r", "t", "dA") || f.l.Unsent("r", "t") {
 		t.Error("a write offered to the parent is still held")
 	}
+	f.event(events.ActionPush, "v", "dV", "")
+	for range 3 {
+		f.l.Failed("r", "v")
+	}
+	if f.l.Hold(ctx, "r", "v", "dV") {
+		t.Error("a write the upstream failed to offer three times is still held")
+	}
 	f.event(events.ActionTagDelete, "u", "dX", "")
 	if !f.l.Hold(ctx, "r", "u", "") {
 		t.Error("a delete not yet offered is not held")
