@@ -88,6 +88,12 @@ func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
+// errHeld says a downstream copy left a tag as it is here: a write made here that
+// the upstream copy has not offered to the parent yet (see Ledger.Hold). The
+// message comes back later; by then the parent has ordered the write, or the hold
+// has ended.
+var errHeld = errors.New("held: a write here is not yet offered to the parent")
+
 // Copier applies events from a source registry to a destination. It applies the
 // source's current state, not the event's payload, so applying an event twice, late
 // or out of order converges all the same.
@@ -169,6 +175,9 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) (err 
 	head, err := c.srcPull.Head(ctx, src)
 	if isNotFound(err) {
 		if held, err := c.hold(ctx, repo, tag, dst); held || err != nil {
+			if held {
+				return errHeld
+			}
 			return err
 		}
 		err := c.dstPush.Delete(ctx, dst)
@@ -197,7 +206,7 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) (err 
 			current = cur.Digest.String()
 		}
 		if !c.up && c.watch.Hold(ctx, repo, tag, current) {
-			return nil // the upstream copy offers it to the parent, whose answer comes back
+			return errHeld
 		}
 		desc, err := c.srcPull.Get(ctx, srcRepo.Digest(head.Digest.String()))
 		if err != nil {

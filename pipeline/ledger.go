@@ -20,8 +20,8 @@ import (
 // The rule. A tag write at this node that did not come from the parent (a client's,
 // or a child's through its upstream copy) is pending. Until the upstream copy has
 // offered it to the parent, the downstream copy leaves it in place: a change from
-// the parent that was ordered before it must not undo it (the parent's answer to it
-// comes back down). It is confirmed when a copy either way finds the parent holding
+// the parent that was ordered before it must not undo it (the message is delivered
+// again until the parent has ordered the write). It is confirmed when a copy either way finds the parent holding
 // the same. If a change from the parent replaces it with something else before it
 // was confirmed, or within ConflictWindow of being made, the parent ordered another
 // write after it that was made without knowing it: it was overwritten, a Conflict
@@ -266,7 +266,7 @@ func (l *Ledger) Unsent(repo, tag string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p, ok := l.pending[key(repo, tag)]
-	return ok && !p.offered && !p.confirmed
+	return ok && !p.offered && !p.confirmed && l.cfg.Now().Sub(p.at) < l.cfg.HoldFor && p.failures < maxUpstreamFailures
 }
 
 func (l *Ledger) waitRouted(ctx context.Context) {

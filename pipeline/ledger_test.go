@@ -157,7 +157,7 @@ func TestLedgerHoldsAWriteUntilItIsOffered(t *testing.T) {
 	for range 3 {
 		f.l.Failed("r", "v")
 	}
-	if f.l.Hold(ctx, "r", "v", "dV") {
+	if f.l.Hold(ctx, "r", "v", "dV") || f.l.Unsent("r", "v") {
 		t.Error("a write the upstream failed to offer three times is still held")
 	}
 	f.event(events.ActionTagDelete, "u", "dX", "")

@@ -388,6 +388,9 @@ func (l *Link) drained() {
 	}
 }
 
+// heldRetry is when a message whose tag is held (errHeld) is delivered again.
+const heldRetry = 500 * time.Millisecond
+
 // copyJobs is how many copies a link runs at once.
 const copyJobs = 4
 
@@ -500,6 +503,10 @@ func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp 
 	if err := l.apply(ctx, grp, c); err != nil {
 		if ctx.Err() != nil {
 			retryAll(0) // the window closed mid-copy: delivered again next time
+			return true
+		}
+		if errors.Is(err, errHeld) {
+			retryAll(heldRetry)
 			return true
 		}
 		l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -53,7 +54,12 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 			if readWrite && l.cfg.Ledger.Unsent(repo, tag) {
 				c = l.up // a write here the parent was never offered (its event expired)
 			}
-			g.Go(func() error { return c.SyncTagDeep(gctx, repo, tag) })
+			g.Go(func() error {
+				if err := c.SyncTagDeep(gctx, repo, tag); !errors.Is(err, errHeld) {
+					return err
+				}
+				return nil // the upstream copy offers it; the parent's answer comes down
+			})
 		}
 		for _, tag := range localTags {
 			if slices.Contains(parentTags, tag) {
