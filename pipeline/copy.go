@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -388,19 +389,26 @@ func (c *Copier) hold(ctx context.Context, repo, tag string, dst name.Tag) (bool
 	return c.watch.Hold(ctx, repo, tag, current), nil
 }
 
+// syncDeletedRepository deletes the repository at the destination if the source
+// has no tags in it; if it was pushed to again since, each tag there is made what
+// it is at the source instead (those only the destination has are deleted): a
+// repository left alone would keep tags the source no longer has, for good.
 func (c *Copier) syncDeletedRepository(ctx context.Context, repo string) error {
-	srcRepo, _, err := c.repos(repo)
+	srcRepo, dstRepo, err := c.repos(repo)
 	if err != nil {
 		return err
 	}
-	defer c.locks.repository(repo)()
+	unlock := c.locks.repository(repo)
 	tags, err := c.srcPull.List(ctx, srcRepo)
-	if err == nil && len(tags) > 0 {
-		return nil // pushed to again since
-	}
 	if err != nil && !isNotFound(err) {
+		unlock()
 		return fmt.Errorf("list %s: %w", srcRepo, err)
 	}
+	if len(tags) > 0 {
+		unlock()
+		return c.syncRepositoryTags(ctx, repo, dstRepo, tags)
+	}
+	defer unlock()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete,
 		c.dst.scheme()+"://"+c.dst.Host+"/outpost/v1/repositories/"+repo, nil)
 	if err != nil {
@@ -416,6 +424,30 @@ func (c *Copier) syncDeletedRepository(ctx context.Context, repo string) error {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusNotFound {
 		return fmt.Errorf("delete repository %s at %s: %s", repo, c.dst.Host, resp.Status)
+	}
+	return nil
+}
+
+// syncRepositoryTags makes every tag of the repository at the destination what
+// it is at the source, which has srcTags.
+func (c *Copier) syncRepositoryTags(ctx context.Context, repo string, dstRepo name.Repository, srcTags []string) error {
+	dstTags, err := c.dstPull.List(ctx, dstRepo)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("list %s: %w", dstRepo, err)
+	}
+	held := false
+	for _, tag := range slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(srcTags), dstTags...)))) {
+		err := c.syncTag(ctx, repo, tag, false)
+		if errors.Is(err, errHeld) {
+			held = true
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if held {
+		return errHeld
 	}
 	return nil
 }
