@@ -248,9 +248,6 @@ func (l *Link) record(f func(*LinkState)) {
 	f(&l.state)
 }
 
-// Ledger is the link's ledger of writes at risk (nil if none).
-func (l *Link) Ledger() *Ledger { return l.cfg.Ledger }
-
 // Down is the copier from the parent to this node (for reconcile).
 func (l *Link) Down() *Copier { return l.down }
 
