@@ -137,6 +137,7 @@ func TestConvergeRandom(t *testing.T) {
 		killRound = -1 // by time: after half the duration
 	}
 	killed := false
+	var divergent []string
 	for round := 1; ; round++ {
 		if rounds > 0 && round > rounds || rounds == 0 && round > 1 && time.Since(start) > duration {
 			break
@@ -144,7 +145,7 @@ func TestConvergeRandom(t *testing.T) {
 		kill := !killed && (round == killRound || rounds == 0 && time.Since(start) > duration/2)
 		killed = killed || kill
 		c.round(round, kill)
-		divergent := c.quiesce(round)
+		divergent = c.quiesce(round)
 		t.Logf("round %d: so far %s; divergent tags %d", round, c.summary(), len(divergent))
 		if len(divergent) > 0 {
 			break
@@ -159,7 +160,7 @@ func TestConvergeRandom(t *testing.T) {
 		t.Logf("last failure of %s (a node down, or nothing to pick): %s", k, e)
 	}
 	c.opsMu.Unlock()
-	t.Logf("seed %d, %s, in %s", seed, c.summary(), time.Since(start).Round(time.Second))
+	t.Logf("seed %d, %s, divergent tags %d, in %s", seed, c.summary(), len(divergent), time.Since(start).Round(time.Second))
 }
 
 func (c *checker) summary() string {
