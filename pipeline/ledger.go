@@ -21,14 +21,15 @@ import (
 // or a child's through its upstream copy) is pending. Until the upstream copy has
 // offered it to the parent, the downstream copy leaves it in place: a change from
 // the parent that was ordered before it must not undo it (the message is delivered
-// again until the parent has ordered the write). It is confirmed when a copy either way finds the parent holding
-// the same. If a change from the parent replaces it with something else before it
-// was confirmed, or within ConflictWindow of being made, the parent ordered another
-// write after it that was made without knowing it: it was overwritten, a Conflict
-// (log line, counter, status detail) at this node. A write overwritten later than
-// that is taken for an ordinary update. A write not offered within HoldFor, or
-// that the upstream copy failed to offer three times (the parent refuses it, or it
-// is broken here), is no longer held, and is reported when replaced.
+// again until the parent has ordered the write). It is confirmed when a copy either
+// way finds the parent holding the same. If a change from the parent replaces it
+// with something else before it was confirmed, or within ConflictWindow of being
+// made, the parent ordered another write after it that was made without knowing
+// it: it was overwritten, a Conflict (log line, counter, status detail) at this
+// node. A write overwritten later than that is taken for an ordinary update. A
+// write not offered within HoldFor, or that the upstream copy failed to offer three
+// times (the parent refuses it, or it is broken here), is no longer held, and is
+// reported when replaced.
 //
 // The ledger is in memory: a write still pending when the node restarts is not
 // held nor reported. It holds at most maxPending tags; past that, new writes are
