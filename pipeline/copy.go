@@ -226,6 +226,23 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) (err 
 	return c.copyReferrers(ctx, repo, srcRepo.Digest(head.Digest.String()), head.Digest, 0)
 }
 
+// SyncReferrers copies the referrers (signatures, SBOMs) of what the tag points at
+// in the source that the destination lacks.
+func (c *Copier) SyncReferrers(ctx context.Context, repo, tag string) error {
+	srcRepo, _, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	head, err := c.srcPull.Head(ctx, srcRepo.Tag(tag))
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap("resolve", srcRepo.Tag(tag), err)
+	}
+	return c.copyReferrers(ctx, repo, srcRepo.Digest(head.Digest.String()), head.Digest, 0)
+}
+
 // CopyDigest copies a manifest and everything under it, if the source still has it.
 func (c *Copier) CopyDigest(ctx context.Context, repo, digest string) error {
 	h, err := v1.NewHash(digest)

@@ -18,10 +18,11 @@ type ReconcileResult struct {
 }
 
 // Reconcile compares the link's scope on both sides and copies the difference: the
-// safety net under events (first activation, resync, lost messages). Every tag the
-// parent has is made the same here. A tag only this node has is deleted here on a
-// ReadOnly node (the parent deleted it); a ReadWrite node sends it up instead, as
-// its own push may not have reached the parent yet.
+// safety net under events (first activation, resync, lost messages, a crash). Every
+// tag the parent has is made the same here, with its referrers; a ReadWrite node
+// then sends up the referrers it has of it. A tag only this node has is deleted
+// here on a ReadOnly node (the parent deleted it); a ReadWrite node sends it up
+// instead, as its own push may not have reached the parent yet.
 func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, readWrite bool) (ReconcileResult, error) {
 	var res ReconcileResult
 	parentRepos, err := l.down.sourceCatalog(ctx)
@@ -55,10 +56,15 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 				c = l.up // a write here the parent was never offered (its event expired)
 			}
 			g.Go(func() error {
-				if err := c.SyncTagDeep(gctx, repo, tag); !errors.Is(err, errHeld) {
+				err := c.SyncTagDeep(gctx, repo, tag)
+				if errors.Is(err, errHeld) {
+					return nil // the upstream copy offers it; the parent's answer comes down
+				}
+				if err != nil || !readWrite || c == l.up {
 					return err
 				}
-				return nil // the upstream copy offers it; the parent's answer comes down
+				// Referrers made here whose events were lost (a crash) go up too.
+				return l.up.SyncReferrers(gctx, repo, tag)
 			})
 		}
 		for _, tag := range localTags {
