@@ -71,6 +71,7 @@ type checker struct {
 	middle  *Node   // the ReadWrite child with a child: SIGKILLed once
 
 	repoDeletes bool
+	marks       []int // where each node's log stood when the round began
 
 	down      sync.Map // *Node -> bool while killed
 	opsMu     sync.Mutex
@@ -203,6 +204,10 @@ type plannedOp struct {
 // round runs checkerOpsRound operations checkerWorkers at a time, cutting links as
 // it goes, and SIGKILLs the middle node halfway when kill is set.
 func (c *checker) round(round int, kill bool) {
+	c.marks = make([]int, len(c.nodes))
+	for i, n := range c.nodes {
+		c.marks[i] = len(n.Output())
+	}
 	ops := make([]plannedOp, checkerOpsRound)
 	for i := range ops {
 		ops[i] = c.plan()
@@ -546,17 +551,14 @@ func (c *checker) quiesce(round int) []string {
 	deadline := time.Now().Add(checkerQuiescent)
 	start := time.Now()
 	told := false
-	marks := make([]int, len(c.nodes))
-	for i, n := range c.nodes {
-		marks[i] = len(n.Output())
-	}
+	marks := c.marks
 	for {
 		divergent, last = c.compare()
 		if !told && time.Since(start) > 10*time.Second {
 			told = true
 			c.t.Logf("round %d: still %d divergent tags after 10s (listing error: %v):\n%s", round, len(divergent), last, strings.Join(divergent, "\n"))
 			for i, n := range c.nodes {
-				c.t.Logf("%s warned since:\n%s", n.opts.Name, warnings(n.Output()[marks[i]:], 20))
+				c.t.Logf("%s since the round began:\n%s", n.opts.Name, warnings(n.Output()[marks[i]:], 30))
 			}
 		}
 		if last == nil && len(divergent) == 0 {
@@ -633,11 +635,13 @@ func conflictsLoggedAll(n *Node) []string {
 	return out
 }
 
-// warnings is up to most warning and error lines of a node's log.
+// warnings is up to most warning and error lines of a node's log, and what it
+// said of reconciles and restarts.
 func warnings(log string, most int) string {
 	var out []string
 	for _, line := range strings.Split(log, "\n") {
-		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) ||
+			strings.Contains(line, "reconcil") || strings.Contains(line, "restart") || strings.Contains(line, `"msg":"activated"`) {
 			out = append(out, line)
 		}
 	}
