@@ -41,7 +41,10 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	var parentTLS *tls.Config
-	var dialOpts []nats.Option
+	// No publishes buffered while the parent is away: a pull request buffered then
+	// reaches the parent on reconnect after its fetch gave up, and the messages it
+	// is given wait out their ack time (30 s) before anyone gets them.
+	dialOpts := []nats.Option{nats.ReconnectBufSize(-1)}
 	if n.cs.ParentProtocol == "https" {
 		if parentTLS, err = clientTLS(n.opts.ParentCA); err != nil {
 			return err
