@@ -14,7 +14,7 @@ REGSYNC_VERSION     := v0.11.7
 
 LDFLAGS := -s -w
 
-.PHONY: all build run test test-unit test-e2e test-faults bench tools system-deps lint clean
+.PHONY: all build run test test-unit test-e2e test-faults soak bench tools system-deps lint clean
 
 all: build
 
@@ -42,7 +42,13 @@ test-e2e: tools
 
 # The fault-injection suite alone (it is part of make test too).
 test-faults: tools
-	$(GO) test -count=1 -timeout 20m -run 'TestFault|TestOutage|TestSyncWindows|TestBandwidth' ./test/
+	$(GO) test -count=1 -timeout 20m -run 'TestFault|TestOutage|TestSyncWindows|TestBandwidth|TestConverge' ./test/
+
+# The randomized convergence checker for as long as asked (make test runs a short
+# version): SOAK_DURATION=30m or SOAK_ROUNDS=100; CONVERGE_SEED replays a seed.
+SOAK_DURATION ?= 10m
+soak: tools
+	SOAK_DURATION=$(if $(SOAK_ROUNDS),,$(SOAK_DURATION)) $(GO) test -count=1 -v -timeout 0 -run 'TestConvergeRandom' ./test/
 
 # Two suites: a node against plain distribution, and a tree against crane and regsync.
 bench: tools

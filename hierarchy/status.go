@@ -53,6 +53,13 @@ type LinkStatus struct {
 	PendingBytes    uint64 `json:"pendingBytes"`
 }
 
+// Detail codes a node reports.
+const (
+	// DetailTagConflict: writes made at the node (or below it) were overwritten by
+	// the parent's order; the message names the last one.
+	DetailTagConflict = "TAG_CONFLICT"
+)
+
 // Detail is something an operator should know, with a code and a time.
 type Detail struct {
 	Code    string    `json:"code"`

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -88,6 +89,12 @@ func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
+// errHeld says a downstream copy left a tag as it is here: a write made here that
+// the upstream copy has not offered to the parent yet (see Ledger.Hold). The
+// message comes back later; by then the parent has ordered the write, or the hold
+// has ended.
+var errHeld = errors.New("held: a write here is not yet offered to the parent")
+
 // Copier applies events from a source registry to a destination. It applies the
 // source's current state, not the event's payload, so applying an event twice, late
 // or out of order converges all the same.
@@ -96,6 +103,12 @@ type Copier struct {
 	srcPull  *remote.Puller
 	dstPull  *remote.Puller
 	dstPush  *remote.Pusher
+	// locks, shared by a link's copiers, serializes the copies of one tag.
+	locks *refLocks
+	// watch, when set, is the ledger of writes at risk (see Ledger); up says this
+	// copier writes to the parent.
+	watch *Ledger
+	up    bool
 }
 
 // NewCopier builds a copier; its clients are reused across copies.
@@ -146,26 +159,56 @@ func (c *Copier) SyncTagDeep(ctx context.Context, repo, tag string) error {
 	return c.syncTag(ctx, repo, tag, true)
 }
 
-func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) error {
+func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) (err error) {
 	srcRepo, dstRepo, err := c.repos(repo)
 	if err != nil {
 		return err
 	}
 	src, dst := srcRepo.Tag(tag), dstRepo.Tag(tag)
+	defer c.locks.tag(repo, tag)()
+	if c.up {
+		defer func() {
+			if err != nil && ctx.Err() == nil {
+				c.watch.Failed(repo, tag) // held no longer after a few (see Ledger.Hold)
+			}
+		}()
+	}
 	head, err := c.srcPull.Head(ctx, src)
 	if isNotFound(err) {
+		if held, err := c.hold(ctx, repo, tag, dst); held || err != nil {
+			if held {
+				return errHeld
+			}
+			return err
+		}
 		err := c.dstPush.Delete(ctx, dst)
 		if isNotFound(err) {
+			c.watch.Confirm(repo, tag, "")
 			return nil
+		}
+		if err == nil && c.up {
+			c.watch.Offered(repo, tag, "")
 		}
 		return wrap("delete tag", dst, err)
 	}
 	if err != nil {
 		return wrap("resolve", src, err)
 	}
-	// Already there is the common case for an event applied twice or late: HEADs
-	// only, no manifest crosses the link.
-	if cur, err := c.dstPull.Head(ctx, dst); err != nil || cur.Digest != head.Digest {
+	// Already there is the common case for an event applied twice or late, and for
+	// the parent confirming a write it took from here: HEADs only, no manifest
+	// crosses the link.
+	cur, err := c.dstPull.Head(ctx, dst)
+	switch {
+	case err == nil && cur.Digest == head.Digest:
+		c.watch.Confirm(repo, tag, head.Digest.String())
+	default:
+		current := ""
+		if err == nil {
+			current = cur.Digest.String()
+		}
+		if !c.up && c.watch.Hold(ctx, repo, tag, current) {
+			return errHeld
+		}
 		desc, err := c.srcPull.Get(ctx, srcRepo.Digest(head.Digest.String()))
 		if err != nil {
 			return wrap("read", src, err)
@@ -173,9 +216,29 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) error
 		if err := c.write(ctx, dst, desc); err != nil {
 			return err
 		}
+		if c.up {
+			c.watch.Offered(repo, tag, head.Digest.String())
+		}
 	}
 	if !deep {
 		return nil
+	}
+	return c.copyReferrers(ctx, repo, srcRepo.Digest(head.Digest.String()), head.Digest, 0)
+}
+
+// SyncReferrers copies the referrers (signatures, SBOMs) of what the tag points at
+// in the source that the destination lacks.
+func (c *Copier) SyncReferrers(ctx context.Context, repo, tag string) error {
+	srcRepo, _, err := c.repos(repo)
+	if err != nil {
+		return err
+	}
+	head, err := c.srcPull.Head(ctx, srcRepo.Tag(tag))
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap("resolve", srcRepo.Tag(tag), err)
 	}
 	return c.copyReferrers(ctx, repo, srcRepo.Digest(head.Digest.String()), head.Digest, 0)
 }
@@ -326,18 +389,43 @@ func (c *Copier) syncDeletedDigest(ctx context.Context, repo, digest string) err
 	return wrap("delete", dstRepo.Digest(digest), err)
 }
 
+// hold says whether a downstream copy must leave the tag at dst as it is: a write
+// made here that the parent has not been offered yet (see Ledger.Hold).
+func (c *Copier) hold(ctx context.Context, repo, tag string, dst name.Tag) (bool, error) {
+	if c.up || c.watch == nil {
+		return false, nil
+	}
+	current := ""
+	cur, err := c.dstPull.Head(ctx, dst)
+	switch {
+	case err == nil:
+		current = cur.Digest.String()
+	case !isNotFound(err):
+		return false, wrap("check", dst, err)
+	}
+	return c.watch.Hold(ctx, repo, tag, current), nil
+}
+
+// syncDeletedRepository deletes the repository at the destination if the source
+// has no tags in it; if it was pushed to again since, each tag there is made what
+// it is at the source instead (those only the destination has are deleted): a
+// repository left alone would keep tags the source no longer has, for good.
 func (c *Copier) syncDeletedRepository(ctx context.Context, repo string) error {
-	srcRepo, _, err := c.repos(repo)
+	srcRepo, dstRepo, err := c.repos(repo)
 	if err != nil {
 		return err
 	}
+	unlock := c.locks.repository(repo)
 	tags, err := c.srcPull.List(ctx, srcRepo)
-	if err == nil && len(tags) > 0 {
-		return nil // pushed to again since
-	}
 	if err != nil && !isNotFound(err) {
+		unlock()
 		return fmt.Errorf("list %s: %w", srcRepo, err)
 	}
+	if len(tags) > 0 {
+		unlock()
+		return c.syncRepositoryTags(ctx, repo, dstRepo, tags)
+	}
+	defer unlock()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete,
 		c.dst.scheme()+"://"+c.dst.Host+"/outpost/v1/repositories/"+repo, nil)
 	if err != nil {
@@ -353,6 +441,30 @@ func (c *Copier) syncDeletedRepository(ctx context.Context, repo string) error {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusNotFound {
 		return fmt.Errorf("delete repository %s at %s: %s", repo, c.dst.Host, resp.Status)
+	}
+	return nil
+}
+
+// syncRepositoryTags makes every tag of the repository at the destination what
+// it is at the source, which has srcTags.
+func (c *Copier) syncRepositoryTags(ctx context.Context, repo string, dstRepo name.Repository, srcTags []string) error {
+	dstTags, err := c.dstPull.List(ctx, dstRepo)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("list %s: %w", dstRepo, err)
+	}
+	held := false
+	for _, tag := range slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(srcTags), dstTags...)))) {
+		err := c.syncTag(ctx, repo, tag, false)
+		if errors.Is(err, errHeld) {
+			held = true
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if held {
+		return errHeld
 	}
 	return nil
 }

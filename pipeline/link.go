@@ -44,7 +44,18 @@ type LinkConfig struct {
 	Meter *Meter
 	// OnGap is told when messages left a queue (their TTL ended, or they were purged)
 	// before the link applied them: the link's scope needs a reconcile.
-	OnGap  func(direction string, lost uint64)
+	OnGap func(direction string, lost uint64)
+	// OnRestart is told, once the downstream queue is found drained, that this
+	// node started after a crash (Unclean) or the parent's process changed (its
+	// NATS server id) since the link last drained it: a node killed between a write
+	// and its event never sends that event, so the link's scope needs a reconcile.
+	// Waiting for the drain first keeps the reconcile from sending up a tag whose
+	// delete is still on its way down.
+	OnRestart func(why string)
+	// Unclean says the last process on this node's data ended without a clean stop.
+	Unclean bool
+	// Ledger finds this node's writes that the parent's order overwrote; nil: none.
+	Ledger *Ledger
 	Logger *slog.Logger
 }
 
@@ -69,6 +80,8 @@ type Link struct {
 	state       LinkState
 	window      Window
 	forcedUntil time.Time // a `sync now` or recovered window, in the link's clock
+	parentID    string    // the parent process's NATS server id, last seen
+	restarted   string    // why a reconcile is due once the downstream queue drains
 }
 
 // LinkState is what the link reports in the node's status.
@@ -123,8 +136,16 @@ func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
 	}
+	locks := newRefLocks()
+	for _, c := range []*Copier{down, up} {
+		c.locks, c.watch = locks, cfg.Ledger
+	}
+	up.up = true
 	l := &Link{cfg: cfg, down: down, up: up}
 	l.SetWindow(cfg.Window)
+	if cfg.Unclean {
+		l.restarted = "this node restarted after a crash"
+	}
 	return l, nil
 }
 
@@ -331,12 +352,49 @@ func (l *Link) drain(ctx context.Context, direction string, q *events.Queue, c *
 	retry := newRetry()
 	seqs := l.sequences(direction, q)
 	for ctx.Err() == nil {
+		if direction == "downstream" {
+			l.checkParent()
+		}
 		wctx, cancel := l.WaitOpen(ctx)
 		l.drainBatch(wctx, direction, q, c, retry, seqs)
 		cancel()
 	}
 	return nil
 }
+
+// checkParent notes when the parent's process is not the one the link last saw
+// (a link cut alone keeps the server id).
+func (l *Link) checkParent() {
+	if l.cfg.ParentConn == nil {
+		return
+	}
+	id := l.cfg.ParentConn.ConnectedServerId()
+	if id == "" {
+		return
+	}
+	l.mu.Lock()
+	prev := l.parentID
+	l.parentID = id
+	if prev != "" && prev != id {
+		l.cfg.Logger.Info("link: the parent restarted; reconciling once its queue is drained", "parent", l.cfg.Parent)
+		l.restarted = "the parent restarted"
+	}
+	l.mu.Unlock()
+}
+
+// drained is told that the downstream queue was found empty.
+func (l *Link) drained() {
+	l.mu.Lock()
+	why := l.restarted
+	l.restarted = ""
+	l.mu.Unlock()
+	if why != "" && l.cfg.OnRestart != nil {
+		l.cfg.OnRestart(why)
+	}
+}
+
+// heldRetry is when a message whose tag is held (errHeld) is delivered again.
+const heldRetry = 500 * time.Millisecond
 
 // copyJobs is how many copies a link runs at once.
 const copyJobs = 4
@@ -357,6 +415,7 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 	if len(ds) == 0 {
 		if direction == "downstream" {
 			l.record(func(s *LinkState) { s.LastSync = time.Now().UTC() })
+			l.drained()
 		}
 		seqs.check(ctx, false)
 		return
@@ -394,6 +453,9 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 			s.LastSync = s.LastActivity
 		}
 	})
+	if last.Pending == 0 && direction == "downstream" {
+		l.drained()
+	}
 }
 
 // segments splits a batch at repository deletes and groups the rest by what they
@@ -446,6 +508,10 @@ func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp 
 	if err := l.apply(ctx, grp, c); err != nil {
 		if ctx.Err() != nil {
 			retryAll(0) // the window closed mid-copy: delivered again next time
+			return true
+		}
+		if errors.Is(err, errHeld) {
+			retryAll(heldRetry)
 			return true
 		}
 		l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))

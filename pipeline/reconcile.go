@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,10 +23,11 @@ type ReconcileResult struct {
 }
 
 // Reconcile compares the link's scope on both sides and copies the difference: the
-// safety net under events (first activation, resync, lost messages). Every tag the
-// parent has is made the same here. A tag only this node has is deleted here on a
-// ReadOnly node (the parent deleted it); a ReadWrite node sends it up instead, as
-// its own push may not have reached the parent yet.
+// safety net under events (first activation, resync, lost messages, a crash). Every
+// tag the parent has is made the same here, with its referrers; a ReadWrite node
+// then sends up the referrers it has of it. A tag only this node has is deleted
+// here on a ReadOnly node (the parent deleted it); a ReadWrite node sends it up
+// instead, as its own push may not have reached the parent yet.
 func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, readWrite bool) (ReconcileResult, error) {
 	var res ReconcileResult
 	parentRepos, err := l.down.sourceCatalog(ctx)
@@ -54,7 +56,21 @@ func (l *Link) Reconcile(ctx context.Context, inScope func(repo string) bool, re
 		}
 		for _, tag := range parentTags {
 			res.Tags++
-			g.Go(func() error { return l.down.SyncTagDeep(gctx, repo, tag) })
+			c := l.down
+			if readWrite && l.cfg.Ledger.Unsent(repo, tag) {
+				c = l.up // a write here the parent was never offered (its event expired)
+			}
+			g.Go(func() error {
+				err := c.SyncTagDeep(gctx, repo, tag)
+				if errors.Is(err, errHeld) {
+					return nil // the upstream copy offers it; the parent's answer comes down
+				}
+				if err != nil || !readWrite || c == l.up {
+					return err
+				}
+				// Referrers made here whose events were lost (a crash) go up too.
+				return l.up.SyncReferrers(gctx, repo, tag)
+			})
 		}
 		for _, tag := range localTags {
 			if slices.Contains(parentTags, tag) {

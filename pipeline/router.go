@@ -13,7 +13,8 @@ import (
 
 // Neighbour is a node this one exchanges content with, as the router sees it.
 type Neighbour struct {
-	// Name is the neighbour's node name; events it delivered are not sent back.
+	// Name is the neighbour's node name. Events the parent delivered are not sent
+	// back to it; events a child delivered are, to confirm the parent's order.
 	Name string
 	// Outbox is the stream its events wait in.
 	Outbox string
@@ -30,13 +31,20 @@ type Topology interface {
 }
 
 // Router reads the node's event log and appends each event to the outbox of every
-// neighbour that should have it, never back to the one it came from. An event is
-// acked in the log only when every append is durable.
+// neighbour that should have it. An event is acked in the log only when every
+// append is durable.
+//
+// The parent's order decides: an event goes up only if it did not come down, and it
+// goes to every child in scope, the one that delivered it included. That child then
+// applies this node's current state, which is a HEAD when nothing came in between,
+// and the state that won when another write did: without it, two siblings writing
+// one tag at once could keep different digests for good.
 type Router struct {
 	nc       *nats.Conn
 	log      *events.Log
 	topology Topology
 	logger   *slog.Logger
+	ledger   *Ledger
 
 	mu       sync.Mutex
 	outboxes map[string]*events.Outbox
@@ -47,11 +55,18 @@ func NewRouter(nc *nats.Conn, log *events.Log, topology Topology, logger *slog.L
 	return &Router{nc: nc, log: log, topology: topology, logger: logger, outboxes: map[string]*events.Outbox{}}
 }
 
+// SetLedger makes the router show the node's log, in order, to the ledger that
+// finds overwritten writes. Call it before Run.
+func (r *Router) SetLedger(l *Ledger) { r.ledger = l }
+
 // Run routes until ctx ends.
 func (r *Router) Run(ctx context.Context) error {
 	q, err := r.log.Consume(ctx)
 	if err != nil {
 		return err
+	}
+	if next, err := q.NextSequence(ctx); err == nil {
+		r.ledger.Routed(next - 1)
 	}
 	retry := newRetry()
 	for ctx.Err() == nil {
@@ -69,6 +84,7 @@ func (r *Router) Run(ctx context.Context) error {
 			_ = d.Retry(retry.next())
 			continue
 		}
+		r.ledger.Observe(d.Event)
 		if err := d.Ack(ctx); err != nil && ctx.Err() == nil {
 			r.logger.Warn("router: ack", "event", d.Event.ID, "err", err)
 			continue
@@ -84,7 +100,7 @@ func (r *Router) route(ctx context.Context, e *events.Event) error {
 		return err
 	}
 	for _, n := range ns {
-		if n.Name == e.From || !n.Matches(e.Repository) {
+		if !n.Matches(e.Repository) || (n.upstream() && e.From == n.Name) {
 			continue
 		}
 		ob, err := r.outbox(ctx, n)
@@ -97,6 +113,9 @@ func (r *Router) route(ctx context.Context, e *events.Event) error {
 	}
 	return nil
 }
+
+// upstream says whether the neighbour is the parent.
+func (n Neighbour) upstream() bool { return n.Outbox == events.UpstreamOutbox() }
 
 func (r *Router) outbox(ctx context.Context, n Neighbour) (*events.Outbox, error) {
 	r.mu.Lock()

@@ -39,8 +39,15 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.isOperator = sameToken(op)
+	unclean, err := uncleanStart(n.opts.Data)
+	if err != nil {
+		return err
+	}
 	var parentTLS *tls.Config
-	var dialOpts []nats.Option
+	// No publishes buffered while the parent is away: a pull request buffered then
+	// reaches the parent on reconnect after its fetch gave up, and the messages it
+	// is given wait out their ack time (30 s) before anyone gets them.
+	dialOpts := []nats.Option{nats.ReconnectBufSize(-1)}
 	if n.cs.ParentProtocol == "https" {
 		if parentTLS, err = clientTLS(n.opts.ParentCA); err != nil {
 			return err
@@ -70,6 +77,16 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.meter = pipeline.NewMeter(moved)
+	conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outpost_tag_conflicts_total",
+		Help: "Tag writes made at this node or below it that the parent's order overwrote, by kind (replaced, deleted, delete-undone).",
+	}, []string{"kind"})
+	if err := n.metrics.Register(conflicts); err != nil {
+		return err
+	}
+	for _, kind := range []string{"replaced", "deleted", "delete-undone"} {
+		conflicts.WithLabelValues(kind) // shown as 0 until the first one
+	}
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
@@ -91,6 +108,13 @@ func (n *node) runConnected(ctx context.Context) error {
 	}
 	self := n.getSelf()
 	mode := registry.Mode(self.Settings.Mode)
+	ledgerCfg := pipeline.DefaultLedgerConfig()
+	ledgerCfg.Parent, ledgerCfg.Conflicts, ledgerCfg.Logger = self.Parent, conflicts, n.logger
+	ledgerCfg.LogEnd = func(ctx context.Context) (uint64, error) {
+		st, err := n.log.Stats(ctx)
+		return st.LastSeq, err
+	}
+	n.ledger = pipeline.NewLedger(ledgerCfg)
 	if err := n.startGateway(n.uplink); err != nil {
 		return err
 	}
@@ -108,6 +132,7 @@ func (n *node) runConnected(ctx context.Context) error {
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
 		Sequences: localSequences{n.local}, OnGap: n.onGap, Meter: n.meter,
+		Ledger: n.ledger, OnRestart: n.onRestart, Unclean: unclean,
 	})
 	if err != nil {
 		return err
@@ -322,6 +347,17 @@ func (n *node) onGap(direction string, lost uint64) {
 	}
 }
 
+// onRestart reconciles after this node or its parent started: a write stored just
+// before a SIGKILL may have no event.
+func (n *node) onRestart(why string) {
+	n.logger.Info("reconciling after a restart", "why", why)
+	n.requested.Store("")
+	select {
+	case n.reconcile <- struct{}{}:
+	default:
+	}
+}
+
 // localSequences keeps the link's applied sequences in the node's local bucket.
 type localSequences struct{ b *events.Bucket }
 
@@ -422,6 +458,10 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		st.State = f.state
 		st.Details = append(st.Details, f.detail)
 	}
+	if count, c := n.ledger.Conflicts(); count > 0 {
+		st.Details = append(st.Details, hierarchy.Detail{Code: hierarchy.DetailTagConflict, Time: c.Time, Message: fmt.Sprintf(
+			"%d writes made here or below were overwritten by the parent's order since start; last: %s", count, c)})
+	}
 	if n.reg != nil {
 		st.Details = append(st.Details, n.integrityDetails()...)
 		if n.log.Damage() != nil {
@@ -433,6 +473,22 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 		}
 	}
 	return st
+}
+
+// runningMarker is in the data directory while a process runs on it; close removes
+// it, so one found at start tells of a crash.
+const runningMarker = "running"
+
+// uncleanStart says whether the last process on data ended without a clean stop
+// (SIGKILL, power cut), and marks this one running.
+func uncleanStart(data string) (bool, error) {
+	file := filepath.Join(data, runningMarker)
+	_, err := os.Stat(file)
+	unclean := err == nil
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		return false, fmt.Errorf("running marker: %w", err)
+	}
+	return unclean, nil
 }
 
 // instanceID identifies this process's data directory to the root: a restart on the

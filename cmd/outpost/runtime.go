@@ -71,6 +71,7 @@ type node struct {
 	uplink     *hierarchy.Uplink
 	link       *pipeline.Link
 	meter      *pipeline.Meter
+	ledger     *pipeline.Ledger // writes at risk of the parent's order; nil at the root
 	reconcile  chan struct{}
 	requested  atomic.Value // the resync generation last asked for: asked once
 	// lastOpenSaved is the last window start written to the store, for missed-window
@@ -213,6 +214,7 @@ func (n *node) close() {
 	if n.ns != nil {
 		n.ns.Shutdown()
 	}
+	_ = os.Remove(filepath.Join(n.opts.Data, runningMarker)) // a clean stop: see uncleanStart
 	if n.lock != nil {
 		_ = n.lock.Close() // releases the lock; the kernel does it too if we die
 	}
@@ -438,6 +440,7 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 
 func (n *node) runRouter(ctx context.Context) {
 	r := pipeline.NewRouter(n.nc, n.log, n, n.logger)
+	r.SetLedger(n.ledger)
 	if err := r.Run(ctx); err != nil && ctx.Err() == nil {
 		n.logger.Error("router stopped", "err", err)
 	}
