@@ -76,12 +76,15 @@ $(BIN)/regsync:
 $(BIN)/regctl:
 	GOBIN=$(BIN) $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGSYNC_VERSION)
 
-# From Debian: skopeo and podman (clients under test) and gcc (for -race). As root
+# From Debian: skopeo and podman (clients under test), gcc (for -race), prlimit and
+# mount (the file descriptor and full-disk tests). As root
 # they are installed; otherwise we say how.
 system-deps:
 	@missing=""; command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	  command -v podman >/dev/null || missing="$$missing podman"; \
 	  command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	  command -v prlimit >/dev/null || missing="$$missing util-linux"; \
+	  command -v mount >/dev/null || missing="$$missing mount"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	    else echo "missing:$$missing; run: sudo apt-get install -y$$missing"; exit 1; fi; fi
