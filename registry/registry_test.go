@@ -115,19 +115,7 @@ func (tr *testRegistry) events(t testing.TB) []*events.Event {
 
 func (tr *testRegistry) do(t testing.TB, method, path, contentType string, body []byte) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(method, tr.URL+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	return tr.send(t, method, path, "", contentType, body)
 }
 
 func TestMain(m *testing.M) {
