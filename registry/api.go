@@ -52,6 +52,15 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("node %s is read-only: pushes and deletes are refused here; push to a ReadWrite node", r.cfg.Node), nil)
 		return
 	}
+	if isWrite(req.Method) && rt.name != "" {
+		// The whole request, so that a repository delete comes before or after it.
+		release, err := r.repos.write(req.Context(), rt.name)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, codeUnknown, err.Error(), nil)
+			return
+		}
+		defer release()
+	}
 	switch rt.kind {
 	case routeCatalog:
 		if c.Admin || c.internal {
