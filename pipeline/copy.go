@@ -494,10 +494,13 @@ func (c *Copier) syncRepositoryTags(ctx context.Context, repo string, dstRepo na
 	}
 	held := false
 	for _, tag := range slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(srcTags), dstTags...)))) {
-		err := c.syncTag(ctx, repo, tag, false)
+		err := c.syncTag(ctx, repo, tag, true)
 		if errors.Is(err, errHeld) {
 			held = true
 			continue
+		}
+		if err == nil {
+			err = c.dropReferrersGone(ctx, repo, dstRepo.Tag(tag))
 		}
 		if err != nil {
 			return err
@@ -505,6 +508,38 @@ func (c *Copier) syncRepositoryTags(ctx context.Context, repo string, dstRepo na
 	}
 	if held {
 		return errHeld
+	}
+	return nil
+}
+
+// dropReferrersGone deletes at the destination the referrers of what tag names there
+// that the source does not hold: the repository was deleted at the source with them,
+// and pushed to again. Without it the destination kept referrers no event would
+// ever bring back to the source, and the two stayed apart.
+func (c *Copier) dropReferrersGone(ctx context.Context, repo string, tag name.Tag) error {
+	desc, err := c.dstPull.Head(ctx, tag)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap("resolve", tag, err)
+	}
+	subject := tag.Context().Digest(desc.Digest.String())
+	idx, err := remote.Referrers(subject, append(c.dst.options(ctx), remote.Reuse(c.dstPull))...)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap("list referrers of", subject, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return wrap("list referrers of", subject, err)
+	}
+	for _, r := range m.Manifests {
+		if err := c.syncDeletedDigest(ctx, repo, r.Digest.String()); err != nil { // only if the source lacks it
+			return err
+		}
 	}
 	return nil
 }

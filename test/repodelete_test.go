@@ -88,3 +88,83 @@ func TestReferrerSentUpAfterTheParentDeletedTheRepository(t *testing.T) {
 	}
 	referrerAtRoot(img2, art2)
 }
+
+// TestRepositoryDeletedAndPushedAgainAtASiteConverges: a site deletes a repository
+// while its link is down and pushes one of its images again; the root, applying the
+// delete, finds the repository pushed to again and makes each tag what it is at the
+// site. The tag's referrers too: the one the delete took at the site goes at the
+// root. (Before, the root kept it and the two never agreed; found by the checker.)
+func TestRepositoryDeletedAndPushedAgainAtASiteConverges(t *testing.T) {
+	const repo = "del/app"
+	root := StartNode(t, NodeOptions{})
+	site := StartChild(t, root, Child{Name: "siteb", Mode: "ReadWrite", Repositories: []string{"del/*"}, ThroughProxy: true})
+	img := content.Image(t, 1)
+	if err := remote.Write(mustRef(t, site, repo+":1"), img, Auth); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(mustRef(t, site, repo+":1"), Auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	art := content.Artifact(t, "application/vnd.outpost.test+json", desc)
+	if err := remote.Write(mustRef(t, site, repo+"@"+content.Digest(t, art)), art, Auth); err != nil {
+		t.Fatal(err)
+	}
+	referrers := func(n *Node) (string, error) {
+		idx, err := remote.Referrers(mustDigestRef(t, n, repo+"@"+content.Digest(t, img)), Auth)
+		if err != nil {
+			return "", err
+		}
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return "", err
+		}
+		var ds []string
+		for _, d := range m.Manifests {
+			ds = append(ds, d.Digest.String())
+		}
+		slices.Sort(ds)
+		return fmt.Sprint(ds), nil
+	}
+	Eventually(t, replicationTimeout, func() error {
+		if got, err := referrers(root); err != nil || got != fmt.Sprint([]string{content.Digest(t, art)}) {
+			return fmt.Errorf("referrers at the root: %s %v", got, err)
+		}
+		return nil
+	})
+
+	site.RegistryProxy.SetDown(true)
+	site.GatewayProxy.SetDown(true)
+	req, err := http.NewRequest(http.MethodDelete, site.URL+"/outpost/v1/repositories/"+repo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(Authorize(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("delete %s at the site: %s", repo, resp.Status)
+	}
+	if err := remote.Write(mustRef(t, site, repo+":1"), img, Auth); err != nil {
+		t.Fatal(err)
+	}
+	site.RegistryProxy.SetDown(false)
+	site.GatewayProxy.SetDown(false)
+
+	Eventually(t, replicationTimeout, func() error {
+		r, err := referrers(root)
+		if err != nil {
+			return err
+		}
+		s, err := referrers(site)
+		if err != nil {
+			return err
+		}
+		if r != "[]" || s != "[]" {
+			return fmt.Errorf("referrers of %s: the root has %s, the site %s; want none at either", content.Digest(t, img), r, s)
+		}
+		return nil
+	})
+}
