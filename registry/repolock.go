@@ -23,10 +23,17 @@ const DefaultRepositoryDeleteWait = 30 * time.Second
 // blob links were gone. A waiting delete goes before writes that arrive after it,
 // so a steady stream of pushes cannot starve it; those writes wait no longer than
 // the delete does. Only this process's writes are seen (see docs/architecture.md).
+//
+// The same locks, under the key <name>+manifestsKey, order a repository's manifest
+// and tag deletes (alone) against its manifest and tag puts (shared).
 type repoLocks struct {
 	mu sync.Mutex
 	m  map[string]*repoLock
 }
+
+// manifestsKey follows a repository name in the key of its manifest lock; no name
+// holds a space.
+const manifestsKey = " manifests"
 
 type repoLock struct {
 	writes   int           // under way

@@ -217,10 +217,13 @@ func checkRepositoryWhole(t *testing.T, tr *testRegistry, repo name.Repository, 
 	}
 	// Every index entry names a stored manifest, and every stored referrer is indexed.
 	name := repo.RepositoryStr()
-	revisions := map[string]bool{}
+	revisions := map[string]string{} // digest -> its link's content
 	if revs, err := tr.driver.List(ctx, path.Join(repositoriesRoot, name, "_manifests/revisions/sha256")); err == nil {
 		for _, r := range revs {
-			revisions["sha256:"+path.Base(r)] = true
+			// distribution deletes a manifest by its link and leaves the directory
+			if b, err := tr.driver.GetContent(ctx, path.Join(r, "link")); err == nil {
+				revisions["sha256:"+path.Base(r)] = string(b)
+			}
 		}
 	}
 	indexed := map[string]bool{}
@@ -228,18 +231,13 @@ func checkRepositoryWhole(t *testing.T, tr *testRegistry, repo name.Repository, 
 		for _, e := range entries {
 			d := "sha256:" + path.Base(e)
 			indexed[d] = true
-			if !revisions[d] {
+			if _, ok := revisions[d]; !ok {
 				t.Errorf("the referrers index names %s, which %s does not store", d, name)
 			}
 		}
 	}
-	for d := range revisions {
-		b, err := tr.driver.GetContent(ctx, path.Join(repositoriesRoot, name, "_manifests/revisions/sha256", strings.TrimPrefix(d, "sha256:"), "link"))
-		if err != nil {
-			t.Errorf("manifest %s in %s: revision without a link: %v", d, name, err)
-			continue
-		}
-		dg, err := digest.Parse(string(b))
+	for d, b := range revisions {
+		dg, err := digest.Parse(b)
 		if err != nil {
 			t.Errorf("manifest %s in %s: link %q: %v", d, name, b, err)
 			continue
@@ -345,5 +343,66 @@ func TestRepositoryDeleteWaitIsBounded(t *testing.T) {
 	}
 	if len(tr.repos.m) != 0 {
 		t.Errorf("%d repository locks left over, want none", len(tr.repos.m))
+	}
+}
+
+// TestManifestDeletesRaceTagPuts races, at one node, puts of tags onto a manifest
+// against deletes of those tags and of the manifest by digest: every tag left must
+// resolve, and no client sees a 5xx.
+func TestManifestDeletesRaceTagPuts(t *testing.T) {
+	const repo, rounds = "race/tags", 40
+	tr := startRegistry(t, ReadWrite)
+	errs := &serverErrors{}
+	opts := []remote.Option{remote.WithTransport(errs), remote.WithRetryBackoff(remote.Backoff{Steps: 1})}
+	repoRef, err := name.NewRepository(tr.Host+"/"+repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := content.Image(t, 1)
+	if err := remote.Write(repoRef.Tag("base"), img, opts...); err != nil {
+		t.Fatal(err)
+	}
+	dgst := repoRef.Digest(mustHash(t, img).String())
+	var puts, deletes atomic.Int64
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for i := range 3 {
+			wg.Add(3)
+			tag := repoRef.Tag(fmt.Sprintf("t%d", i))
+			go func() {
+				defer wg.Done()
+				if remote.Put(tag, img, opts...) == nil {
+					puts.Add(1)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+				if remote.Delete(tag, opts...) == nil {
+					deletes.Add(1)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+				if remote.Delete(dgst, opts...) == nil {
+					deletes.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		checkRepositoryWhole(t, tr, repoRef, opts)
+		if t.Failed() {
+			t.Fatalf("round %d", round)
+		}
+	}
+	errs.mu.Lock()
+	if len(errs.seen) > 0 {
+		t.Errorf("%d server errors, the first: %s", len(errs.seen), strings.Join(errs.seen[:min(5, len(errs.seen))], "; "))
+	}
+	errs.mu.Unlock()
+	t.Logf("%d rounds: %d tag puts, %d deletes", rounds, puts.Load(), deletes.Load())
+	if puts.Load() == 0 || deletes.Load() == 0 {
+		t.Errorf("the race was not run: %d tag puts, %d deletes", puts.Load(), deletes.Load())
 	}
 }
