@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -576,7 +577,29 @@ func (c *checker) quiesce(round int) []string {
 	c.opsMu.Unlock()
 	c.t.Errorf("round %d: after %s, %d divergent tags (listing error: %v):\n%s", round, checkerQuiescent,
 		len(divergent), last, strings.Join(divergent, "\n"))
+	c.logEvents(divergent)
 	return divergent
+}
+
+// logEvents prints, for a failed round, the last events of each node in the
+// repositories that differ: what each node applied, in its order.
+func (c *checker) logEvents(divergent []string) {
+	repos := map[string]bool{}
+	for _, d := range divergent {
+		if repo, _, ok := strings.Cut(strings.TrimSpace(d), ":"); ok {
+			repos[repo] = true
+		}
+	}
+	for _, n := range c.nodes {
+		var lines []string
+		for _, e := range eventLog(c.t, n) {
+			if repos[e.Repository] {
+				lines = append(lines, fmt.Sprintf("%d %s %s:%s %s subject=%s origin=%s from=%s", e.Sequence, e.Action,
+					e.Repository, e.Tag, short(e.Digest), short(e.Subject), e.Origin, e.From))
+			}
+		}
+		c.t.Logf("events of %s in %v:\n%s", n.opts.Name, slices.Sorted(maps.Keys(repos)), strings.Join(lines[max(0, len(lines)-80):], "\n"))
+	}
 }
 
 // compare lists every node's scope and returns the tags where one differs from
