@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -102,7 +103,11 @@ type Copier struct {
 	src, dst Endpoint
 	srcPull  *remote.Puller
 	dstPull  *remote.Puller
-	dstPush  *remote.Pusher
+	// pushMu guards dstPush, which is replaced when what it remembers is stale (see
+	// write); newPusher makes the next one.
+	pushMu    sync.Mutex
+	dstPush   *remote.Pusher
+	newPusher func() (*remote.Pusher, error)
 	// locks, shared by a link's copiers, serializes the copies of one tag.
 	locks *refLocks
 	// watch, when set, is the ledger of writes at risk (see Ledger); up says this
@@ -121,11 +126,12 @@ func NewCopier(ctx context.Context, src, dst Endpoint) (*Copier, error) {
 	if err != nil {
 		return nil, err
 	}
-	dstPush, err := remote.NewPusher(dst.options(ctx)...)
+	newPusher := func() (*remote.Pusher, error) { return remote.NewPusher(dst.options(ctx)...) }
+	dstPush, err := newPusher()
 	if err != nil {
 		return nil, err
 	}
-	return &Copier{src: src, dst: dst, srcPull: srcPull, dstPull: dstPull, dstPush: dstPush}, nil
+	return &Copier{src: src, dst: dst, srcPull: srcPull, dstPull: dstPull, dstPush: dstPush, newPusher: newPusher}, nil
 }
 
 // maxReferrerDepth bounds signatures of signatures of ...
@@ -181,7 +187,7 @@ func (c *Copier) syncTag(ctx context.Context, repo, tag string, deep bool) (err 
 			}
 			return err
 		}
-		err := c.dstPush.Delete(ctx, dst)
+		err := c.pusher().Delete(ctx, dst)
 		if isNotFound(err) {
 			c.watch.Confirm(repo, tag, "")
 			return nil
@@ -285,7 +291,41 @@ func (c *Copier) copyManifest(ctx context.Context, repo string, d v1.Hash, depth
 // write pushes a manifest to ref (a tag or a digest) after its blobs and, for an
 // index, its children: the destination skips what it has, so only the missing bytes
 // travel, streamed and verified.
+//
+// A remote.Pusher remembers, for its whole life, each blob it found or put in a
+// repository and never asks again; a repository delete at the destination since
+// makes that wrong, and every later manifest naming such a blob (the config all
+// artifacts of one type share, say) was refused with MANIFEST_BLOB_UNKNOWN for as
+// long as the process lived. Then the pusher is replaced and the write tried again.
 func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Descriptor) error {
+	p := c.pusher()
+	err := c.writeWith(ctx, p, ref, desc)
+	var terr *transport.Error
+	if !errors.As(err, &terr) || !slices.ContainsFunc(terr.Errors, func(d transport.Diagnostic) bool {
+		return d.Code == transport.ManifestBlobUnknownErrorCode
+	}) {
+		return err
+	}
+	c.pushMu.Lock()
+	if c.dstPush == p { // not replaced by another write already
+		fresh, nerr := c.newPusher()
+		if nerr != nil {
+			c.pushMu.Unlock()
+			return errors.Join(err, nerr)
+		}
+		c.dstPush = fresh
+	}
+	c.pushMu.Unlock()
+	return c.writeWith(ctx, c.pusher(), ref, desc)
+}
+
+func (c *Copier) pusher() *remote.Pusher {
+	c.pushMu.Lock()
+	defer c.pushMu.Unlock()
+	return c.dstPush
+}
+
+func (c *Copier) writeWith(ctx context.Context, push *remote.Pusher, ref name.Reference, desc *remote.Descriptor) error {
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
@@ -300,9 +340,9 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 			if err := c.writeChildren(ctx, ref.Context().RepositoryStr(), m); err != nil {
 				return wrap("write index", ref, err)
 			}
-			return wrap("write index", ref, c.dstPush.Put(ctx, ref, desc))
+			return wrap("write index", ref, push.Put(ctx, ref, desc))
 		}
-		return wrap("write index", ref, c.dstPush.Push(ctx, ref, idx))
+		return wrap("write index", ref, push.Push(ctx, ref, idx))
 	case desc.MediaType.IsImage() || isOCIManifestLike(desc):
 		img, err := desc.Image()
 		if err != nil {
@@ -312,12 +352,12 @@ func (c *Copier) write(ctx context.Context, ref name.Reference, desc *remote.Des
 			if err := c.writeBlobsLocally(ctx, ref.Context().RepositoryStr(), img); err != nil {
 				return wrap("write image", ref, err)
 			}
-			return wrap("write image", ref, c.dstPush.Put(ctx, ref, desc))
+			return wrap("write image", ref, push.Put(ctx, ref, desc))
 		}
 		if err := c.copyLargeLayers(ctx, ref.Context().RepositoryStr(), img); err != nil {
 			return wrap("write image", ref, err)
 		}
-		return wrap("write image", ref, c.dstPush.Push(ctx, ref, img))
+		return wrap("write image", ref, push.Push(ctx, ref, img))
 	}
 	return fmt.Errorf("copy %s: media type %s is not an image or index", ref, desc.MediaType)
 }
@@ -382,7 +422,7 @@ func (c *Copier) syncDeletedDigest(ctx context.Context, repo, digest string) err
 	} else if !isNotFound(err) {
 		return wrap("check", srcRepo.Digest(digest), err)
 	}
-	err = c.dstPush.Delete(ctx, dstRepo.Digest(digest))
+	err = c.pusher().Delete(ctx, dstRepo.Digest(digest))
 	if isNotFound(err) {
 		return nil
 	}
@@ -454,10 +494,13 @@ func (c *Copier) syncRepositoryTags(ctx context.Context, repo string, dstRepo na
 	}
 	held := false
 	for _, tag := range slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(srcTags), dstTags...)))) {
-		err := c.syncTag(ctx, repo, tag, false)
+		err := c.syncTag(ctx, repo, tag, true)
 		if errors.Is(err, errHeld) {
 			held = true
 			continue
+		}
+		if err == nil {
+			err = c.dropReferrersGone(ctx, repo, dstRepo.Tag(tag))
 		}
 		if err != nil {
 			return err
@@ -465,6 +508,38 @@ func (c *Copier) syncRepositoryTags(ctx context.Context, repo string, dstRepo na
 	}
 	if held {
 		return errHeld
+	}
+	return nil
+}
+
+// dropReferrersGone deletes at the destination the referrers of what tag names there
+// that the source does not hold: the repository was deleted at the source with them,
+// and pushed to again. Without it the destination kept referrers no event would
+// ever bring back to the source, and the two stayed apart.
+func (c *Copier) dropReferrersGone(ctx context.Context, repo string, tag name.Tag) error {
+	desc, err := c.dstPull.Head(ctx, tag)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap("resolve", tag, err)
+	}
+	subject := tag.Context().Digest(desc.Digest.String())
+	idx, err := remote.Referrers(subject, append(c.dst.options(ctx), remote.Reuse(c.dstPull))...)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap("list referrers of", subject, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return wrap("list referrers of", subject, err)
+	}
+	for _, r := range m.Manifests {
+		if err := c.syncDeletedDigest(ctx, repo, r.Digest.String()); err != nil { // only if the source lacks it
+			return err
+		}
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package registry
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -51,6 +53,38 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, codeUnsupported,
 			fmt.Sprintf("node %s is read-only: pushes and deletes are refused here; push to a ReadWrite node", r.cfg.Node), nil)
 		return
+	}
+	if isWrite(req.Method) && rt.name != "" {
+		// The whole request, so that a repository delete comes before or after it.
+		release, err := r.repos.write(req.Context(), rt.name)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, codeUnknown, err.Error(), nil)
+			return
+		}
+		defer release()
+		if rt.kind == routeManifest {
+			// Manifest and tag deletes alone among the repository's manifest writes:
+			// distribution deletes a manifest, then untags what it finds pointing at
+			// it, so a tag put in between was left on a deleted manifest; a tag put
+			// racing a tag delete likewise.
+			lock := r.repos.write
+			if req.Method == http.MethodDelete {
+				lock = func(ctx context.Context, name string) (func(), error) {
+					return r.repos.delete(ctx, name, r.cfg.RepositoryDeleteWait)
+				}
+			}
+			release, err := lock(req.Context(), rt.name+manifestsKey)
+			if err != nil {
+				status := http.StatusServiceUnavailable
+				if errors.Is(err, ErrRepositoryBusy) {
+					status = http.StatusConflict
+					w.Header().Set("Retry-After", "5")
+				}
+				writeError(w, status, codeUnknown, err.Error(), nil)
+				return
+			}
+			defer release()
+		}
 	}
 	switch rt.kind {
 	case routeCatalog:

@@ -68,7 +68,10 @@ func (r *Registry) WriteBlob(ctx context.Context, repo, d string, size int64, op
 		return fmt.Errorf("write blob %s: %w", dgst, err)
 	}
 	defer r.incoming.release(dgst)
-	if held, err := r.linkBlob(ctx, repo, dgst); err != nil || held {
+	// The repository is held for a write only while its link is looked at and made:
+	// a repository delete need not wait for the bytes, which go to no repository.
+	held, err := r.linkBlobHeld(ctx, repo, dgst)
+	if err != nil || held {
 		return err
 	}
 	if err := r.disk.check(uint64(max(size, 0))); err != nil {
@@ -82,7 +85,22 @@ func (r *Registry) WriteBlob(ctx context.Context, repo, d string, size int64, op
 		return fmt.Errorf("write blob %s into %s: %w", dgst, repo, err)
 	}
 	r.unquarantine(ctx, dgst) // a blob a scrub set aside is good again
+	release, err := r.repos.write(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("write blob %s: %w", dgst, err)
+	}
+	defer release()
 	return r.putLayerLink(ctx, repo, dgst)
+}
+
+// linkBlobHeld is linkBlob with repo held against a repository delete.
+func (r *Registry) linkBlobHeld(ctx context.Context, repo string, dgst digest.Digest) (bool, error) {
+	release, err := r.repos.write(ctx, repo)
+	if err != nil {
+		return false, fmt.Errorf("write blob %s: %w", dgst, err)
+	}
+	defer release()
+	return r.linkBlob(ctx, repo, dgst)
 }
 
 // writeAside appends to what an earlier write left in incomingRoot, checks the whole

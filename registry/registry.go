@@ -80,6 +80,10 @@ type Config struct {
 	// MinFreeBytes is the disk space writes leave free (diskfull.go); default
 	// DefaultMinFreeBytes.
 	MinFreeBytes uint64
+	// RepositoryDeleteWait bounds how long a repository delete waits for the writes
+	// to the repository under way at this node (repolock.go); default
+	// DefaultRepositoryDeleteWait.
+	RepositoryDeleteWait time.Duration
 }
 
 // Validate names the first field that is missing or wrong.
@@ -91,6 +95,8 @@ func (c *Config) Validate() error {
 		return errors.New("registry: node name is empty")
 	case c.Publisher == nil:
 		return errors.New("registry: no event publisher")
+	case c.RepositoryDeleteWait < 0:
+		return fmt.Errorf("registry: repository delete wait %s is negative", c.RepositoryDeleteWait)
 	}
 	if err := c.Scrub.Validate(); err != nil {
 		return fmt.Errorf("registry: %w", err)
@@ -115,6 +121,7 @@ type Registry struct {
 	incoming  claims // blobs being written in process (local.go)
 	scrub     *scrubber
 	disk      *diskSpace
+	repos     repoLocks // a repository delete against the writes to it (repolock.go)
 }
 
 var specsVersioned = specs.Versioned{SchemaVersion: 2}
@@ -139,6 +146,9 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	}
 	if cfg.MinFreeBytes == 0 {
 		cfg.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if cfg.RepositoryDeleteWait == 0 {
+		cfg.RepositoryDeleteWait = DefaultRepositoryDeleteWait
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -29,6 +29,13 @@ func (r *Registry) DeleteRepository(ctx context.Context, name string) error {
 	if rep, _ := replicaFrom(ctx); r.cfg.Mode == ReadOnly && !rep.internal {
 		return fmt.Errorf("delete repository %s: %w", name, ErrReadOnly)
 	}
+	// Alone with the repository: a write to it at this node completes before (and is
+	// deleted) or starts after (and is kept whole), and the event follows the same order.
+	release, err := r.repos.delete(ctx, name, r.cfg.RepositoryDeleteWait)
+	if err != nil {
+		return fmt.Errorf("delete repository %s: %w", name, err)
+	}
+	defer release()
 	repoDir := path.Join(repositoriesRoot, name)
 	if _, err := r.driver.Stat(ctx, path.Join(repoDir, "_manifests")); err != nil {
 		if errors.As(err, new(storagedriver.PathNotFoundError)) {
@@ -74,6 +81,9 @@ func (r *Registry) RepositoryHandler() http.Handler {
 		case errors.Is(err, ErrReadOnly):
 			writeError(w, http.StatusMethodNotAllowed, codeUnsupported,
 				fmt.Sprintf("node %s is read-only: repository delete is refused here", r.cfg.Node), nil)
+		case errors.Is(err, ErrRepositoryBusy):
+			w.Header().Set("Retry-After", "5")
+			writeError(w, http.StatusConflict, codeUnknown, err.Error()+": try again", nil)
 		case errors.Is(err, ErrRepositoryUnknown):
 			writeError(w, http.StatusNotFound, codeNameUnknown, err.Error(), nil)
 		default:

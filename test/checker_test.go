@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -34,10 +35,9 @@ var (
 	convergeSeed     = flag.Uint64("converge.seed", 0, "seed of the randomized convergence checker (0: a new one; env CONVERGE_SEED)")
 	convergeRounds   = flag.Int("converge.rounds", 0, "rounds of the randomized convergence checker (default 3; env SOAK_ROUNDS)")
 	convergeDuration = flag.Duration("converge.duration", 0, "run the randomized convergence checker this long, in rounds (env SOAK_DURATION)")
-	// Off by default: a repository delete at a node races that node's own concurrent
-	// writes in the registry (500s, tags left on manifests whose blob links went),
-	// which is not replication's to fix; see docs/architecture.md.
-	convergeRepoDeletes = flag.Bool("converge.repository-deletes", false, "the checker also deletes whole repositories (env CONVERGE_REPOSITORY_DELETES=1)")
+	// On by default: a repository delete and the writes to the same repository at a
+	// node are ordered (registry/repolock.go); off replays seeds drawn before.
+	convergeRepoDeletes = flag.Bool("converge.repository-deletes", true, "the checker also deletes whole repositories (env CONVERGE_REPOSITORY_DELETES=0: not)")
 )
 
 // checker ops and faults.
@@ -83,8 +83,8 @@ type checker struct {
 
 // TestConvergeRandom is the randomized convergence checker: a root with two
 // ReadWrite children, a ReadWrite grandchild under one of them and a ReadOnly site;
-// seeded rounds of random pushes, tag moves, tag and manifest deletes and
-// referrers at random ReadWrite nodes, some of them the same tag at two sites at
+// seeded rounds of random pushes, tag moves, tag, manifest and repository deletes
+// and referrers at random ReadWrite nodes, some of them the same tag at two sites at
 // once, with the children's links cut through fault proxies and the middle node
 // SIGKILLed once. After each round, with no operator, every node's scope must
 // equal the root's, by listing: tags, digests, referrers.
@@ -115,7 +115,7 @@ func TestConvergeRandom(t *testing.T) {
 
 	c := &checker{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		ops: map[string]int{}, opsFailed: map[string]int{}, faults: map[string]int{}, lastErr: map[string]string{}}
-	c.repoDeletes = *convergeRepoDeletes || os.Getenv("CONVERGE_REPOSITORY_DELETES") == "1"
+	c.repoDeletes = *convergeRepoDeletes && os.Getenv("CONVERGE_REPOSITORY_DELETES") != "0"
 	scope := []string{"conv/*"}
 	c.root = StartNode(t, NodeOptions{})
 	a := StartChild(t, c.root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: scope, ThroughProxy: true})
@@ -301,7 +301,7 @@ func (c *checker) plan() plannedOp {
 		op.kind = opTagDelete
 	case r < 88:
 		op.kind = opDigestDel
-	case r < 97 || !c.repoDeletes:
+	case r < 95 || !c.repoDeletes:
 		op.kind = opReferrer
 	default:
 		op.kind = opRepoDelete
@@ -577,7 +577,29 @@ func (c *checker) quiesce(round int) []string {
 	c.opsMu.Unlock()
 	c.t.Errorf("round %d: after %s, %d divergent tags (listing error: %v):\n%s", round, checkerQuiescent,
 		len(divergent), last, strings.Join(divergent, "\n"))
+	c.logEvents(divergent)
 	return divergent
+}
+
+// logEvents prints, for a failed round, the last events of each node in the
+// repositories that differ: what each node applied, in its order.
+func (c *checker) logEvents(divergent []string) {
+	repos := map[string]bool{}
+	for _, d := range divergent {
+		if repo, _, ok := strings.Cut(strings.TrimSpace(d), ":"); ok {
+			repos[repo] = true
+		}
+	}
+	for _, n := range c.nodes {
+		var lines []string
+		for _, e := range eventLog(c.t, n) {
+			if repos[e.Repository] {
+				lines = append(lines, fmt.Sprintf("%d %s %s:%s %s subject=%s origin=%s from=%s", e.Sequence, e.Action,
+					e.Repository, e.Tag, short(e.Digest), short(e.Subject), e.Origin, e.From))
+			}
+		}
+		c.t.Logf("events of %s in %v:\n%s", n.opts.Name, slices.Sorted(maps.Keys(repos)), strings.Join(lines[max(0, len(lines)-80):], "\n"))
+	}
 }
 
 // compare lists every node's scope and returns the tags where one differs from
