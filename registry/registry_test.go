@@ -183,21 +183,28 @@ func TestPublishFailureFailsThePushAndMarksUnhealthy(t *testing.T) {
 	}
 }
 
+// readOCIErrors reads a response body as an OCI error body (errors.go's ociError); ok is false when it is
+// not one, and data is the body as read.
+func readOCIErrors(resp *http.Response) (errs []ociError, data []byte, ok bool) {
+	var body struct {
+		Errors []ociError `json:"errors"`
+	}
+	data, _ = io.ReadAll(resp.Body)
+	if err := json.Unmarshal(data, &body); err != nil || len(body.Errors) == 0 {
+		return nil, data, false
+	}
+	return body.Errors, data, true
+}
+
 // ociMessage reads an OCI error body as "CODE: message" lines, for refusals that
 // must say why; a body that is not one reads as itself.
 func ociMessage(resp *http.Response) string {
-	var body struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	data, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(data, &body); err != nil || len(body.Errors) == 0 {
+	errs, data, ok := readOCIErrors(resp)
+	if !ok {
 		return string(data)
 	}
 	var lines []string
-	for _, e := range body.Errors {
+	for _, e := range errs {
 		lines = append(lines, e.Code+": "+e.Message)
 	}
 	return strings.Join(lines, "\n")
@@ -206,18 +213,12 @@ func ociMessage(resp *http.Response) string {
 // ociErrors decodes an OCI error body.
 func ociErrors(t testing.TB, resp *http.Response) []string {
 	t.Helper()
-	var body struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	data, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(data, &body); err != nil || len(body.Errors) == 0 {
+	errs, data, ok := readOCIErrors(resp)
+	if !ok {
 		t.Fatalf("%s %s: body %q is not an OCI error body", resp.Request.Method, resp.Request.URL.Path, data)
 	}
 	var codes []string
-	for _, e := range body.Errors {
+	for _, e := range errs {
 		if e.Message == "" {
 			t.Errorf("%s: error %s has no message", resp.Request.URL.Path, e.Code)
 		}
