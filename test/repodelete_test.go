@@ -61,18 +61,7 @@ func TestReferrerSentUpAfterTheParentDeletedTheRepository(t *testing.T) {
 	img1, art1 := pushWithReferrer("1")
 	referrerAtRoot(img1, art1)
 
-	req, err := http.NewRequest(http.MethodDelete, root.URL+"/outpost/v1/repositories/"+repo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(Authorize(req))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("delete %s at the root: %s", repo, resp.Status)
-	}
+	deleteRepository(t, root, repo)
 	Eventually(t, replicationTimeout, func() error {
 		if d, err := resolve(site, repo+":1"); err != nil || d != "" {
 			return fmt.Errorf("%s:1 at the site after the root deleted the repository: %q %v", repo, d, err)
@@ -135,18 +124,7 @@ func TestRepositoryDeletedAndPushedAgainAtASiteConverges(t *testing.T) {
 
 	site.RegistryProxy.SetDown(true)
 	site.GatewayProxy.SetDown(true)
-	req, err := http.NewRequest(http.MethodDelete, site.URL+"/outpost/v1/repositories/"+repo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(Authorize(req))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("delete %s at the site: %s", repo, resp.Status)
-	}
+	deleteRepository(t, site, repo)
 	if err := remote.Write(mustRef(t, site, repo+":1"), img, Auth); err != nil {
 		t.Fatal(err)
 	}
@@ -167,4 +145,22 @@ func TestRepositoryDeletedAndPushedAgainAtASiteConverges(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// deleteRepository deletes repo at n with n's registry credentials (Authorize), as a
+// client with delete rights would.
+func deleteRepository(t *testing.T, n *Node, repo string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodDelete, n.URL+"/outpost/v1/repositories/"+repo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(Authorize(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("delete %s at %s: %s", repo, n.opts.Name, resp.Status)
+	}
 }
