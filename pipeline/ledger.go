@@ -245,12 +245,17 @@ func (l *Ledger) Failed(repo, tag string) {
 // Hold says whether the downstream copy must leave the tag as it is here
 // (current, "" for absent): it was written here or below and not yet offered to
 // the parent, which has not ordered it yet. It first waits (up to RouterLag) until
-// the router has shown every event the log held.
+// the router has shown every event the log held, and holds if it has not.
 func (l *Ledger) Hold(ctx context.Context, repo, tag, current string) bool {
 	if l == nil {
 		return false
 	}
-	l.waitRouted(ctx)
+	if !l.waitRouted(ctx) {
+		// The write this tag holds may be in the part of the log the router has
+		// not shown yet: replacing it now would undo a client's push before it was
+		// sent up. The message comes again.
+		return true
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p, ok := l.pending[key(repo, tag)]
@@ -270,27 +275,30 @@ func (l *Ledger) Unsent(repo, tag string) bool {
 	return ok && !p.offered && !p.confirmed && l.cfg.Now().Sub(p.at) < l.cfg.HoldFor && p.failures < maxUpstreamFailures
 }
 
-func (l *Ledger) waitRouted(ctx context.Context) {
+// waitRouted waits (up to RouterLag) until the router has shown the ledger every
+// event the log held when it was called, and says whether it has.
+func (l *Ledger) waitRouted(ctx context.Context) bool {
 	if l.cfg.LogEnd == nil {
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.RouterLag)
 	defer cancel()
 	end, err := l.cfg.LogEnd(ctx)
 	if err != nil {
-		return
+		l.cfg.Logger.Debug("ledger: read the log's end", "err", err)
+		return false
 	}
 	for {
 		l.mu.Lock()
 		routed := l.routed
 		l.mu.Unlock()
 		if routed >= end {
-			return
+			return true
 		}
 		sleep(ctx, 5*time.Millisecond)
 		if ctx.Err() != nil {
 			l.cfg.Logger.Debug("ledger: the router is behind the log", "routed", routed, "log_end", end)
-			return
+			return false
 		}
 	}
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -185,6 +186,29 @@ func TestLedgerHoldWaitsForTheRouter(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < 90*time.Millisecond || waited > time.Second {
 		t.Errorf("Hold waited %s, want about 100ms", waited)
+	}
+}
+
+// A router further behind than RouterLag may not have shown a write the tag holds:
+// Hold keeps the tag (the message comes again) rather than undo the write.
+func TestLedgerHoldsWhileTheRouterIsBehind(t *testing.T) {
+	var end atomic.Uint64
+	var logEndErr error
+	l := NewLedger(LedgerConfig{Parent: "root", RouterLag: 50 * time.Millisecond,
+		LogEnd: func(context.Context) (uint64, error) { return end.Load(), logEndErr }})
+	l.Routed(4)
+	end.Store(5) // a client's write, stored and in the log; the router is stuck before it
+	if !l.Hold(context.Background(), "r", "t", "dA") {
+		t.Fatal("Hold let the parent's state replace a tag whose write the router has not shown")
+	}
+	l.Observe(&events.Event{Action: events.ActionPush, Repository: "r", Tag: "t", Digest: "dA", Sequence: 5})
+	l.Offered("r", "t", "dA")
+	if l.Hold(context.Background(), "r", "t", "dA") {
+		t.Error("Hold kept an offered write once the router caught up")
+	}
+	logEndErr = errors.New("jetstream unavailable")
+	if !l.Hold(context.Background(), "r", "t", "dA") {
+		t.Error("Hold answered without knowing the log's end")
 	}
 }
 

@@ -590,15 +590,22 @@ func (c *checker) logEvents(divergent []string) {
 			repos[repo] = true
 		}
 	}
-	for _, n := range c.nodes {
+	logRepositoryEvents(c.t, slices.Sorted(maps.Keys(repos)), c.nodes...)
+}
+
+// logRepositoryEvents logs the last events of each node's log that name one of
+// repos, for a failure's reader.
+func logRepositoryEvents(t *testing.T, repos []string, nodes ...*Node) {
+	t.Helper()
+	for _, n := range nodes {
 		var lines []string
-		for _, e := range eventLog(c.t, n) {
-			if repos[e.Repository] {
+		for _, e := range eventLog(t, n) {
+			if slices.Contains(repos, e.Repository) {
 				lines = append(lines, fmt.Sprintf("%d %s %s:%s %s subject=%s origin=%s from=%s", e.Sequence, e.Action,
 					e.Repository, e.Tag, short(e.Digest), short(e.Subject), e.Origin, e.From))
 			}
 		}
-		c.t.Logf("events of %s in %v:\n%s", n.opts.Name, slices.Sorted(maps.Keys(repos)), strings.Join(lines[max(0, len(lines)-80):], "\n"))
+		t.Logf("events of %s in %v:\n%s", n.opts.Name, repos, strings.Join(lines[max(0, len(lines)-200):], "\n"))
 	}
 }
 

@@ -22,14 +22,23 @@ const convergeTimeout = 20 * time.Second
 // ReadWrite siblings at the same moment, round after round. Whatever the root
 // applied last must end up at both sites, and each write that lost must be
 // reported at the site that made it.
+//
+// A round starts once the last one's writes are older than the sites' conflict
+// window: a write replaced within it counts as overwritten (see pipeline.Ledger),
+// so a next round's write reaching a site before the site's own would otherwise
+// be taken for a conflict with the last round's winner.
 func TestConvergeSiblingRace(t *testing.T) {
 	const rounds, tags = 6, 8
+	const conflictWindow = 8 * time.Second
 	root := StartNode(t, NodeOptions{})
-	a := StartChild(t, root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: []string{"race/*"}})
-	b := StartChild(t, root, Child{Name: "siteb", Mode: "ReadWrite", Repositories: []string{"race/*"}})
+	window := []string{"--conflict-window", conflictWindow.String()}
+	a := StartChild(t, root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: []string{"race/*"}, ServeArgs: window})
+	b := StartChild(t, root, Child{Name: "siteb", Mode: "ReadWrite", Repositories: []string{"race/*"}, ServeArgs: window})
 	sites := []*Node{a, b}
 	lost := map[*Node]map[string]string{a: {}, b: {}} // "ref lost-digest" -> winning digest
+	var agreed time.Time
 	for round := range rounds {
+		time.Sleep(time.Until(agreed.Add(conflictWindow)))
 		imgs := make([][]v1.Image, len(sites))
 		for i := range sites {
 			for range tags {
@@ -69,6 +78,8 @@ func TestConvergeSiblingRace(t *testing.T) {
 				}
 			}
 		}
+		// Every write of the round was sent up, so seen by its site's ledger, by now.
+		agreed = time.Now()
 		t.Logf("round %d: %d tags pushed at both sites agree at every node", round, tags)
 	}
 	// Nothing ping-pongs: once the tree agrees, no node writes anything more.
@@ -105,6 +116,9 @@ func TestConvergeSiblingRace(t *testing.T) {
 	}
 	if len(lost[a])+len(lost[b]) != rounds*tags {
 		t.Errorf("%d writes lost, want one per tag and round (%d)", len(lost[a])+len(lost[b]), rounds*tags)
+	}
+	if t.Failed() {
+		logRepositoryEvents(t, []string{"race/app"}, root, a, b)
 	}
 }
 

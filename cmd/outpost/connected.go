@@ -110,6 +110,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	mode := registry.Mode(self.Settings.Mode)
 	ledgerCfg := pipeline.DefaultLedgerConfig()
 	ledgerCfg.Parent, ledgerCfg.Conflicts, ledgerCfg.Logger = self.Parent, conflicts, n.logger
+	ledgerCfg.ConflictWindow = n.opts.conflictWindow
 	ledgerCfg.LogEnd = func(ctx context.Context) (uint64, error) {
 		st, err := n.log.Stats(ctx)
 		return st.LastSeq, err

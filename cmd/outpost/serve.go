@@ -18,6 +18,7 @@ import (
 
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/pipeline"
 	"github.com/outpost-edge/outpost/registry"
 )
 
@@ -67,6 +68,10 @@ type serveOptions struct {
 	// event log: under it, pushes get 507 and /readyz says the disk is full.
 	MinFreeDisk string `yaml:"min-free-disk"`
 	minFreeDisk uint64
+	// ConflictWindow is how long after a write here the parent's order replacing it
+	// counts as overwriting it (a tag conflict) rather than an ordinary update.
+	ConflictWindow string `yaml:"conflict-window"`
+	conflictWindow time.Duration
 }
 
 func defaultServeOptions() serveOptions {
@@ -76,7 +81,8 @@ func defaultServeOptions() serveOptions {
 		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
 		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
 		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
-		MinFreeDisk: strconv.Itoa(registry.DefaultMinFreeBytes),
+		MinFreeDisk:    strconv.Itoa(registry.DefaultMinFreeBytes),
+		ConflictWindow: pipeline.DefaultLedgerConfig().ConflictWindow.String(),
 	}
 }
 
@@ -146,6 +152,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
 	f.StringVar(&flagOpts.MinFreeDisk, "min-free-disk", flagOpts.MinFreeDisk,
 		"bytes of disk that pushes leave free for the event log; under it pushes get 507 and /readyz says the disk is full")
+	f.StringVar(&flagOpts.ConflictWindow, "conflict-window", flagOpts.ConflictWindow,
+		"how long after a write here the parent's order replacing it counts as a tag conflict (logged, counted, in status) rather than an update")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -177,7 +185,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"parent-ca": &o.ParentCA, "scrub-interval": &o.ScrubInterval, "scrub-rate": &o.ScrubRate,
 		"scrub-concurrency": &o.ScrubConcurrency,
 		"max-connections":   &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
-		"min-free-disk": &o.MinFreeDisk,
+		"min-free-disk": &o.MinFreeDisk, "conflict-window": &o.ConflictWindow,
 	}
 }
 
@@ -260,6 +268,9 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	}
 	if opts.minFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || opts.minFreeDisk == 0 {
 		return fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
+	}
+	if opts.conflictWindow, err = time.ParseDuration(opts.ConflictWindow); err != nil || opts.conflictWindow <= 0 {
+		return fmt.Errorf("conflict-window %q: want a duration above 0 such as 1m", opts.ConflictWindow)
 	}
 	tlsCfg, err := serverTLS(opts)
 	if err != nil {

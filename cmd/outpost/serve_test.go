@@ -44,6 +44,8 @@ func TestServeRefusesBadSettingsNamingThem(t *testing.T) {
 		{"", []string{"--tls-cert", "cert.pem"}, "--tls-cert and --tls-key go together"},
 		{"", []string{"--tls-cert", "none.pem", "--tls-key", "none.key"}, "certificate none.pem"},
 		{"", []string{"--anonymous-pull=maybe"}, `anonymous-pull "maybe"`},
+		{"", []string{"--conflict-window", "0s"}, `conflict-window "0s"`},
+		{"conflict-window: soon\n", nil, `conflict-window "soon"`},
 	} {
 		args := append([]string{"--data", data}, c.args...)
 		if c.config != "" {
