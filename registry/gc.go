@@ -434,10 +434,14 @@ func (r *Registry) recordGC(rep *GCReport) {
 	if rep.Error != "" {
 		msg, level = "garbage collection stopped early", r.cfg.Logger.Error
 	}
-	level(msg, "why", rep.Why, "blobs", rep.Blobs, "bytes", rep.Bytes, "layer_links", rep.LayerLinks,
+	args := []any{"why", rep.Why, "blobs", rep.Blobs, "bytes", rep.Bytes, "layer_links", rep.LayerLinks,
 		"referrer_entries", rep.ReferrerEntries, "parts", rep.Parts, "part_bytes", rep.PartBytes,
 		"recent_blobs_kept", rep.Recent, "referenced_blobs", rep.Referenced, "manifests", rep.Manifests,
-		"repositories", rep.Repositories, "took", rep.Finished.Sub(rep.Started).Round(time.Millisecond), "err", rep.Error)
+		"repositories", rep.Repositories, "took", rep.Finished.Sub(rep.Started).Round(time.Millisecond)}
+	if rep.Error != "" {
+		args = append(args, "err", rep.Error)
+	}
+	level(msg, args...)
 	for _, w := range rep.Warnings {
 		r.cfg.Logger.Warn("garbage collection: " + w)
 	}
