@@ -358,13 +358,23 @@ func manifestReferences(body []byte) []digest.Digest {
 	return slices.DeleteFunc(out, func(d digest.Digest) bool { return d.Validate() != nil })
 }
 
-// parseManifestReferences is manifestReferences that tells JSON that is no manifest.
-func parseManifestReferences(body []byte) ([]digest.Digest, error) {
-	var probe map[string]json.RawMessage
-	if err := json.Unmarshal(body, &probe); err != nil {
-		return nil, fmt.Errorf("not a JSON manifest: %w", err)
+// manifestChildren lists the manifests an index names.
+func manifestChildren(body []byte) []digest.Digest {
+	var m struct {
+		Manifests []struct {
+			Digest digest.Digest `json:"digest"`
+		} `json:"manifests"`
 	}
-	return manifestReferences(body), nil
+	if json.Unmarshal(body, &m) != nil {
+		return nil
+	}
+	var out []digest.Digest
+	for _, c := range m.Manifests {
+		if c.Digest.Validate() == nil {
+			out = append(out, c.Digest)
+		}
+	}
+	return out
 }
 
 // GC marks every blob a stored manifest references and removes the others the

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
@@ -649,4 +650,73 @@ func BenchmarkGC(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("a real run removed %d blobs (%d bytes) of %d in %s", rep.Blobs, rep.Bytes, rep.Blobs+rep.Referenced, time.Since(start).Round(time.Millisecond))
+}
+
+// TestGCKeepsWhatAnIndexNames: an index's child manifest deleted on its own (the
+// index still names it) keeps its blobs, so pushing the child again repairs the
+// index; once the index is deleted too, all of it goes.
+func TestGCKeepsWhatAnIndexNames(t *testing.T) {
+	clock := &gcClock{}
+	tr, _ := startGCRegistry(t, clock, GCConfig{})
+	ctx := context.Background()
+	idx, err := random.Index(1024, 2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(tr.ref(t, "multi:1"), idx); err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := idx.Image(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Delete(tr.ref(t, "multi@"+m.Manifests[0].Digest.String())); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(2 * DefaultGCGrace)
+	rep, err := tr.GC(ctx, GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Blobs != 0 {
+		t.Errorf("GC removed %d blobs while the index names all of them", rep.Blobs)
+	}
+	raw, _ := child.RawManifest()
+	mt, _ := child.MediaType()
+	if resp := tr.do(t, "PUT", "/v2/multi/manifests/"+m.Manifests[0].Digest.String(), string(mt), raw); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the child pushed again: %d %s", resp.StatusCode, ociMessage(resp))
+	}
+	got, err := remote.Index(tr.ref(t, "multi:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range m.Manifests {
+		img, err := got.Image(c.Digest)
+		if err == nil {
+			err = validateImage(img)
+		}
+		if err != nil {
+			t.Errorf("child %s after GC: %v", c.Digest, err)
+		}
+	}
+	if err := remote.Delete(tr.ref(t, "multi@"+content.Digest(t, idx))); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range m.Manifests {
+		if err := remote.Delete(tr.ref(t, "multi@"+c.Digest.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.advance(2 * DefaultGCGrace)
+	if rep, err = tr.GC(ctx, GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The index, two children with two layers and a config each.
+	if rep.Blobs != 1+2*4 || rep.Referenced != 0 {
+		t.Errorf("GC after deleting everything removed %d blobs and kept %d referenced; want 9 and 0", rep.Blobs, rep.Referenced)
+	}
 }

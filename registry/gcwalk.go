@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -152,49 +153,61 @@ func (w *gcWalk) resolve(repo string, d digest.Digest) (digest.Digest, bool) {
 	return t, ok
 }
 
-// mark reads every stored manifest once and marks it and what it references.
+// parsed is one manifest's content as mark needs it.
+type parsed struct {
+	refs     []digest.Digest // everything it references
+	children []digest.Digest // an index's manifests
+	err      error           // a readError: it could not be read or parsed
+}
+
+// mark reads every stored manifest once, and the children of indexes that are no
+// longer revisions themselves, and marks them and what they reference.
 func (w *gcWalk) mark(ctx context.Context) error {
 	// Each manifest's content is read once, however many repositories hold it.
-	refs := map[digest.Digest][]digest.Digest{}
-	bad := map[digest.Digest]error{}
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(w.r.gc.cfg.Concurrency)
+	seen := map[digest.Digest]*parsed{}
+	var pending []digest.Digest
 	for _, rv := range w.revisions {
-		target, ok := w.resolve(rv.repo, rv.d)
-		if !ok {
-			continue
+		if target, ok := w.resolve(rv.repo, rv.d); ok && seen[target] == nil {
+			seen[target] = &parsed{}
+			pending = append(pending, target)
 		}
-		mu.Lock()
-		_, done := refs[target]
-		if !done {
-			refs[target] = nil
+	}
+	for len(pending) > 0 {
+		if err := w.readManifests(ctx, pending, seen); err != nil {
+			return err
 		}
-		mu.Unlock()
-		if done {
-			continue
-		}
-		g.Go(func() error {
-			ds, err := w.readManifest(gctx, target)
-			mu.Lock()
-			defer mu.Unlock()
-			var rerr *readError
-			switch {
-			case errors.As(err, &rerr):
-				bad[target] = rerr.err
-			case err != nil:
-				return err
-			default:
-				refs[target] = ds
+		var next []digest.Digest
+		for _, d := range pending {
+			for _, c := range seen[d].children {
+				if c.Algorithm() == digest.SHA256 && seen[c] == nil {
+					seen[c] = &parsed{}
+					next = append(next, c)
+				}
 			}
-			return nil
-		})
+		}
+		pending = next
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	manifests := map[digest.Digest]bool{}
 	keepRepo := map[string]bool{}
+	manifests := map[digest.Digest]bool{}
+	visited := map[digest.Digest]bool{}
+	var markTree func(repo string, d digest.Digest)
+	markTree = func(repo string, d digest.Digest) {
+		if visited[d] {
+			return
+		}
+		visited[d] = true
+		w.markDigest(d)
+		p := seen[d]
+		if p == nil || p.err != nil {
+			return
+		}
+		for _, r := range p.refs {
+			w.markDigest(r)
+			if t, ok := w.resolve(repo, r); ok {
+				markTree(repo, t)
+			}
+		}
+	}
 	for _, rv := range w.revisions {
 		target, ok := w.resolve(rv.repo, rv.d)
 		if !ok {
@@ -202,20 +215,13 @@ func (w *gcWalk) mark(ctx context.Context) error {
 		}
 		manifests[target] = true
 		w.markDigest(rv.d)
-		w.markDigest(target)
-		if err, isBad := bad[target]; isBad {
+		if p := seen[target]; p.err != nil {
 			if !keepRepo[rv.repo] {
-				w.warn("manifest %s in %s cannot be read (%v): every blob %s links is kept", target, rv.repo, err, rv.repo)
+				w.warn("manifest %s in %s cannot be read (%v): every blob %s links is kept", target, rv.repo, p.err, rv.repo)
 			}
 			keepRepo[rv.repo] = true
-			continue
 		}
-		for _, d := range refs[target] {
-			w.markDigest(d)
-			if t, ok := w.resolve(rv.repo, d); ok {
-				w.markDigest(t)
-			}
-		}
+		markTree(rv.repo, target)
 	}
 	for _, l := range w.links {
 		if keepRepo[l.repo] {
@@ -226,16 +232,40 @@ func (w *gcWalk) mark(ctx context.Context) error {
 	return nil
 }
 
+// readManifests reads and parses ds into seen, a few at once. Only a storage that
+// does not answer is an error; a manifest that cannot be read is recorded as such.
+func (w *gcWalk) readManifests(ctx context.Context, ds []digest.Digest, seen map[digest.Digest]*parsed) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.r.gc.cfg.Concurrency)
+	for _, d := range ds {
+		p := seen[d] // each goroutine fills its own entry; the map is not written
+		g.Go(func() error {
+			body, err := w.readManifest(gctx, d)
+			var rerr *readError
+			switch {
+			case errors.As(err, &rerr):
+				p.err = rerr.err
+			case err != nil:
+				return err
+			default:
+				p.refs, p.children = manifestReferences(body), manifestChildren(body)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
 // readError is a manifest that cannot be read or parsed, as opposed to a storage
 // that does not answer: GC goes on, keeping what the manifest's repository links.
 type readError struct{ err error }
 
 func (e *readError) Error() string { return e.err.Error() }
 
-func (w *gcWalk) readManifest(ctx context.Context, d digest.Digest) ([]digest.Digest, error) {
+func (w *gcWalk) readManifest(ctx context.Context, d digest.Digest) ([]byte, error) {
 	rc, err := w.r.driver.Reader(ctx, blobDataPath(d), 0)
 	if errors.As(err, new(storagedriver.PathNotFoundError)) {
-		return nil, &readError{errors.New("its content is missing (deleted meanwhile, or set aside by a scrub)")}
+		return nil, &readError{errors.New("its content is missing (set aside by a scrub, or lost)")}
 	}
 	if err != nil {
 		return nil, err
@@ -248,11 +278,11 @@ func (w *gcWalk) readManifest(ctx context.Context, d digest.Digest) ([]digest.Di
 	if len(body) > maxManifestSize {
 		return nil, &readError{fmt.Errorf("larger than %d bytes", maxManifestSize)}
 	}
-	ds, err := parseManifestReferences(body)
-	if err != nil {
-		return nil, &readError{err}
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return nil, &readError{fmt.Errorf("not a JSON manifest: %w", err)}
 	}
-	return ds, nil
+	return body, nil
 }
 
 // gcCandidate is an unreferenced stored blob old enough to go, or a link to a blob
