@@ -244,7 +244,9 @@ func (r *Registry) note(ctx context.Context, repo string, ds ...digest.Digest) {
 	if g.seen == nil {
 		g.seen = map[digest.Digest]time.Time{}
 	}
-	if now.Sub(g.pruned) > g.cfg.Grace || len(g.seen)+len(all) > maxSeen {
+	// Expired records go once a grace; a full record is pruned at most once a
+	// minute, so that a flood of requests costs no scan each.
+	if since := now.Sub(g.pruned); since > g.cfg.Grace || since < 0 || (len(g.seen)+len(all) > maxSeen && since > time.Minute) {
 		g.prune(now)
 	}
 	for _, d := range all {
@@ -493,12 +495,9 @@ func (r *Registry) RunGCSchedule(ctx context.Context) {
 		if now.Before(next) {
 			continue
 		}
-		_, err := r.GC(ctx, GCOptions{Why: "scheduled"})
-		switch {
-		case errors.Is(err, ErrGCRunning):
+		// A failed run has logged itself (recordGC).
+		if _, err := r.GC(ctx, GCOptions{Why: "scheduled"}); errors.Is(err, ErrGCRunning) {
 			r.cfg.Logger.Info("scheduled garbage collection skipped: " + err.Error())
-		case err != nil && ctx.Err() == nil:
-			r.cfg.Logger.Error("scheduled garbage collection", "err", err)
 		}
 		next = g.cfg.Schedule.Next(g.cfg.Now())
 		g.next.Store(&next)
