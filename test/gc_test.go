@@ -94,9 +94,9 @@ func gcFigures(r *registry.GCReport) string {
 // each node removes nothing (disk use unchanged) and predicts the figures of the
 // real run; then `outpost gc` at the root and the site's scheduled collection drop
 // each node's disk use by the deleted image's unique blobs, the shared layer stays,
-// the other image pulls whole at both (crane). Then pushes at the root and their
-// replication to the site run while both nodes collect again and again: every
-// image pushed pulls whole and verified at both. Metrics, the status and the CLI's
+// the other image pulls whole at both (crane). Then pushes at the root and at the
+// site, and their replication down and up, run while both nodes collect again and
+// again: every image pushed pulls whole and verified at both. Metrics, the status and the CLI's
 // exit codes say the same.
 func TestGCReclaimsDiskAtRootAndSiteWhilePushesAndCopiesRun(t *testing.T) {
 	rootClock := filepath.Join(t.TempDir(), "root-clock")
@@ -108,7 +108,7 @@ func TestGCReclaimsDiskAtRootAndSiteWhilePushesAndCopiesRun(t *testing.T) {
 	at := time.Now().Add(3 * time.Hour)
 	schedule := fmt.Sprintf("%d %d * * *", at.Minute(), at.Hour())
 	root := StartNode(t, NodeOptions{Args: []string{"--clock-offset-file", rootClock}})
-	site := StartChild(t, root, Child{Name: "gcsite", Mode: "ReadOnly", Repositories: []string{"g/*"},
+	site := StartChild(t, root, Child{Name: "gcsite", Mode: "ReadWrite", Repositories: []string{"g/*"},
 		ServeArgs: []string{"--clock-offset-file", siteClock, "--gc-schedule", schedule}})
 
 	shared := content.Layer(t, 1<<20, types.OCILayer)
@@ -214,8 +214,8 @@ func TestGCReclaimsDiskAtRootAndSiteWhilePushesAndCopiesRun(t *testing.T) {
 		t.Errorf("outpost status at the site:\n%s\nwant the bytes its collection reclaimed and the next run", out)
 	}
 
-	// Pushes at the root and their copies to the site while both collect without
-	// pause; GC's clocks stay hours ahead of the files', so only the grace rule's
+	// Pushes at the root and at the site and their copies down and up while both
+	// collect without pause; GC's clocks stay hours ahead of the files', so only the grace rule's
 	// record of what requests named keeps a push or a copy whole.
 	var imgs []v1.Image
 	for range 8 {
@@ -247,9 +247,13 @@ func TestGCReclaimsDiskAtRootAndSiteWhilePushesAndCopiesRun(t *testing.T) {
 		}()
 	}
 	for i, img := range imgs {
-		want[fmt.Sprint("during", i)] = push(t, root, fmt.Sprintf("g/app:during%d", i), img)
+		at := root // copied down to the site
+		if i%2 == 1 {
+			at = site // copied up to the root
+		}
+		want[fmt.Sprint("during", i)] = push(t, at, fmt.Sprintf("g/app:during%d", i), img)
 	}
-	eventuallyConverged(t, "g/app", want, site)
+	eventuallyConverged(t, "g/app", want, root, site)
 	close(stop)
 	collectors.Wait()
 	t.Logf("collections during the pushes: root %d, site %d", collections[root], collections[site])
