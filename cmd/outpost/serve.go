@@ -145,7 +145,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ScrubRate, "scrub-rate", flagOpts.ScrubRate, "bytes per second a scrub may read (0: no cap)")
 	f.StringVar(&flagOpts.ScrubConcurrency, "scrub-concurrency", flagOpts.ScrubConcurrency, "blobs a scrub hashes at once")
 	f.StringVar(&flagOpts.GCSchedule, "gc-schedule", flagOpts.GCSchedule,
-		"when to remove blobs no manifest references, a 5-field cron schedule such as \"0 3 * * *\" (empty: only `outpost gc`)")
+		"`cron` schedule (5 fields, such as \"0 3 * * *\") for removing the blobs no manifest references; empty: only when outpost gc asks")
 	f.StringVar(&flagOpts.MaxConnections, "max-connections", flagOpts.MaxConnections,
 		"most HTTP connections held open; past it a new one replaces the longest idle (0: half the file descriptor limit, at most 8192)")
 	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
