@@ -288,3 +288,61 @@ func TestGCReclaimsDiskAtRootAndSiteWhilePushesAndCopiesRun(t *testing.T) {
 		}
 	}
 }
+
+// TestGCWithMessagesWaitingBehindAClosedWindow: while a site's window is closed, two
+// pushes wait in its outbox at the root and one of the images is deleted. GC at the
+// root keeps what the waiting image names (its manifest is stored) and removes the
+// deleted one's blobs; when the link opens the site copies the first whole and
+// applies the second's delete without a copy error: a message never needs a blob
+// its manifest does not.
+func TestGCWithMessagesWaitingBehindAClosedWindow(t *testing.T) {
+	rootClock := filepath.Join(t.TempDir(), "root-clock")
+	setClockOffset(t, rootClock, 0)
+	window := newFakeClock(t)
+	window.set(0, "12:00") // outside the 02:00-03:00 window
+	root := StartNode(t, NodeOptions{Args: []string{"--clock-offset-file", rootClock}})
+	ship := StartChild(t, root, Child{Name: "gcship", Mode: "ReadOnly", Repositories: []string{"w/*"},
+		CreateArgs: []string{"--sync-schedule", "0 2 * * *", "--sync-window", "PT1H"},
+		ServeArgs:  []string{"--clock-offset-file", window.file}})
+
+	waiting := content.Append(t, content.OCIImage(t, 1), content.Layer(t, 256<<10, types.OCILayer))
+	deleted := content.Append(t, content.OCIImage(t, 1), content.Layer(t, 256<<10, types.OCILayer))
+	dw := push(t, root, "w/app:waiting", waiting)
+	dd := push(t, root, "w/app:deleted", deleted)
+	waitingWith(t, root, "gcship", true, false)
+	if err := remote.Delete(mustRef(t, root, "w/app@"+dd), Auth); err != nil {
+		t.Fatal(err)
+	}
+	setClockOffset(t, rootClock, 2*time.Hour)
+	rep := gcAnswer(t, root).Report
+	if want := int64(len(blobSizes(t, deleted))); rep.Blobs != want {
+		t.Errorf("GC at the root removed %s; want the deleted image's %d blobs", gcFigures(rep), want)
+	}
+	for d := range blobSizes(t, waiting) {
+		if !fileExists(blobFile(root, d)) {
+			t.Errorf("GC removed %s, which the image waiting for the site names", d)
+		}
+	}
+	if got, _ := resolve(ship, "w/app:waiting"); got != "" {
+		t.Fatal("the image moved while the window was closed")
+	}
+
+	ship.MustCLI(t, "sync", "now")
+	eventuallyConverged(t, "w/app", map[string]string{"waiting": dw}, ship)
+	verifyImages(t, ship, "w/app", map[string]string{"waiting": dw})
+	if err := cranePull(t, ship, "w/app:waiting"); err != nil {
+		t.Error(err)
+	}
+	Eventually(t, replicationTimeout, func() error {
+		var st hierarchy.Status
+		if err := jsonOf(ship.MustCLI(t, "status", "--output", "json"), &st); err != nil {
+			return err
+		}
+		for _, d := range st.Details {
+			if d.Code == "LINK_ERROR" {
+				return fmt.Errorf("the ship reports a copy error: %s", d.Message)
+			}
+		}
+		return nil
+	})
+}
