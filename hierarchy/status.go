@@ -44,6 +44,19 @@ type Status struct {
 	NextWindowEnd   time.Time `json:"nextWindowEnd,omitzero"`
 	Repositories    Scope     `json:"repositories,omitempty"`
 	Reported        time.Time `json:"reported"`
+	// GC is what the node's last garbage collection reclaimed; nil before the first.
+	GC *GCStatus `json:"gc,omitempty"`
+}
+
+// GCStatus is a node's last garbage collection (not a dry run) and its next.
+type GCStatus struct {
+	Finished        time.Time `json:"finished,omitzero"`
+	ReclaimedBytes  int64     `json:"reclaimedBytes"`
+	ReclaimedBlobs  int64     `json:"reclaimedBlobs"`
+	ReferrerEntries int64     `json:"referrerEntries"`
+	Parts           int64     `json:"parts"`
+	Error           string    `json:"error,omitempty"`
+	Next            time.Time `json:"next,omitzero"`
 }
 
 // LinkStatus is what waits on one link.

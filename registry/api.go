@@ -54,6 +54,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("node %s is read-only: pushes and deletes are refused here; push to a ReadWrite node", r.cfg.Node), nil)
 		return
 	}
+	r.noteRequest(req, rt, c) // before it is served: see the grace rule in gc.go
 	if isWrite(req.Method) && rt.name != "" {
 		// The whole request, so that a repository delete comes before or after it.
 		release, err := r.repos.write(req.Context(), rt.name)
@@ -148,6 +149,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, rt ro
 	}
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.ContentLength = int64(len(body))
+	r.noteManifest(req.Context(), rt.name, dgst, body) // before distribution checks its blobs (gc.go)
 	subject := subjectOf(body)
 	if dgst != "" && dgst.Algorithm() != digest.Canonical {
 		r.putAliasedManifest(w, req, rt, dgst, body, subject)

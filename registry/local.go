@@ -62,6 +62,7 @@ func (r *Registry) WriteBlob(ctx context.Context, repo, d string, size int64, op
 	if err != nil {
 		return err
 	}
+	r.note(ctx, repo, dgst) // a manifest naming it follows: kept by GC (gc.go)
 	// Another write of the same blob (any repository) goes first; after it, the
 	// blob is usually held and only linked.
 	if err := r.incoming.claim(ctx, dgst); err != nil {

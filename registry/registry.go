@@ -77,6 +77,8 @@ type Config struct {
 	TokenKeyFile string
 	// Scrub bounds the I/O of a scrub (scrub.go).
 	Scrub ScrubConfig
+	// GC sets garbage collection's grace and schedule (gc.go).
+	GC GCConfig
 	// MinFreeBytes is the disk space writes leave free (diskfull.go); default
 	// DefaultMinFreeBytes.
 	MinFreeBytes uint64
@@ -101,6 +103,9 @@ func (c *Config) Validate() error {
 	if err := c.Scrub.Validate(); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
+	if err := c.GC.Validate(); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
 	_, err := ParseMode(string(c.Mode))
 	return err
 }
@@ -120,6 +125,7 @@ type Registry struct {
 	limiter   *events.LoginLimiter
 	incoming  claims // blobs being written in process (local.go)
 	scrub     *scrubber
+	gc        *gcState
 	disk      *diskSpace
 	repos     repoLocks // a repository delete against the writes to it (repolock.go)
 }
@@ -175,6 +181,11 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		return nil, fmt.Errorf("registry: metrics: %w", err)
 	}
 	r.scrub = &scrubber{running: make(chan struct{}, 1), metrics: sm}
+	gm, err := newGCMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("registry: metrics: %w", err)
+	}
+	r.gc = &gcState{cfg: cfg.GC.withDefaults(cfg.Now), metrics: gm}
 	if err := r.loadQuarantine(ctx); err != nil {
 		return nil, fmt.Errorf("registry: quarantined blobs: %w", err)
 	}

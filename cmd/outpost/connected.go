@@ -465,6 +465,9 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 	}
 	if n.reg != nil {
 		st.Details = append(st.Details, n.integrityDetails()...)
+		var gcDetails []hierarchy.Detail
+		st.GC, gcDetails = gcStatus(n.reg)
+		st.Details = append(st.Details, gcDetails...)
 		if n.log.Damage() != nil {
 			st.State = hierarchy.Unhealthy
 		}

@@ -43,7 +43,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newEventsCmd(), newRepositoryCmd(), newNodeCmd(), newTokenCmd(), newSyncCmd(), newScrubCmd(), newStatusCmd())
+	root.AddCommand(newServeCmd(), newEventsCmd(), newRepositoryCmd(), newNodeCmd(), newTokenCmd(), newSyncCmd(), newScrubCmd(), newStatusCmd(), newGCCmd())
 	hintUsage(root)
 	return root
 }

@@ -84,6 +84,7 @@ type node struct {
 	gapDetail *hierarchy.Detail
 
 	scrub scrubSettings
+	gc    registry.GCConfig
 
 	admin *hierarchy.API
 	// isOperator checks the node's operator token (the admin token at the root).
@@ -256,6 +257,7 @@ func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
 		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"), Scrub: n.scrub.cfg, MinFreeBytes: n.opts.minFreeDisk,
+		GC: n.gc,
 	})
 	return err
 }
@@ -340,6 +342,8 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux.Handle("/outpost/v1/events/repair", n.operatorOnly(events.RepairHandler(n.log)))
 	mux.Handle("/outpost/v1/status", n.operatorOnly(http.HandlerFunc(n.serveStatus)))
 	go n.scrubLoop(ctx, n.scrub.interval)
+	mux.Handle("/outpost/v1/gc", n.operatorOnly(n.reg.GCHandler())) // gc.go
+	go n.reg.RunGCSchedule(ctx)
 	if n.admin != nil {
 		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
 			mux.Handle(p, n.admin)

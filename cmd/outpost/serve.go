@@ -64,6 +64,9 @@ type serveOptions struct {
 	MaxConnections  string `yaml:"max-connections"`
 	HTTPIdleTimeout string `yaml:"http-idle-timeout"`
 	limits          httpLimits
+	// GCSchedule is a 5-field cron schedule for garbage collection (gc.go); empty
+	// is none.
+	GCSchedule string `yaml:"gc-schedule"`
 	// MinFreeDisk is the disk space (bytes) registry writes leave free for the
 	// event log: under it, pushes get 507 and /readyz says the disk is full.
 	MinFreeDisk string `yaml:"min-free-disk"`
@@ -147,6 +150,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ScrubInterval, "scrub-interval", flagOpts.ScrubInterval, "how often every stored blob is checked against its digest (0: never; `outpost scrub` any time)")
 	f.StringVar(&flagOpts.ScrubRate, "scrub-rate", flagOpts.ScrubRate, "bytes per second a scrub may read (0: no cap)")
 	f.StringVar(&flagOpts.ScrubConcurrency, "scrub-concurrency", flagOpts.ScrubConcurrency, "blobs a scrub hashes at once")
+	f.StringVar(&flagOpts.GCSchedule, "gc-schedule", flagOpts.GCSchedule,
+		"`cron` schedule (5 fields, such as \"0 3 * * *\") for removing the blobs no manifest references; empty: only when outpost gc asks")
 	f.StringVar(&flagOpts.MaxConnections, "max-connections", flagOpts.MaxConnections,
 		"most HTTP connections held open; past it a new one replaces the longest idle (0: half the file descriptor limit, at most 8192)")
 	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
@@ -185,7 +190,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"parent-ca": &o.ParentCA, "scrub-interval": &o.ScrubInterval, "scrub-rate": &o.ScrubRate,
 		"scrub-concurrency": &o.ScrubConcurrency,
 		"max-connections":   &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
-		"min-free-disk": &o.MinFreeDisk, "conflict-window": &o.ConflictWindow,
+		"min-free-disk": &o.MinFreeDisk, "conflict-window": &o.ConflictWindow, "gc-schedule": &o.GCSchedule,
 	}
 }
 
@@ -281,6 +286,9 @@ func runServe(ctx context.Context, opts serveOptions) error {
 		return err
 	}
 	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile), tls: tlsCfg, scrub: scrub}
+	if n.gc, err = parseGCSettings(opts, n.now); err != nil {
+		return err
+	}
 	if opts.ConnectionString != "" {
 		// A connected node's name, mode and settings come from its parent.
 		if n.cs, err = hierarchy.ParseConnectionString(opts.ConnectionString); err != nil {

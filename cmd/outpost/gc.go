@@ -1,0 +1,185 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/registry"
+)
+
+// Garbage collection: `outpost gc` asks a node to collect now (registry/gc.go does
+// the work), `serve --gc-schedule` collects on a cron schedule, and the node's status
+// carries what the last collection reclaimed.
+
+// parseGCSettings reads serve's GC options into the registry's GC configuration.
+func parseGCSettings(o serveOptions, now func() time.Time) (registry.GCConfig, error) {
+	cfg := registry.GCConfig{Now: now}
+	if spec := strings.TrimSpace(o.GCSchedule); spec != "" {
+		s, err := events.ParseSchedule(spec)
+		if err != nil {
+			// ParseSchedule speaks of sync schedules; say which setting is wrong.
+			why := strings.TrimPrefix(err.Error(), fmt.Sprintf("%s %q: ", events.ErrSchedule, spec))
+			return cfg, withHint(fmt.Errorf("gc-schedule %q: %s", spec, why),
+				`--gc-schedule "0 3 * * *" (every day at 03:00), or "" for no scheduled garbage collection`)
+		}
+		cfg.Schedule = s
+	}
+	return cfg, cfg.Validate()
+}
+
+// gcStatus is the status's account of the last garbage collection that was not a
+// dry run, and a GC_FAILED detail when it stopped early.
+func gcStatus(reg *registry.Registry) (*hierarchy.GCStatus, []hierarchy.Detail) {
+	_, last := reg.LastGC()
+	next := reg.NextGC()
+	if last == nil && next.IsZero() {
+		return nil, nil
+	}
+	st := &hierarchy.GCStatus{Next: next}
+	if last == nil {
+		return st, nil
+	}
+	st.Finished, st.ReclaimedBytes, st.ReclaimedBlobs = last.Finished, last.Reclaimed(), last.Blobs
+	st.ReferrerEntries, st.Parts, st.Error = last.ReferrerEntries, last.Parts, last.Error
+	if last.Error == "" {
+		return st, nil
+	}
+	return st, []hierarchy.Detail{{Code: "GC_FAILED", Time: last.Finished, Message: fmt.Sprintf(
+		"the last garbage collection stopped early after reclaiming %d bytes: %s", last.Reclaimed(), last.Error)}}
+}
+
+func newGCCmd() *cobra.Command {
+	var (
+		c      apiClient
+		output string
+		dryRun bool
+		last   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Remove the blobs no manifest references any more, and reclaim their disk",
+		Long: `Asks the node to collect garbage now: every blob a stored manifest references (in any
+repository, through image indexes and sha512 aliases) is kept, and the others are removed
+with their repository links, as are the referrers index entries of deleted manifests and
+parts of interrupted copies left aside for longer than a week. Manifests are never
+removed: delete images first (outpost repository delete, or a DELETE of the manifest).
+
+Safe while pushes and replication run: a blob written, linked or named by a request
+within the last hour (the grace period) is kept, so a push or a copy in progress keeps
+what it needs. A node collects on its own with serve --gc-schedule.
+
+Exit codes: 0 when the collection finished (a dry run too), 1 when it could not run or
+stopped early (the node unreachable, a wrong token, another collection running, a
+storage error; the message says which).`,
+		Example: `  outpost gc --dry-run                         # what would go, removing nothing
+  outpost gc                                   # collect now on the node at 127.0.0.1:5000
+  outpost gc --last --output json              # the last collection's report, scheduled or not
+  outpost gc --server http://127.0.0.1:5001 --token "$(cat /var/lib/outpost/operator-token)"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return withHint(fmt.Errorf("output %q: want text or json", output), "outpost gc --output json")
+			}
+			if last && dryRun {
+				return withHint(errors.New("--last prints the last report and --dry-run runs one: give one of them"), "outpost gc --help")
+			}
+			method, path := http.MethodPost, "/outpost/v1/gc"
+			switch {
+			case last:
+				method = http.MethodGet
+			case dryRun:
+				path += "?dry-run=true"
+			}
+			var ans registry.GCAnswer
+			if err := c.do(cmd.Context(), method, path, nil, &ans); err != nil {
+				return fmt.Errorf("gc: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				_ = json.NewEncoder(out).Encode(ans)
+			} else {
+				printGC(out, ans)
+			}
+			if ans.Error != "" {
+				return fmt.Errorf("gc: %s", ans.Error)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	c.addServerFlag(f)
+	c.addTokenFlag(f)
+	f.BoolVar(&dryRun, "dry-run", false, "find and count what would be removed; remove nothing")
+	f.BoolVar(&last, "last", false, "print the last collection's report instead of collecting now")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func printGC(out io.Writer, ans registry.GCAnswer) {
+	rep := ans.Report
+	if rep == nil {
+		fmt.Fprintln(out, "no garbage collection since the node started")
+	} else {
+		verb, lead := "removed", ""
+		if rep.DryRun {
+			verb, lead = "would remove", "dry run, nothing removed: "
+		}
+		fmt.Fprintf(out, "%s%s %d blobs (%s), %d repository links, the referrers index entries of %d deleted manifests, %d stale parts (%s): %s reclaimed in %s\n",
+			lead, verb, rep.Blobs, byteCount(rep.Bytes), rep.LayerLinks, rep.ReferrerEntries, rep.Parts, byteCount(rep.PartBytes),
+			byteCount(rep.Reclaimed()), rep.Finished.Sub(rep.Started).Round(time.Millisecond))
+		fmt.Fprintf(out, "kept %d referenced blobs of %d manifests in %d repositories, and %d unreferenced blobs (%s) written, linked or named within the grace period\n",
+			rep.Referenced, rep.Manifests, rep.Repositories, rep.Recent, byteCount(rep.RecentBytes))
+		for _, w := range rep.Warnings {
+			fmt.Fprintln(out, "warning:", w)
+		}
+		if rep.Error != "" {
+			fmt.Fprintln(out, "stopped early:", rep.Error)
+		}
+	}
+	if !ans.Next.IsZero() {
+		fmt.Fprintf(out, "next scheduled collection: %s\n", ans.Next.Format(time.RFC3339))
+	}
+}
+
+// byteCount is n bytes, exact, with a binary-unit reading for people.
+func byteCount(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%d bytes, %.1f %ciB", n, float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// printGCStatus is `outpost status`'s line on garbage collection.
+func printGCStatus(out io.Writer, gc *hierarchy.GCStatus) {
+	switch {
+	case gc == nil:
+		return
+	case gc.Finished.IsZero():
+		fmt.Fprintf(out, "  gc: none since start")
+	default:
+		fmt.Fprintf(out, "  gc: %s reclaimed (%d blobs, the referrers index entries of %d deleted manifests, %d stale parts) at %s",
+			byteCount(gc.ReclaimedBytes), gc.ReclaimedBlobs, gc.ReferrerEntries, gc.Parts, gc.Finished.Format(time.RFC3339))
+		if gc.Error != "" {
+			fmt.Fprintf(out, ", stopped early: %s", gc.Error)
+		}
+	}
+	if !gc.Next.IsZero() {
+		fmt.Fprintf(out, "; next %s", gc.Next.Format(time.RFC3339))
+	}
+	fmt.Fprintln(out)
+}
