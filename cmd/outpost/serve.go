@@ -17,7 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/outpost-edge/outpost/events"
-	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/node"
 	"github.com/outpost-edge/outpost/registry"
 )
 
@@ -48,7 +48,6 @@ type serveOptions struct {
 	// AnonymousPull lets clients without credentials pull at the root (other nodes
 	// get the setting from the root: node update --anonymous-pull).
 	AnonymousPull string `yaml:"anonymous-pull"`
-	anonymousPull bool
 	// TLSCert and TLSKey make the HTTP listener and the gateway serve TLS.
 	TLSCert string `yaml:"tls-cert"`
 	TLSKey  string `yaml:"tls-key"`
@@ -62,11 +61,9 @@ type serveOptions struct {
 	// MaxConnections and HTTPIdleTimeout bound the HTTP connections (conns.go).
 	MaxConnections  string `yaml:"max-connections"`
 	HTTPIdleTimeout string `yaml:"http-idle-timeout"`
-	limits          httpLimits
 	// MinFreeDisk is the disk space (bytes) registry writes leave free for the
 	// event log: under it, pushes get 507 and /readyz says the disk is full.
 	MinFreeDisk string `yaml:"min-free-disk"`
-	minFreeDisk uint64
 }
 
 func defaultServeOptions() serveOptions {
@@ -75,7 +72,7 @@ func defaultServeOptions() serveOptions {
 		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
 		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
 		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
-		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
+		MaxConnections: "0", HTTPIdleTimeout: node.DefaultHTTPLimits().IdleTimeout.String(),
 		MinFreeDisk: strconv.Itoa(registry.DefaultMinFreeBytes),
 	}
 }
@@ -240,91 +237,71 @@ func overrideFromFlag(opts, flags *serveOptions, name string) {
 // runServe runs a node until ctx ends, then shuts it down in order: stop taking
 // requests and finish those in flight, then close the event log and NATS.
 func runServe(ctx context.Context, opts serveOptions) error {
-	level := new(slog.LevelVar)
-	logger, err := newLogger(os.Stderr, opts.LogLevel, opts.LogFormat, level)
+	cfg, err := nodeConfig(opts)
 	if err != nil {
 		return err
 	}
-	if opts.anonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
-		return fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
-	}
-	opts.limits = defaultHTTPLimits()
-	if opts.limits.MaxConnections, err = strconv.Atoi(opts.MaxConnections); err != nil {
-		return fmt.Errorf("max-connections %q: want a number", opts.MaxConnections)
-	}
-	if opts.limits.IdleTimeout, err = time.ParseDuration(opts.HTTPIdleTimeout); err != nil {
-		return fmt.Errorf("http-idle-timeout %q: want a Go duration such as 2m", opts.HTTPIdleTimeout)
-	}
-	if err := opts.limits.Validate(); err != nil {
-		return err
-	}
-	if opts.minFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || opts.minFreeDisk == 0 {
-		return fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
-	}
-	tlsCfg, err := serverTLS(opts)
+	n, err := node.New(cfg)
 	if err != nil {
 		return err
 	}
-	scrub, err := parseScrubSettings(opts)
-	if err != nil {
-		return err
-	}
-	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile), tls: tlsCfg, scrub: scrub}
-	if opts.ConnectionString != "" {
-		// A connected node's name, mode and settings come from its parent.
-		if n.cs, err = hierarchy.ParseConnectionString(opts.ConnectionString); err != nil {
-			return err
-		}
-		n.name = n.cs.NodeName
-		if opts.ParentRegistry != "" {
-			n.cs.ParentRegistry = opts.ParentRegistry
-		}
-		if opts.ParentGateway != "" {
-			n.cs.ParentGateway = opts.ParentGateway
-		}
-		defer n.close()
-		if err := n.start(ctx, events.DefaultMessageTTL); err != nil {
-			return err
-		}
-		return n.runConnected(ctx)
-	}
-	mode, err := registry.ParseMode(opts.Mode)
-	if err != nil {
-		return err
-	}
-	ttl, err := events.ParseDuration(opts.MessageTTL)
-	if err != nil {
-		return fmt.Errorf("message TTL: %w", err)
-	}
-	logCfg := events.LogConfig{MessageTTL: ttl}
-	if err := logCfg.Validate(); err != nil {
-		return err
-	}
-	if !validNodeName(opts.Name) {
-		return fmt.Errorf("name %q: 5 to 50 letters and digits, starting with a letter (or \"root\")", opts.Name)
-	}
-	defer n.close()
-	if err := n.start(ctx, ttl); err != nil {
-		return err
-	}
-	return n.runRoot(ctx, mode)
+	return n.Run(ctx)
 }
 
-// validNodeName applies the node naming rule; "root" is the root's default name.
-func validNodeName(s string) bool {
-	if s == "root" {
-		return true
+// nodeConfig maps serve's settings (flags over the config file) onto a node.Config.
+func nodeConfig(opts serveOptions) (node.Config, error) {
+	cfg := node.DefaultConfig()
+	cfg.LogLevel = new(slog.LevelVar)
+	var err error
+	if cfg.Logger, err = newLogger(os.Stderr, opts.LogLevel, opts.LogFormat, cfg.LogLevel); err != nil {
+		return cfg, err
 	}
-	if len(s) < 5 || len(s) > 50 {
-		return false
+	if cfg.AnonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
+		return cfg, fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
 	}
-	for i, c := range s {
-		letter := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !letter && (i == 0 || c < '0' || c > '9') {
-			return false
-		}
+	if cfg.HTTP.MaxConnections, err = strconv.Atoi(opts.MaxConnections); err != nil {
+		return cfg, fmt.Errorf("max-connections %q: want a number", opts.MaxConnections)
 	}
-	return true
+	if cfg.HTTP.IdleTimeout, err = time.ParseDuration(opts.HTTPIdleTimeout); err != nil {
+		return cfg, fmt.Errorf("http-idle-timeout %q: want a Go duration such as 2m", opts.HTTPIdleTimeout)
+	}
+	if cfg.MinFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || cfg.MinFreeDisk == 0 {
+		return cfg, fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
+	}
+	if cfg.Scrub, err = scrubConfig(opts); err != nil {
+		return cfg, err
+	}
+	cfg.DataDir, cfg.HTTPAddr, cfg.GatewayAddr, cfg.AdvertiseHost = opts.Data, opts.Addr, opts.GatewayAddr, opts.AdvertiseAddr
+	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.ParentCAFile = opts.TLSCert, opts.TLSKey, opts.ParentCA
+	cfg.Now = offsetClock(opts.ClockOffsetFile)
+	if opts.ConnectionString != "" {
+		// A connected node's name, mode and message TTL come from its parent.
+		cfg.ConnectionString, cfg.ParentRegistry, cfg.ParentGateway = opts.ConnectionString, opts.ParentRegistry, opts.ParentGateway
+		return cfg, nil
+	}
+	if cfg.Mode, err = registry.ParseMode(opts.Mode); err != nil {
+		return cfg, err
+	}
+	if cfg.MessageTTL, err = events.ParseDuration(opts.MessageTTL); err != nil {
+		return cfg, fmt.Errorf("message TTL: %w", err)
+	}
+	cfg.Name = opts.Name
+	return cfg, nil
+}
+
+func scrubConfig(o serveOptions) (node.ScrubConfig, error) {
+	var s node.ScrubConfig
+	var err error
+	if s.Interval, err = time.ParseDuration(o.ScrubInterval); err != nil || s.Interval < 0 {
+		return s, fmt.Errorf("scrub-interval %q: want a duration such as 24h, or 0 for none", o.ScrubInterval)
+	}
+	if s.BytesPerSecond, err = strconv.ParseInt(o.ScrubRate, 10, 64); err != nil {
+		return s, fmt.Errorf("scrub-rate %q: want bytes per second, 0 for no cap", o.ScrubRate)
+	}
+	if s.Concurrency, err = strconv.Atoi(o.ScrubConcurrency); err != nil || s.Concurrency < 1 {
+		return s, fmt.Errorf("scrub-concurrency %q: want 1 or more blobs at once", o.ScrubConcurrency)
+	}
+	return s, nil
 }
 
 // offsetClock is time.Now, shifted by the duration a file holds when one is given

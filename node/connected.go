@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -28,18 +28,18 @@ import (
 
 // runConnected runs a node under a parent: activation, settings from the parent, the
 // link workers, and a gateway for its own children.
-func (n *node) runConnected(ctx context.Context) error {
-	instance, err := instanceID(n.opts.Data)
+func (n *Node) runConnected(ctx context.Context) error {
+	instance, err := instanceID(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}
 	n.instance = instance
-	op, err := operatorToken(ctx, n.opts.Data, n.local, n.logger, operatorTokenFile)
+	op, err := operatorToken(ctx, n.cfg.DataDir, n.local, n.logger, operatorTokenFile)
 	if err != nil {
 		return err
 	}
 	n.isOperator = sameToken(op)
-	unclean, err := uncleanStart(n.opts.Data)
+	unclean, err := uncleanStart(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}
@@ -49,7 +49,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	// is given wait out their ack time (30 s) before anyone gets them.
 	dialOpts := []nats.Option{nats.ReconnectBufSize(-1)}
 	if n.cs.ParentProtocol == "https" {
-		if parentTLS, err = clientTLS(n.opts.ParentCA); err != nil {
+		if parentTLS, err = ClientTLS(n.cfg.ParentCAFile); err != nil {
 			return err
 		}
 		dialOpts = append(dialOpts, nats.Secure(parentTLS))
@@ -160,7 +160,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	return n.serveHTTP(ctx, mode)
 }
 
-func (n *node) runWorker(ctx context.Context, name string, run func(context.Context) error) {
+func (n *Node) runWorker(ctx context.Context, name string, run func(context.Context) error) {
 	if err := run(ctx); err != nil && ctx.Err() == nil {
 		n.logger.Error(name+" worker stopped", "err", err)
 	}
@@ -170,7 +170,7 @@ func (n *node) runWorker(ctx context.Context, name string, run func(context.Cont
 // settings. A node that ran before starts on the settings it kept if the parent is
 // unreachable; a new one waits for the parent. Another process Active for the node
 // is final: ALREADY_ACTIVATED.
-func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.Syncer) error {
+func (n *Node) activate(ctx context.Context, instance string, syncer *hierarchy.Syncer) error {
 	stored, _, err := n.nodes.Get(ctx, n.name)
 	if err != nil && !errors.Is(err, hierarchy.ErrNotFound) {
 		return err
@@ -209,7 +209,7 @@ func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.
 	}
 }
 
-func (n *node) activateLater(ctx context.Context, instance string) {
+func (n *Node) activateLater(ctx context.Context, instance string) {
 	for ctx.Err() == nil {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
@@ -232,7 +232,7 @@ func (n *node) activateLater(ctx context.Context, instance string) {
 
 // reconnectParent logs in at the parent's gateway again and waits until it is in:
 // the gateway grants a process its outbox only while it is the active one.
-func (n *node) reconnectParent(ctx context.Context) error {
+func (n *Node) reconnectParent(ctx context.Context) error {
 	if err := n.parentConn.ForceReconnect(); err != nil {
 		return fmt.Errorf("reconnect to parent gateway: %w", err)
 	}
@@ -249,7 +249,7 @@ func (n *node) reconnectParent(ctx context.Context) error {
 // the root, or another process activated the node). It stops every worker that
 // moves content or speaks to the parent, once, says why in its log and status, and
 // goes on serving pulls of what it has; writes are refused (see refuseWhenFenced).
-func (n *node) fence(err error) {
+func (n *Node) fence(err error) {
 	code, state := hierarchy.ErrFenced.Error(), hierarchy.Fenced
 	if errors.Is(err, hierarchy.ErrDeactivated) {
 		code, state = hierarchy.ErrDeactivated.Error(), hierarchy.Deactivated
@@ -277,7 +277,7 @@ type fenced struct {
 
 // refuseWhenFenced keeps a fenced process's registry to pulls: a write there would
 // never reach the tree.
-func (n *node) refuseWhenFenced(h http.Handler) http.Handler {
+func (n *Node) refuseWhenFenced(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f := n.fenced.Load()
 		if f == nil || r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions {
@@ -305,7 +305,7 @@ func windowOf(self *hierarchy.Node, log *slog.Logger) pipeline.Window {
 }
 
 // applySettings takes this node's definition as its parent sent it.
-func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
+func (n *Node) applySettings(ctx context.Context, self *hierarchy.Node) {
 	old := n.getSelf()
 	n.setSelf(self)
 	n.meter.SetLimit(self.Settings.BandwidthLimit)
@@ -334,7 +334,7 @@ func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
 }
 
 // onGap records that messages expired before the link applied them and reconciles.
-func (n *node) onGap(direction string, lost uint64) {
+func (n *Node) onGap(direction string, lost uint64) {
 	n.detailMu.Lock()
 	n.gapDetail = &hierarchy.Detail{Code: "MESSAGES_EXPIRED", Time: time.Now().UTC(), Message: fmt.Sprintf(
 		"%d %s messages expired before they were applied (away longer than the message TTL, or purged): reconciling the whole scope",
@@ -349,7 +349,7 @@ func (n *node) onGap(direction string, lost uint64) {
 
 // onRestart reconciles after this node or its parent started: a write stored just
 // before a SIGKILL may have no event.
-func (n *node) onRestart(why string) {
+func (n *Node) onRestart(why string) {
 	n.logger.Info("reconciling after a restart", "why", why)
 	n.requested.Store("")
 	select {
@@ -376,7 +376,7 @@ func (s localSequences) SaveSequence(direction string, seq uint64) {
 
 // reconcileLoop compares the whole scope with the parent on first activation and on
 // each `node resync`.
-func (n *node) reconcileLoop(ctx context.Context) {
+func (n *Node) reconcileLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -415,7 +415,7 @@ func (n *node) reconcileLoop(ctx context.Context) {
 }
 
 // selfStatus is this node's own status for its parent.
-func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
+func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 	now := time.Now().UTC()
 	st := hierarchy.Status{Node: n.name, State: hierarchy.Online, LogLevel: strings.ToLower(n.level.Level().String()), Reported: now}
 	if self := n.getSelf(); self != nil {

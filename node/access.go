@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -109,7 +109,7 @@ func sameToken(token string) func(string) bool {
 }
 
 // operatorOnly lets only the node's operator token through.
-func (n *node) operatorOnly(h http.Handler) http.Handler {
+func (n *Node) operatorOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || n.isOperator == nil || !n.isOperator(token) {
