@@ -34,7 +34,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.instance = instance
-	op, err := operatorToken(ctx, n.cfg.DataDir, n.local, n.logger, operatorTokenFile)
+	op, err := operatorToken(ctx, n.cfg.DataDir, n.cfg.OperatorToken, n.local, n.logger, n.cfg.Notices, operatorTokenFile)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 	}
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
-		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
+		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: n.cfg.StatusInterval,
 		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence,
 		OnActivation: func(ctx context.Context, child string) {
 			if g := n.gateway; g != nil {
@@ -175,9 +175,9 @@ func (n *Node) activate(ctx context.Context, instance string, syncer *hierarchy.
 	if err != nil && !errors.Is(err, hierarchy.ErrNotFound) {
 		return err
 	}
-	wait := time.Second
+	wait := pipeline.NewBackoff(n.cfg.ActivateRetry, n.cfg.ActivateRetryMax)
 	for {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, n.cfg.ActivateTimeout)
 		_, err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
 		if err == nil {
 			// The gateway let this process in before it was active, for control
@@ -204,14 +204,13 @@ func (n *Node) activate(ctx context.Context, instance string, syncer *hierarchy.
 			return nil
 		}
 		n.logger.Warn("waiting for parent to activate this node", "gateway", n.cs.ParentGateway, "err", err)
-		sleepCtx(ctx, wait)
-		wait = min(2*wait, 30*time.Second)
+		pipeline.Sleep(ctx, wait.Next())
 	}
 }
 
 func (n *Node) activateLater(ctx context.Context, instance string) {
 	for ctx.Err() == nil {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, n.cfg.ActivateTimeout)
 		_, err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
 		if err == nil {
 			err = n.reconnectParent(actx)
@@ -226,7 +225,7 @@ func (n *Node) activateLater(ctx context.Context, instance string) {
 			n.fence(&hierarchy.RefusedError{Code: hierarchy.ErrFenced, Message: err.Error()})
 			return
 		}
-		sleepCtx(ctx, 5*time.Second)
+		pipeline.Sleep(ctx, n.cfg.RetryAfter)
 	}
 }
 
@@ -240,7 +239,7 @@ func (n *Node) reconnectParent(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("reconnect to parent gateway %s: %w", n.cs.ParentGateway, ctx.Err())
 		}
-		sleepCtx(ctx, 20*time.Millisecond)
+		pipeline.Sleep(ctx, 20*time.Millisecond)
 	}
 	return nil
 }
@@ -395,7 +394,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		if err != nil {
 			n.logger.Warn("reconcile", "err", err)
 			n.requested.Store("")
-			sleepCtx(ctx, 5*time.Second)
+			pipeline.Sleep(ctx, n.cfg.RetryAfter)
 			select {
 			case n.reconcile <- struct{}{}:
 			default:
@@ -519,13 +518,4 @@ func loopback(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

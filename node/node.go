@@ -53,6 +53,11 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	ParentCAFile            string
 
+	// OperatorToken is the node's operator token at its first start: the admin
+	// token at a root (OUTPOST_ADMIN_TOKEN), the local operator token elsewhere
+	// (OUTPOST_OPERATOR_TOKEN). Empty: DATA/admin-token or DATA/operator-token, or
+	// one generated and written there. Later starts check it against the first.
+	OperatorToken string
 	// AnonymousPull lets clients without credentials pull at a root.
 	AnonymousPull bool
 	// HTTP bounds the HTTP connections (conns.go).
@@ -66,6 +71,11 @@ type Config struct {
 	// StatusInterval is how often a connected node exchanges settings and status
 	// with its parent; a node silent for StaleAfter shows Offline at the root.
 	StatusInterval, StaleAfter time.Duration
+	// ActivateTimeout bounds one attempt of a connected node to be activated by
+	// its parent. A new node waits ActivateRetry after a failed attempt, doubling
+	// up to ActivateRetryMax; a node on kept settings tries every RetryAfter, which
+	// also spaces out reconciles that failed.
+	ActivateTimeout, ActivateRetry, ActivateRetryMax, RetryAfter time.Duration
 	// ShutdownTimeout bounds how long requests in flight may take to finish once
 	// the node stops.
 	ShutdownTimeout time.Duration
@@ -89,6 +99,7 @@ func DefaultConfig() Config {
 		HTTP: DefaultHTTPLimits(), MinFreeDisk: registry.DefaultMinFreeBytes,
 		Scrub:          ScrubConfig{Interval: 24 * time.Hour, ScrubConfig: registry.ScrubConfig{Concurrency: 2}},
 		StatusInterval: 2 * time.Second, StaleAfter: 15 * time.Second, ShutdownTimeout: 30 * time.Second,
+		ActivateTimeout: 10 * time.Second, ActivateRetry: time.Second, ActivateRetryMax: 30 * time.Second, RetryAfter: 5 * time.Second,
 		Now: time.Now,
 	}
 }
@@ -127,9 +138,17 @@ func (c *Config) Validate() error {
 	if err := c.Scrub.ScrubConfig.Validate(); err != nil {
 		return err
 	}
-	if c.StatusInterval <= 0 || c.StaleAfter <= c.StatusInterval || c.ShutdownTimeout <= 0 {
-		return fmt.Errorf("timings: status interval %s, stale after %s, shutdown timeout %s: all positive, stale after longer than the interval",
-			c.StatusInterval, c.StaleAfter, c.ShutdownTimeout)
+	if c.StatusInterval <= 0 || c.StaleAfter <= c.StatusInterval {
+		return fmt.Errorf("timings: status interval %s, stale after %s: both positive, stale after longer than the interval", c.StatusInterval, c.StaleAfter)
+	}
+	for what, d := range map[string]time.Duration{"activate timeout": c.ActivateTimeout, "activate retry": c.ActivateRetry,
+		"retry after": c.RetryAfter, "shutdown timeout": c.ShutdownTimeout} {
+		if d <= 0 {
+			return fmt.Errorf("timings: %s %s: must be positive", what, d)
+		}
+	}
+	if c.ActivateRetryMax < c.ActivateRetry {
+		return fmt.Errorf("timings: activate retry max %s: less than activate retry %s", c.ActivateRetryMax, c.ActivateRetry)
 	}
 	return nil
 }

@@ -30,13 +30,6 @@ import (
 // the tree; a connected node (--connection-string) gets its settings from its parent
 // and runs the link workers. Both route their events to their children.
 
-// statusInterval is how often a connected node exchanges settings and status with
-// its parent; a node silent for staleAfter shows Offline at the root.
-const (
-	statusInterval = 2 * time.Second
-	staleAfter     = 15 * time.Second
-)
-
 // Node is one Outpost node: build it with New, run it with Run.
 type Node struct {
 	runState
@@ -415,7 +408,7 @@ func (n *Node) ready(ctx context.Context) error {
 // runRoot runs the root: the management API, the tree's authority, the gateway for
 // its children.
 func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
-	token, err := operatorToken(ctx, n.cfg.DataDir, n.local, n.logger, adminTokenFile)
+	token, err := operatorToken(ctx, n.cfg.DataDir, n.cfg.OperatorToken, n.local, n.logger, n.cfg.Notices, adminTokenFile)
 	if err != nil {
 		return err
 	}
@@ -426,7 +419,7 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 				g.Fence(ctx, node)
 			}
 		}})
-	n.admin = hierarchy.NewAPI(m, token, staleAfter)
+	n.admin = hierarchy.NewAPI(m, token, n.cfg.StaleAfter)
 	n.isOperator = n.admin.IsAdmin
 	if err := n.startGateway(m); err != nil {
 		return err

@@ -287,7 +287,7 @@ func (l *Ledger) waitRouted(ctx context.Context) {
 		if routed >= end {
 			return
 		}
-		sleep(ctx, 5*time.Millisecond)
+		Sleep(ctx, 5*time.Millisecond)
 		if ctx.Err() != nil {
 			l.cfg.Logger.Debug("ledger: the router is behind the log", "routed", routed, "log_end", end)
 			return

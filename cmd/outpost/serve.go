@@ -178,8 +178,14 @@ func (o *serveOptions) fields() map[string]*string {
 	}
 }
 
-// envConnectionString holds a connected node's connection string.
-const envConnectionString = "OUTPOST_CONNECTION_STRING"
+// The environment serve reads: a connected node's connection string, and the
+// operator token a node is set up with at its first start (the admin token at the
+// root). Secrets come from files or the environment, never from the command line.
+const (
+	envConnectionString = "OUTPOST_CONNECTION_STRING"
+	envAdminToken       = "OUTPOST_ADMIN_TOKEN"
+	envOperatorToken    = "OUTPOST_OPERATOR_TOKEN"
+)
 
 // connectionStringOnCommandLine refuses --connection-string: any user of the
 // machine reads a process's arguments (ps, /proc/PID/cmdline), and the connection
@@ -277,8 +283,10 @@ func nodeConfig(opts serveOptions) (node.Config, error) {
 	if opts.ConnectionString != "" {
 		// A connected node's name, mode and message TTL come from its parent.
 		cfg.ConnectionString, cfg.ParentRegistry, cfg.ParentGateway = opts.ConnectionString, opts.ParentRegistry, opts.ParentGateway
+		cfg.OperatorToken = os.Getenv(envOperatorToken)
 		return cfg, nil
 	}
+	cfg.OperatorToken = os.Getenv(envAdminToken)
 	if cfg.Mode, err = registry.ParseMode(opts.Mode); err != nil {
 		return cfg, err
 	}
