@@ -107,7 +107,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 		return err
 	}
 	self := n.getSelf()
-	mode := registry.Mode(self.Settings.Mode)
+	mode := self.Settings.Mode
 	ledgerCfg := pipeline.DefaultLedgerConfig()
 	ledgerCfg.Parent, ledgerCfg.Conflicts, ledgerCfg.Logger = self.Parent, conflicts, n.logger
 	ledgerCfg.LogEnd = func(ctx context.Context) (uint64, error) {

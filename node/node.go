@@ -94,7 +94,7 @@ type Config struct {
 // DefaultConfig is a root named "root" on 127.0.0.1:5000, data in ./data.
 func DefaultConfig() Config {
 	return Config{
-		Name: "root", Mode: registry.ReadWrite, MessageTTL: events.DefaultMessageTTL,
+		Name: RootName, Mode: registry.ReadWrite, MessageTTL: events.DefaultMessageTTL,
 		DataDir: "./data", HTTPAddr: "127.0.0.1:5000", GatewayAddr: "127.0.0.1:4222",
 		HTTP: DefaultHTTPLimits(), MinFreeDisk: registry.DefaultMinFreeBytes,
 		Scrub:          ScrubConfig{Interval: 24 * time.Hour, ScrubConfig: registry.ScrubConfig{Concurrency: 2}},
@@ -115,15 +115,17 @@ func (c *Config) Validate() error {
 			return err
 		}
 	} else {
-		if _, err := registry.ParseMode(string(c.Mode)); err != nil {
+		if _, err := events.ParseMode(string(c.Mode)); err != nil {
 			return err
 		}
 		logCfg := events.LogConfig{MessageTTL: c.MessageTTL}
 		if err := logCfg.Validate(); err != nil {
 			return err
 		}
-		if !validNodeName(c.Name) {
-			return fmt.Errorf("name %q: 5 to 50 letters and digits, starting with a letter (or \"root\")", c.Name)
+		if c.Name != RootName {
+			if err := hierarchy.ValidateName(c.Name); err != nil {
+				return fmt.Errorf("%w (or %q)", err, RootName)
+			}
 		}
 	}
 	if err := c.HTTP.Validate(); err != nil {
@@ -153,22 +155,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// validNodeName applies the node naming rule; "root" is the root's default name.
-func validNodeName(s string) bool {
-	if s == "root" {
-		return true
-	}
-	if len(s) < 5 || len(s) > 50 {
-		return false
-	}
-	for i, c := range s {
-		letter := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !letter && (i == 0 || c < '0' || c > '9') {
-			return false
-		}
-	}
-	return true
-}
+// RootName is a root's default name, the one name outside the naming rule
+// (hierarchy.ValidateName) a root may have.
+const RootName = "root"
 
 // New checks cfg and builds a node; nothing is written or listened on until Run.
 func New(cfg Config) (*Node, error) {

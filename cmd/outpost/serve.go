@@ -287,7 +287,7 @@ func nodeConfig(opts serveOptions) (node.Config, error) {
 		return cfg, nil
 	}
 	cfg.OperatorToken = os.Getenv(envAdminToken)
-	if cfg.Mode, err = registry.ParseMode(opts.Mode); err != nil {
+	if cfg.Mode, err = events.ParseMode(opts.Mode); err != nil {
 		return cfg, err
 	}
 	if cfg.MessageTTL, err = events.ParseDuration(opts.MessageTTL); err != nil {
