@@ -18,7 +18,6 @@ import (
 
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/node"
-	"github.com/outpost-edge/outpost/registry"
 )
 
 // serveOptions are the settings of `outpost serve`; the YAML keys are the flag names.
@@ -66,14 +65,17 @@ type serveOptions struct {
 	MinFreeDisk string `yaml:"min-free-disk"`
 }
 
+// defaultServeOptions are node.DefaultConfig as flags show them.
 func defaultServeOptions() serveOptions {
+	d := node.DefaultConfig()
 	return serveOptions{
-		Data: "./data", Addr: "127.0.0.1:5000", GatewayAddr: "127.0.0.1:4222",
-		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
-		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
-		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
-		MaxConnections: "0", HTTPIdleTimeout: node.DefaultHTTPLimits().IdleTimeout.String(),
-		MinFreeDisk: strconv.Itoa(registry.DefaultMinFreeBytes),
+		Data: d.DataDir, Addr: d.HTTPAddr, GatewayAddr: d.GatewayAddr,
+		Mode: string(d.Mode), Name: d.Name, MessageTTL: events.FormatDuration(d.MessageTTL),
+		LogLevel: "info", LogFormat: "text", AnonymousPull: strconv.FormatBool(d.AnonymousPull),
+		ScrubInterval: strings.TrimSuffix(d.Scrub.Interval.String(), "0m0s"), ScrubRate: strconv.FormatInt(d.Scrub.BytesPerSecond, 10),
+		ScrubConcurrency: strconv.Itoa(d.Scrub.Concurrency),
+		MaxConnections:   strconv.Itoa(d.HTTP.MaxConnections), HTTPIdleTimeout: d.HTTP.IdleTimeout.String(),
+		MinFreeDisk: strconv.FormatUint(d.MinFreeDisk, 10),
 	}
 }
 
