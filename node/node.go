@@ -67,6 +67,9 @@ type Config struct {
 	MinFreeDisk uint64
 	// Scrub schedules and bounds the scrub of stored blobs.
 	Scrub ScrubConfig
+	// Storage and cluster settings belong here too, each a field of its own
+	// package's config type (the registry's storage, the event log's cluster),
+	// checked in Validate through that type's own Validate.
 
 	// StatusInterval is how often a connected node exchanges settings and status
 	// with its parent; a node silent for StaleAfter shows Offline at the root.
@@ -143,10 +146,12 @@ func (c *Config) Validate() error {
 	if c.StatusInterval <= 0 || c.StaleAfter <= c.StatusInterval {
 		return fmt.Errorf("timings: status interval %s, stale after %s: both positive, stale after longer than the interval", c.StatusInterval, c.StaleAfter)
 	}
-	for what, d := range map[string]time.Duration{"activate timeout": c.ActivateTimeout, "activate retry": c.ActivateRetry,
-		"retry after": c.RetryAfter, "shutdown timeout": c.ShutdownTimeout} {
-		if d <= 0 {
-			return fmt.Errorf("timings: %s %s: must be positive", what, d)
+	for _, t := range []struct {
+		what string
+		d    time.Duration
+	}{{"activate timeout", c.ActivateTimeout}, {"activate retry", c.ActivateRetry}, {"retry after", c.RetryAfter}, {"shutdown timeout", c.ShutdownTimeout}} {
+		if t.d <= 0 {
+			return fmt.Errorf("timings: %s %s: must be positive", t.what, t.d)
 		}
 	}
 	if c.ActivateRetryMax < c.ActivateRetry {

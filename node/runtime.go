@@ -26,8 +26,8 @@ import (
 	"github.com/outpost-edge/outpost/registry"
 )
 
-// The node runtime: what `outpost serve` assembles from the packages. A root manages
-// the tree; a connected node (--connection-string) gets its settings from its parent
+// The node runtime: what a Node assembles from the packages. A root manages
+// the tree; a connected node (Config.ConnectionString) gets its settings from its parent
 // and runs the link workers. Both route their events to their children.
 
 // Node is one Outpost node: build it with New, run it with Run.
@@ -72,7 +72,7 @@ type Node struct {
 	// lastOpenSaved is the last window start written to the store, for missed-window
 	// recovery after a restart.
 	lastOpenSaved time.Time
-	// now is the clock windows are read by (see --clock-offset-file).
+	// now is the clock windows are read by (Config.Now).
 	now func() time.Time
 	// gapDetail says messages expired before the link applied them, for the status.
 	detailMu  sync.Mutex
