@@ -68,7 +68,9 @@ func TestNodesInOneProcess(t *testing.T) {
 }
 
 // TestTwoRootsInOneProcess: two roots with their own data directories run side by
-// side in one process and keep apart (what three members of a root tier need).
+// side in one process and keep apart (what three members of a root tier need); one
+// shut down lets go of its data directory and starts again on it in the same
+// process, with what it held.
 func TestTwoRootsInOneProcess(t *testing.T) {
 	a, b := nodetest.Config(t), nodetest.Config(t)
 	b.Name = "rootb"
@@ -80,6 +82,18 @@ func TestTwoRootsInOneProcess(t *testing.T) {
 	}
 	if err := sameDigest(rb.HTTPAddr(), "app/one:v1", d, admin); err == nil || !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
 		t.Fatalf("the other root: %v, want MANIFEST_UNKNOWN", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := ra.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameDigest(ra.HTTPAddr(), "app/one:v1", d, admin); err == nil {
+		t.Fatal("a root that was shut down still serves")
+	}
+	again := nodetest.Start(t, a)
+	if err := sameDigest(again.HTTPAddr(), "app/one:v1", d, admin); err != nil {
+		t.Fatalf("after a restart on the same data directory: %v", err)
 	}
 }
 
