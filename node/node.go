@@ -1,7 +1,10 @@
 // Package node is an Outpost node as a library: an OCI registry with its embedded
 // NATS JetStream event log, run as the root of a tree or connected under a parent.
 // `outpost serve` only maps flags, environment and its config file onto a Config;
-// tests start nodes in process with New and Run, as many as they like.
+// tests start nodes in process with New and Run, as many as they like (node/nodetest).
+// A node keeps no process-wide state of its own and reads no environment; the one
+// process-wide thing it uses is logrus, which the embedded distribution app logs
+// through: the program sets it up (cmd/outpost does, in the log format of its slog).
 package node
 
 import (
