@@ -206,8 +206,9 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// ErrRunning: a node runs once.
-var ErrRunning = errors.New("node: Run called twice")
+// ErrRunning is Run's answer on a Node that ran already: a Node runs once; to
+// start one again on the same data directory, build another with New.
+var ErrRunning = errors.New("node: Run called twice: a Node runs once, build another with New")
 
 // Run runs the node until ctx ends or Shutdown is called, then stops it in order:
 // stop taking requests and finish those in flight, then close the event log and
