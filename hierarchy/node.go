@@ -14,13 +14,13 @@ import (
 	"github.com/outpost-edge/outpost/events"
 )
 
-// Mode says whether a node accepts pushes.
-type Mode string
+// Mode says whether a node accepts pushes (events.Mode, shared with the registry).
+type Mode = events.Mode
 
 // Node modes.
 const (
-	ReadWrite Mode = "ReadWrite"
-	ReadOnly  Mode = "ReadOnly"
+	ReadWrite = events.ReadWrite
+	ReadOnly  = events.ReadOnly
 )
 
 // Setting bounds, as the product this replaces has them.
@@ -139,8 +139,8 @@ func (s *Settings) Defaults() {
 
 // Validate checks each setting on its own, naming the field and its allowed values.
 func (s *Settings) Validate() error {
-	if s.Mode != ReadWrite && s.Mode != ReadOnly {
-		return fmt.Errorf("mode %q: must be ReadWrite or ReadOnly", s.Mode)
+	if _, err := events.ParseMode(string(s.Mode)); err != nil {
+		return err
 	}
 	if err := s.Repositories.Validate(); err != nil {
 		return err

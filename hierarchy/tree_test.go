@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/events/eventstest"
 )
 
 var zeroTime time.Time
@@ -34,16 +35,7 @@ type rootFixture struct {
 func startRoot(t *testing.T) rootFixture {
 	t.Helper()
 	ctx := context.Background()
-	srv, err := events.StartServer(events.ServerConfig{Dir: t.TempDir(), Addr: "127.0.0.1:0", Name: "hroot"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	srv, nc := eventstest.StartServer(t, events.ServerConfig{Name: "hroot"})
 	nodes, err := events.OpenBucket(ctx, nc, events.BucketNodes)
 	if err != nil {
 		t.Fatal(err)

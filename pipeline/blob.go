@@ -80,7 +80,7 @@ func (c *Copier) writeBlobLocally(ctx context.Context, repo string, desc v1.Desc
 		if attempt++; attempt > resumeAttempts {
 			return fmt.Errorf("copy blob %s: gave up after %d resumes: %w", desc.Digest, resumeAttempts, err)
 		}
-		sleep(ctx, retry.next())
+		Sleep(ctx, retry.Next())
 	}
 }
 
@@ -174,7 +174,7 @@ func (c *Copier) copyBlobResumable(ctx context.Context, repo string, d v1.Hash, 
 			return fmt.Errorf("copy blob %s: gave up after %d resumes: %w", d, resumeAttempts, err)
 		}
 		// Resume from what the destination confirms, whatever was sent.
-		sleep(ctx, retry.next())
+		Sleep(ctx, retry.Next())
 		st, serr := c.uploadStatus(ctx, loc)
 		if serr != nil {
 			continue // the destination is unreachable: try again

@@ -295,7 +295,7 @@ func (l *Ledger) waitRouted(ctx context.Context) bool {
 		if routed >= end {
 			return true
 		}
-		sleep(ctx, 5*time.Millisecond)
+		Sleep(ctx, 5*time.Millisecond)
 		if ctx.Err() != nil {
 			l.cfg.Logger.Debug("ledger: the router is behind the log", "routed", routed, "log_end", end)
 			return false

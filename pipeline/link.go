@@ -229,7 +229,7 @@ func (l *Link) WaitOpen(ctx context.Context) (context.Context, context.CancelFun
 			// The window is in the link's clock; the deadline in real time.
 			return context.WithDeadline(ctx, time.Now().Add(until.Sub(l.cfg.Now())))
 		}
-		sleep(ctx, l.cfg.Poll)
+		Sleep(ctx, l.cfg.Poll)
 		if ctx.Err() != nil {
 			return context.WithCancel(ctx)
 		}
@@ -341,7 +341,7 @@ func retryOpen(ctx context.Context, log *slog.Logger, what string, open func() (
 			return q, nil
 		}
 		log.Warn("link: open "+what, "err", err)
-		sleep(ctx, r.next())
+		Sleep(ctx, r.Next())
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -403,12 +403,12 @@ const copyJobs = 4
 // it: events for the same tag or digest collapse into one copy of the source's
 // current state (a tag moved ten times is copied once), different ones run
 // copyJobs at a time, and a repository delete waits for what came before it.
-func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *retry, seqs *sequences) {
+func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *Backoff, seqs *sequences) {
 	ds, err := q.NextBatch(ctx, events.MaxBatch, l.cfg.Poll)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.fail(direction, err)
-			sleep(ctx, retry.next())
+			Sleep(ctx, retry.Next())
 		}
 		return
 	}
@@ -445,7 +445,7 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 	if failed.Load() {
 		return
 	}
-	retry.reset()
+	retry.Reset()
 	last := ds[len(ds)-1]
 	l.record(func(s *LinkState) {
 		s.LastActivity, s.LastError = time.Now().UTC(), ""
@@ -494,7 +494,7 @@ func segments(ds []*events.Delivery) [][][]*events.Delivery {
 
 // applyGroup applies the latest event of a group once and settles every message of
 // the group by the result. It reports success.
-func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp []*events.Delivery, retry *retry) bool {
+func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp []*events.Delivery, retry *Backoff) bool {
 	d := grp[len(grp)-1]
 	retryAll := func(delay time.Duration) {
 		for _, x := range grp {
@@ -515,7 +515,7 @@ func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp 
 			return true
 		}
 		l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))
-		retryAll(retry.next())
+		retryAll(retry.Next())
 		return false
 	}
 	for _, x := range grp {

@@ -73,7 +73,7 @@ func (r *Router) Run(ctx context.Context) error {
 		d, err := q.Next(ctx, time.Second)
 		if err != nil {
 			r.logger.Warn("router: read event log", "err", err)
-			sleep(ctx, retry.next())
+			Sleep(ctx, retry.Next())
 			continue
 		}
 		if d == nil {
@@ -81,7 +81,7 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		if err := r.route(ctx, d.Event); err != nil {
 			r.logger.Warn("router: append to outbox", "event", d.Event.ID, "err", err)
-			_ = d.Retry(retry.next())
+			_ = d.Retry(retry.Next())
 			continue
 		}
 		r.ledger.Observe(d.Event)
@@ -89,7 +89,7 @@ func (r *Router) Run(ctx context.Context) error {
 			r.logger.Warn("router: ack", "event", d.Event.ID, "err", err)
 			continue
 		}
-		retry.reset()
+		retry.Reset()
 	}
 	return nil
 }
@@ -130,13 +130,4 @@ func (r *Router) outbox(ctx context.Context, n Neighbour) (*events.Outbox, error
 	}
 	r.outboxes[key] = ob
 	return ob, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

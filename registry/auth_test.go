@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/events/eventstest"
 	"github.com/outpost-edge/outpost/test/content"
 )
 
@@ -62,16 +63,7 @@ func pullOn(prefix string) func(string) []string {
 // token to it.
 func TestTokenFlowGrantsTheIntersection(t *testing.T) {
 	dir := t.TempDir()
-	ns, err := events.StartServer(events.ServerConfig{Dir: dir + "/nats", Addr: "127.0.0.1:0", Name: "authnode"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	nc, err := ns.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := eventstest.StartServer(t, events.ServerConfig{Dir: dir + "/nats", Name: "authnode"})
 	log, err := events.OpenLog(context.Background(), nc, events.LogConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -32,23 +32,14 @@ import (
 	_ "crypto/sha512" // sha512 digests must be computable for go-digest to accept them
 )
 
-// Mode says whether a node accepts pushes.
-type Mode string
+// Mode says whether a node accepts pushes (events.Mode, shared with the tree).
+type Mode = events.Mode
 
 // The two modes of a node.
 const (
-	ReadWrite Mode = "ReadWrite"
-	ReadOnly  Mode = "ReadOnly"
+	ReadWrite = events.ReadWrite
+	ReadOnly  = events.ReadOnly
 )
-
-// ParseMode accepts the mode names as written in flags and config files.
-func ParseMode(s string) (Mode, error) {
-	switch Mode(s) {
-	case ReadWrite, ReadOnly:
-		return Mode(s), nil
-	}
-	return "", fmt.Errorf("mode %q: must be ReadWrite or ReadOnly", s)
-}
 
 // Config configures a node's registry.
 type Config struct {
@@ -106,7 +97,7 @@ func (c *Config) Validate() error {
 	if err := c.GC.Validate(); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	_, err := ParseMode(string(c.Mode))
+	_, err := events.ParseMode(string(c.Mode))
 	return err
 }
 

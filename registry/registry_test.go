@@ -25,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/events/eventstest"
 	"github.com/outpost-edge/outpost/test/content"
 )
 
@@ -51,14 +52,7 @@ func startRegistry(t testing.TB, mode Mode) *testRegistry {
 func startRegistryIn(t testing.TB, dir string, mode Mode, opts ...func(*Config)) *testRegistry {
 	t.Helper()
 	ctx := context.Background()
-	ns, err := events.StartServer(events.ServerConfig{Dir: dir + "/nats", Addr: "127.0.0.1:0", Name: "testnode"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := ns.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, nc := eventstest.StartServer(t, events.ServerConfig{Dir: dir + "/nats", Name: "testnode"})
 	log, err := events.OpenLog(ctx, nc, events.LogConfig{})
 	if err != nil {
 		t.Fatal(err)

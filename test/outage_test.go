@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/events/eventstest"
 )
 
 // purgeOutbox empties an outbox in a stopped node's store, as message TTLs would
@@ -22,15 +23,9 @@ import (
 func purgeOutbox(t *testing.T, n *Node, outbox string) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	srv, err := events.StartServer(events.ServerConfig{Dir: filepath.Join(n.Data(), "nats"), Addr: "127.0.0.1:0", Name: n.opts.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Let go of the store before the node restarts on it.
+	srv, nc := eventstest.StartServer(t, events.ServerConfig{Dir: filepath.Join(n.Data(), "nats"), Name: n.opts.Name})
 	defer srv.Shutdown()
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {

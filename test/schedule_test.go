@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/events/eventstest"
 )
 
 // showStatus is what `node show` says of a node's last report.
@@ -41,15 +42,9 @@ func showNode(t *testing.T, root *Node, name string) (showStatus, error) {
 func storeScheduleAround(t *testing.T, root *Node, node, schedule string) {
 	t.Helper()
 	ctx := context.Background()
-	srv, err := events.StartServer(events.ServerConfig{Dir: filepath.Join(root.Data(), "nats"), Addr: "127.0.0.1:0", Name: "root"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Let go of the store before the root restarts on it.
+	srv, nc := eventstest.StartServer(t, events.ServerConfig{Dir: filepath.Join(root.Data(), "nats"), Name: "root"})
 	defer srv.Shutdown()
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer nc.Close()
 	b, err := events.OpenBucket(ctx, nc, events.BucketNodes)
 	if err != nil {

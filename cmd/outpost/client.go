@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/outpost-edge/outpost/node"
 )
 
 // apiClient talks to a node's HTTP API for the CLI's client commands.
@@ -94,11 +96,11 @@ func (c *apiClient) send(ctx context.Context, method, path string, body any) (*h
 	}
 	client := http.DefaultClient
 	if c.caFile != "" {
-		cfg, err := clientTLS(c.caFile)
+		cfg, err := node.ClientTLS(c.caFile)
 		if err != nil {
 			return nil, err
 		}
-		client = &http.Client{Transport: httpsTransport(cfg)}
+		client = &http.Client{Transport: node.HTTPSTransport(cfg)}
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -17,9 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/outpost-edge/outpost/events"
-	"github.com/outpost-edge/outpost/hierarchy"
-	"github.com/outpost-edge/outpost/pipeline"
-	"github.com/outpost-edge/outpost/registry"
+	"github.com/outpost-edge/outpost/node"
 )
 
 // serveOptions are the settings of `outpost serve`; the YAML keys are the flag names.
@@ -49,7 +47,6 @@ type serveOptions struct {
 	// AnonymousPull lets clients without credentials pull at the root (other nodes
 	// get the setting from the root: node update --anonymous-pull).
 	AnonymousPull string `yaml:"anonymous-pull"`
-	anonymousPull bool
 	// TLSCert and TLSKey make the HTTP listener and the gateway serve TLS.
 	TLSCert string `yaml:"tls-cert"`
 	TLSKey  string `yaml:"tls-key"`
@@ -63,29 +60,28 @@ type serveOptions struct {
 	// MaxConnections and HTTPIdleTimeout bound the HTTP connections (conns.go).
 	MaxConnections  string `yaml:"max-connections"`
 	HTTPIdleTimeout string `yaml:"http-idle-timeout"`
-	limits          httpLimits
-	// GCSchedule is a 5-field cron schedule for garbage collection (gc.go); empty
-	// is none.
-	GCSchedule string `yaml:"gc-schedule"`
 	// MinFreeDisk is the disk space (bytes) registry writes leave free for the
 	// event log: under it, pushes get 507 and /readyz says the disk is full.
 	MinFreeDisk string `yaml:"min-free-disk"`
-	minFreeDisk uint64
+	// GCSchedule is a 5-field cron schedule for garbage collection (gc.go); empty
+	// is none.
+	GCSchedule string `yaml:"gc-schedule"`
 	// ConflictWindow is how long after a write here the parent's order replacing it
 	// counts as overwriting it (a tag conflict) rather than an ordinary update.
 	ConflictWindow string `yaml:"conflict-window"`
-	conflictWindow time.Duration
 }
 
+// defaultServeOptions are node.DefaultConfig as flags show them.
 func defaultServeOptions() serveOptions {
+	d := node.DefaultConfig()
 	return serveOptions{
-		Data: "./data", Addr: "127.0.0.1:5000", GatewayAddr: "127.0.0.1:4222",
-		Mode: string(registry.ReadWrite), Name: "root", MessageTTL: "P2D",
-		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
-		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
-		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
-		MinFreeDisk:    strconv.Itoa(registry.DefaultMinFreeBytes),
-		ConflictWindow: pipeline.DefaultLedgerConfig().ConflictWindow.String(),
+		Data: d.DataDir, Addr: d.HTTPAddr, GatewayAddr: d.GatewayAddr,
+		Mode: string(d.Mode), Name: d.Name, MessageTTL: events.FormatDuration(d.MessageTTL),
+		LogLevel: "info", LogFormat: "text", AnonymousPull: strconv.FormatBool(d.AnonymousPull),
+		ScrubInterval: strings.TrimSuffix(d.Scrub.Interval.String(), "0m0s"), ScrubRate: strconv.FormatInt(d.Scrub.BytesPerSecond, 10),
+		ScrubConcurrency: strconv.Itoa(d.Scrub.Concurrency),
+		MaxConnections:   strconv.Itoa(d.HTTP.MaxConnections), HTTPIdleTimeout: d.HTTP.IdleTimeout.String(),
+		MinFreeDisk: strconv.FormatUint(d.MinFreeDisk, 10), ConflictWindow: d.ConflictWindow.String(),
 	}
 }
 
@@ -150,13 +146,13 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ScrubInterval, "scrub-interval", flagOpts.ScrubInterval, "how often every stored blob is checked against its digest (0: never; `outpost scrub` any time)")
 	f.StringVar(&flagOpts.ScrubRate, "scrub-rate", flagOpts.ScrubRate, "bytes per second a scrub may read (0: no cap)")
 	f.StringVar(&flagOpts.ScrubConcurrency, "scrub-concurrency", flagOpts.ScrubConcurrency, "blobs a scrub hashes at once")
-	f.StringVar(&flagOpts.GCSchedule, "gc-schedule", flagOpts.GCSchedule,
-		"`cron` schedule (5 fields, such as \"0 3 * * *\") for removing the blobs no manifest references; empty: only when outpost gc asks")
 	f.StringVar(&flagOpts.MaxConnections, "max-connections", flagOpts.MaxConnections,
 		"most HTTP connections held open; past it a new one replaces the longest idle (0: half the file descriptor limit, at most 8192)")
 	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
 	f.StringVar(&flagOpts.MinFreeDisk, "min-free-disk", flagOpts.MinFreeDisk,
 		"bytes of disk that pushes leave free for the event log; under it pushes get 507 and /readyz says the disk is full")
+	f.StringVar(&flagOpts.GCSchedule, "gc-schedule", flagOpts.GCSchedule,
+		"`cron` schedule (5 fields, such as \"0 3 * * *\") for removing the blobs no manifest references; empty: only when outpost gc asks")
 	f.StringVar(&flagOpts.ConflictWindow, "conflict-window", flagOpts.ConflictWindow,
 		"how long after a write here the parent's order replacing it counts as a tag conflict (logged, counted, in status) rather than an update")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
@@ -194,8 +190,14 @@ func (o *serveOptions) fields() map[string]*string {
 	}
 }
 
-// envConnectionString holds a connected node's connection string.
-const envConnectionString = "OUTPOST_CONNECTION_STRING"
+// The environment serve reads: a connected node's connection string, and the
+// operator token a node is set up with at its first start (the admin token at the
+// root). Secrets come from files or the environment, never from the command line.
+const (
+	envConnectionString = "OUTPOST_CONNECTION_STRING"
+	envAdminToken       = "OUTPOST_ADMIN_TOKEN"
+	envOperatorToken    = "OUTPOST_OPERATOR_TOKEN"
+)
 
 // connectionStringOnCommandLine refuses --connection-string: any user of the
 // machine reads a process's arguments (ps, /proc/PID/cmdline), and the connection
@@ -253,97 +255,79 @@ func overrideFromFlag(opts, flags *serveOptions, name string) {
 // runServe runs a node until ctx ends, then shuts it down in order: stop taking
 // requests and finish those in flight, then close the event log and NATS.
 func runServe(ctx context.Context, opts serveOptions) error {
-	level := new(slog.LevelVar)
-	logger, err := newLogger(os.Stderr, opts.LogLevel, opts.LogFormat, level)
+	cfg, err := nodeConfig(opts)
 	if err != nil {
 		return err
 	}
-	if opts.anonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
-		return fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
-	}
-	opts.limits = defaultHTTPLimits()
-	if opts.limits.MaxConnections, err = strconv.Atoi(opts.MaxConnections); err != nil {
-		return fmt.Errorf("max-connections %q: want a number", opts.MaxConnections)
-	}
-	if opts.limits.IdleTimeout, err = time.ParseDuration(opts.HTTPIdleTimeout); err != nil {
-		return fmt.Errorf("http-idle-timeout %q: want a Go duration such as 2m", opts.HTTPIdleTimeout)
-	}
-	if err := opts.limits.Validate(); err != nil {
-		return err
-	}
-	if opts.minFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || opts.minFreeDisk == 0 {
-		return fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
-	}
-	if opts.conflictWindow, err = time.ParseDuration(opts.ConflictWindow); err != nil || opts.conflictWindow <= 0 {
-		return fmt.Errorf("conflict-window %q: want a duration above 0 such as 1m", opts.ConflictWindow)
-	}
-	tlsCfg, err := serverTLS(opts)
+	n, err := node.New(cfg)
 	if err != nil {
 		return err
 	}
-	scrub, err := parseScrubSettings(opts)
-	if err != nil {
-		return err
-	}
-	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile), tls: tlsCfg, scrub: scrub}
-	if n.gc, err = parseGCSettings(opts, n.now); err != nil {
-		return err
-	}
-	if opts.ConnectionString != "" {
-		// A connected node's name, mode and settings come from its parent.
-		if n.cs, err = hierarchy.ParseConnectionString(opts.ConnectionString); err != nil {
-			return err
-		}
-		n.name = n.cs.NodeName
-		if opts.ParentRegistry != "" {
-			n.cs.ParentRegistry = opts.ParentRegistry
-		}
-		if opts.ParentGateway != "" {
-			n.cs.ParentGateway = opts.ParentGateway
-		}
-		defer n.close()
-		if err := n.start(ctx, events.DefaultMessageTTL); err != nil {
-			return err
-		}
-		return n.runConnected(ctx)
-	}
-	mode, err := registry.ParseMode(opts.Mode)
-	if err != nil {
-		return err
-	}
-	ttl, err := events.ParseDuration(opts.MessageTTL)
-	if err != nil {
-		return fmt.Errorf("message TTL: %w", err)
-	}
-	logCfg := events.LogConfig{MessageTTL: ttl}
-	if err := logCfg.Validate(); err != nil {
-		return err
-	}
-	if !validNodeName(opts.Name) {
-		return fmt.Errorf("name %q: 5 to 50 letters and digits, starting with a letter (or \"root\")", opts.Name)
-	}
-	defer n.close()
-	if err := n.start(ctx, ttl); err != nil {
-		return err
-	}
-	return n.runRoot(ctx, mode)
+	return n.Run(ctx)
 }
 
-// validNodeName applies the node naming rule; "root" is the root's default name.
-func validNodeName(s string) bool {
-	if s == "root" {
-		return true
+// nodeConfig maps serve's settings (flags over the config file) onto a node.Config.
+func nodeConfig(opts serveOptions) (node.Config, error) {
+	cfg := node.DefaultConfig()
+	cfg.LogLevel = new(slog.LevelVar)
+	var err error
+	if cfg.Logger, err = newLogger(os.Stderr, opts.LogLevel, opts.LogFormat, cfg.LogLevel); err != nil {
+		return cfg, err
 	}
-	if len(s) < 5 || len(s) > 50 {
-		return false
+	if cfg.AnonymousPull, err = strconv.ParseBool(opts.AnonymousPull); err != nil {
+		return cfg, fmt.Errorf("anonymous-pull %q: want true or false", opts.AnonymousPull)
 	}
-	for i, c := range s {
-		letter := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !letter && (i == 0 || c < '0' || c > '9') {
-			return false
-		}
+	if cfg.HTTP.MaxConnections, err = strconv.Atoi(opts.MaxConnections); err != nil {
+		return cfg, fmt.Errorf("max-connections %q: want a number", opts.MaxConnections)
 	}
-	return true
+	if cfg.HTTP.IdleTimeout, err = time.ParseDuration(opts.HTTPIdleTimeout); err != nil {
+		return cfg, fmt.Errorf("http-idle-timeout %q: want a Go duration such as 2m", opts.HTTPIdleTimeout)
+	}
+	if cfg.MinFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || cfg.MinFreeDisk == 0 {
+		return cfg, fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
+	}
+	if cfg.Scrub, err = scrubConfig(opts); err != nil {
+		return cfg, err
+	}
+	if cfg.GC, err = parseGCSettings(opts, nil); err != nil {
+		return cfg, err
+	}
+	if cfg.ConflictWindow, err = time.ParseDuration(opts.ConflictWindow); err != nil || cfg.ConflictWindow <= 0 {
+		return cfg, fmt.Errorf("conflict-window %q: want a duration above 0 such as 1m", opts.ConflictWindow)
+	}
+	cfg.DataDir, cfg.HTTPAddr, cfg.GatewayAddr, cfg.AdvertiseHost = opts.Data, opts.Addr, opts.GatewayAddr, opts.AdvertiseAddr
+	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.ParentCAFile = opts.TLSCert, opts.TLSKey, opts.ParentCA
+	cfg.Now = offsetClock(opts.ClockOffsetFile)
+	if opts.ConnectionString != "" {
+		// A connected node's name, mode and message TTL come from its parent.
+		cfg.ConnectionString, cfg.ParentRegistry, cfg.ParentGateway = opts.ConnectionString, opts.ParentRegistry, opts.ParentGateway
+		cfg.OperatorToken = os.Getenv(envOperatorToken)
+		return cfg, nil
+	}
+	cfg.OperatorToken = os.Getenv(envAdminToken)
+	if cfg.Mode, err = events.ParseMode(opts.Mode); err != nil {
+		return cfg, err
+	}
+	if cfg.MessageTTL, err = events.ParseDuration(opts.MessageTTL); err != nil {
+		return cfg, fmt.Errorf("message TTL: %w", err)
+	}
+	cfg.Name = opts.Name
+	return cfg, nil
+}
+
+func scrubConfig(o serveOptions) (node.ScrubConfig, error) {
+	var s node.ScrubConfig
+	var err error
+	if s.Interval, err = time.ParseDuration(o.ScrubInterval); err != nil || s.Interval < 0 {
+		return s, fmt.Errorf("scrub-interval %q: want a duration such as 24h, or 0 for none", o.ScrubInterval)
+	}
+	if s.BytesPerSecond, err = strconv.ParseInt(o.ScrubRate, 10, 64); err != nil {
+		return s, fmt.Errorf("scrub-rate %q: want bytes per second, 0 for no cap", o.ScrubRate)
+	}
+	if s.Concurrency, err = strconv.Atoi(o.ScrubConcurrency); err != nil || s.Concurrency < 1 {
+		return s, fmt.Errorf("scrub-concurrency %q: want 1 or more blobs at once", o.ScrubConcurrency)
+	}
+	return s, nil
 }
 
 // offsetClock is time.Now, shifted by the duration a file holds when one is given

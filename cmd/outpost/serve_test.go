@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // serveErr runs `outpost serve` with args and returns its error; each case here is
@@ -62,13 +63,31 @@ func TestServeRefusesBadSettingsNamingThem(t *testing.T) {
 	}
 }
 
-func TestValidNodeName(t *testing.T) {
-	for name, ok := range map[string]bool{
-		"root": true, "site1": true, "Factory42": true, "abcd": false, "1site": false,
-		"site-1": false, strings.Repeat("a", 50): true, strings.Repeat("a", 51): false,
-	} {
-		if validNodeName(name) != ok {
-			t.Errorf("validNodeName(%q) = %v, want %v", name, !ok, ok)
-		}
+// TestServeMapsSettingsOntoNodeConfig: serve's settings and the token variables
+// land in node.Config: the admin token's variable for a root, the operator
+// token's for a connected node, never the other one.
+func TestServeMapsSettingsOntoNodeConfig(t *testing.T) {
+	t.Setenv(envAdminToken, "admin-secret")
+	t.Setenv(envOperatorToken, "operator-secret")
+	opts := defaultServeOptions()
+	opts.Data, opts.Addr, opts.Name, opts.Mode, opts.MessageTTL = "/srv/outpost", "127.0.0.1:0", "factory1", "ReadOnly", "P7D"
+	opts.ScrubInterval, opts.MaxConnections, opts.AnonymousPull = "1h", "64", "true"
+	cfg, err := nodeConfig(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "/srv/outpost" || cfg.HTTPAddr != "127.0.0.1:0" || cfg.Name != "factory1" || cfg.Mode != "ReadOnly" ||
+		cfg.MessageTTL != 7*24*time.Hour || cfg.Scrub.Interval != time.Hour || cfg.HTTP.MaxConnections != 64 || !cfg.AnonymousPull {
+		t.Errorf("root settings mapped to %+v", cfg)
+	}
+	if cfg.OperatorToken != "admin-secret" {
+		t.Errorf("a root's operator token %q, want the admin token's variable", cfg.OperatorToken)
+	}
+	opts.ConnectionString = "ConnectedRegistryName=sitea"
+	if cfg, err = nodeConfig(opts); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OperatorToken != "operator-secret" || cfg.ConnectionString != opts.ConnectionString {
+		t.Errorf("a connected node's operator token %q and connection string %q", cfg.OperatorToken, cfg.ConnectionString)
 	}
 }

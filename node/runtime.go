@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -26,19 +26,14 @@ import (
 	"github.com/outpost-edge/outpost/registry"
 )
 
-// The node runtime: what `outpost serve` assembles from the packages. A root manages
-// the tree; a connected node (--connection-string) gets its settings from its parent
+// The node runtime: what a Node assembles from the packages. A root manages
+// the tree; a connected node (Config.ConnectionString) gets its settings from its parent
 // and runs the link workers. Both route their events to their children.
 
-// statusInterval is how often a connected node exchanges settings and status with
-// its parent; a node silent for staleAfter shows Offline at the root.
-const (
-	statusInterval = 2 * time.Second
-	staleAfter     = 15 * time.Second
-)
-
-type node struct {
-	opts   serveOptions
+// Node is one Outpost node: build it with New, run it with Run.
+type Node struct {
+	runState
+	cfg    Config
 	name   string
 	logger *slog.Logger
 	level  *slog.LevelVar
@@ -77,14 +72,11 @@ type node struct {
 	// lastOpenSaved is the last window start written to the store, for missed-window
 	// recovery after a restart.
 	lastOpenSaved time.Time
-	// now is the clock windows are read by (see --clock-offset-file).
+	// now is the clock windows are read by (Config.Now).
 	now func() time.Time
 	// gapDetail says messages expired before the link applied them, for the status.
 	detailMu  sync.Mutex
 	gapDetail *hierarchy.Detail
-
-	scrub scrubSettings
-	gc    registry.GCConfig
 
 	admin *hierarchy.API
 	// isOperator checks the node's operator token (the admin token at the root).
@@ -102,15 +94,15 @@ type node struct {
 	fenced atomic.Pointer[fenced]
 }
 
-func (n *node) connected() bool { return n.cs.NodeName != "" }
+func (n *Node) connected() bool { return n.cs.NodeName != "" }
 
-func (n *node) setSelf(s *hierarchy.Node) {
+func (n *Node) setSelf(s *hierarchy.Node) {
 	n.selfMu.Lock()
 	defer n.selfMu.Unlock()
 	n.self = s
 }
 
-func (n *node) getSelf() *hierarchy.Node {
+func (n *Node) getSelf() *hierarchy.Node {
 	n.selfMu.RLock()
 	defer n.selfMu.RUnlock()
 	return n.self
@@ -118,22 +110,22 @@ func (n *node) getSelf() *hierarchy.Node {
 
 // start brings up NATS, the stores and the HTTP listener: everything a root and a
 // connected node share before their settings are known.
-func (n *node) start(ctx context.Context, ttl time.Duration) error {
-	if err := os.MkdirAll(n.opts.Data, 0o700); err != nil {
+func (n *Node) start(ctx context.Context, ttl time.Duration) error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	var err error
 	// Before anything opens the store: one process per data directory.
-	if n.lock, err = lockDataDir(n.opts.Data, time.Now()); err != nil {
+	if n.lock, err = lockDataDir(n.cfg.DataDir, time.Now()); err != nil {
 		return err
 	}
-	for _, dir := range []string{filepath.Join(n.opts.Data, "registry"), filepath.Join(n.opts.Data, "nats")} {
+	for _, dir := range []string{filepath.Join(n.cfg.DataDir, "registry"), filepath.Join(n.cfg.DataDir, "nats")} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
 	}
 	if n.ns, err = events.StartServer(events.ServerConfig{
-		Dir: filepath.Join(n.opts.Data, "nats"), Addr: n.opts.GatewayAddr, Name: n.name, TLS: n.tls,
+		Dir: filepath.Join(n.cfg.DataDir, "nats"), Addr: n.cfg.GatewayAddr, Name: n.name, TLS: n.tls,
 	}); err != nil {
 		return err
 	}
@@ -143,7 +135,7 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	n.metrics = prometheus.NewRegistry()
 	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if n.log, err = events.OpenLog(ctx, n.nc, events.LogConfig{MessageTTL: ttl, Registerer: n.metrics,
-		RecordFile: filepath.Join(n.opts.Data, "events-log.json")}); err != nil {
+		RecordFile: filepath.Join(n.cfg.DataDir, "events-log.json")}); err != nil {
 		return err
 	}
 	if d := n.log.Damage(); d != nil {
@@ -160,14 +152,14 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	}
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
 	n.tokens = hierarchy.NewTokenStore(tokensB)
-	if n.httpLn, err = net.Listen("tcp", n.opts.Addr); err != nil {
-		return fmt.Errorf("listen %s: %w", n.opts.Addr, err)
+	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("listen %s: %w", n.cfg.HTTPAddr, err)
 	}
 	if n.tls != nil {
 		n.httpLn = tls.NewListener(n.httpLn, n.tls)
 	}
 	// Outermost, so that it counts the connections the server sees (TLS ones too).
-	n.conns = newConnLimiter(n.httpLn, n.opts.limits.MaxConnections)
+	n.conns = newConnLimiter(n.httpLn, n.cfg.HTTP.MaxConnections)
 	n.httpLn = n.conns
 	// Serve at once: until the node is ready (a connected node waits for its parent)
 	// clients get a clear 503, not a connection that hangs.
@@ -180,7 +172,7 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 		http.Error(w, "node "+n.name+" is starting (waiting for its parent to activate it)", http.StatusServiceUnavailable)
 	}))
 	n.handler.Store(&starting)
-	lim := n.opts.limits
+	lim := n.cfg.HTTP
 	n.httpSrv = &http.Server{ReadHeaderTimeout: lim.HeaderTimeout, IdleTimeout: lim.IdleTimeout, ConnState: n.conns.track,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*n.handler.Load()).ServeHTTP(w, r) })}
 	n.served = make(chan error, 1)
@@ -190,10 +182,11 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	n.internalPw = hex.EncodeToString(pw)
+	close(n.listening)
 	return nil
 }
 
-func (n *node) close() {
+func (n *Node) close() {
 	n.shutdown()
 	if n.parentConn != nil {
 		n.parentConn.Close()
@@ -215,7 +208,7 @@ func (n *node) close() {
 	if n.ns != nil {
 		n.ns.Shutdown()
 	}
-	_ = os.Remove(filepath.Join(n.opts.Data, runningMarker)) // a clean stop: see uncleanStart
+	_ = os.Remove(filepath.Join(n.cfg.DataDir, runningMarker)) // a clean stop: see uncleanStart
 	if n.lock != nil {
 		_ = n.lock.Close() // releases the lock; the kernel does it too if we die
 	}
@@ -223,15 +216,15 @@ func (n *node) close() {
 }
 
 // endpoints is what this node advertises to its children.
-func (n *node) endpoints() hierarchy.Endpoints {
+func (n *Node) endpoints() hierarchy.Endpoints {
 	return hierarchy.Endpoints{
-		Registry: advertise(n.httpLn.Addr().String(), n.opts.AdvertiseAddr),
-		Gateway:  advertise(n.ns.Addr().String(), n.opts.AdvertiseAddr),
+		Registry: advertise(n.httpLn.Addr().String(), n.cfg.AdvertiseHost),
+		Gateway:  advertise(n.ns.Addr().String(), n.cfg.AdvertiseHost),
 		Protocol: n.protocol(),
 	}
 }
 
-func (n *node) protocol() string {
+func (n *Node) protocol() string {
 	if n.tls != nil {
 		return "https"
 	}
@@ -250,19 +243,19 @@ func advertise(listen, host string) string {
 }
 
 // openRegistry builds the registry in the given mode, its clients checked by access.
-func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hierarchy.Access) error {
+func (n *Node) openRegistry(ctx context.Context, mode registry.Mode, access *hierarchy.Access) error {
 	var err error
 	n.reg, err = registry.New(ctx, registry.Config{
-		Dir: filepath.Join(n.opts.Data, "registry"), Mode: mode, Node: n.name,
+		Dir: filepath.Join(n.cfg.DataDir, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
-		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"), Scrub: n.scrub.cfg, MinFreeBytes: n.opts.minFreeDisk,
-		GC: n.gc,
+		TokenKeyFile: filepath.Join(n.cfg.DataDir, "token-key.pem"), Scrub: n.cfg.Scrub.ScrubConfig, MinFreeBytes: n.cfg.MinFreeDisk,
+		GC: n.cfg.GC,
 	})
 	return err
 }
 
-func (n *node) startGateway(activator hierarchy.Activator) error {
+func (n *Node) startGateway(activator hierarchy.Activator) error {
 	var err error
 	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
 		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
@@ -283,7 +276,7 @@ func (n *node) startGateway(activator hierarchy.Activator) error {
 }
 
 // children lists this node's direct children as router neighbours.
-func (n *node) children(ctx context.Context) ([]pipeline.Neighbour, error) {
+func (n *Node) children(ctx context.Context) ([]pipeline.Neighbour, error) {
 	all, err := n.nodes.List(ctx)
 	if err != nil {
 		return nil, err
@@ -301,7 +294,7 @@ func (n *node) children(ctx context.Context) ([]pipeline.Neighbour, error) {
 
 // Neighbours implements pipeline.Topology: the children, and for a ReadWrite
 // connected node its parent.
-func (n *node) Neighbours(ctx context.Context) ([]pipeline.Neighbour, error) {
+func (n *Node) Neighbours(ctx context.Context) ([]pipeline.Neighbour, error) {
 	out, err := n.children(ctx)
 	if err != nil {
 		return nil, err
@@ -314,13 +307,13 @@ func (n *node) Neighbours(ctx context.Context) ([]pipeline.Neighbour, error) {
 }
 
 // serveHTTP mounts the node's handlers and serves until ctx ends.
-func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
+func (n *Node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", n.refuseWhenFenced(n.reg))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		// Liveness: only what a restart cures fails it (a store a full disk broke,
 		// once space is back), so that a supervisor restarts the node.
-		if err := n.ns.NeedsRestart(n.opts.minFreeDisk); err != nil {
+		if err := n.ns.NeedsRestart(n.cfg.MinFreeDisk); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -341,8 +334,8 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux.Handle("/outpost/v1/scrub", n.operatorOnly(http.HandlerFunc(n.serveScrub)))
 	mux.Handle("/outpost/v1/events/repair", n.operatorOnly(events.RepairHandler(n.log)))
 	mux.Handle("/outpost/v1/status", n.operatorOnly(http.HandlerFunc(n.serveStatus)))
-	go n.scrubLoop(ctx, n.scrub.interval)
-	mux.Handle("/outpost/v1/gc", n.operatorOnly(n.reg.GCHandler())) // gc.go
+	go n.scrubLoop(ctx, n.cfg.Scrub.Interval)
+	mux.Handle("/outpost/v1/gc", n.operatorOnly(n.reg.GCHandler())) // registry/gc.go
 	go n.reg.RunGCSchedule(ctx)
 	if n.admin != nil {
 		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
@@ -351,7 +344,7 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	}
 	// Every route but the events stream (a --follow waits for events without
 	// writing) must keep moving once its headers are in.
-	bounded := progressDeadlines(mux, n.opts.limits.BodyStall)
+	bounded := progressDeadlines(mux, n.cfg.HTTP.BodyStall)
 	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/outpost/v1/events" {
 			mux.ServeHTTP(w, r)
@@ -360,9 +353,10 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 		bounded.ServeHTTP(w, r)
 	}))
 	n.handler.Store(&h)
+	close(n.serving)
 	n.logger.Info("serving", "node", n.name, "mode", mode, "http", n.httpLn.Addr().String(),
-		"gateway", n.ns.Addr().String(), "data", n.opts.Data, "connected", n.connected(),
-		"max_connections", n.opts.limits.MaxConnections, "http_idle_timeout", n.opts.limits.IdleTimeout)
+		"gateway", n.ns.Addr().String(), "data", n.cfg.DataDir, "connected", n.connected(),
+		"max_connections", n.cfg.HTTP.MaxConnections, "http_idle_timeout", n.cfg.HTTP.IdleTimeout)
 	select {
 	case err := <-n.served:
 		return fmt.Errorf("http server: %w", err)
@@ -372,12 +366,12 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 }
 
 // shutdown stops taking requests and lets those in flight finish.
-func (n *node) shutdown() {
+func (n *Node) shutdown() {
 	if n.httpSrv == nil {
 		return
 	}
 	n.logger.Info("shutting down", "node", n.name)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := n.httpSrv.Shutdown(ctx); err != nil {
 		n.logger.Warn("http shutdown", "err", err)
@@ -385,7 +379,7 @@ func (n *node) shutdown() {
 }
 
 // serveSyncNow opens a connected node's link at once: `outpost sync now`.
-func (n *node) serveSyncNow(w http.ResponseWriter, r *http.Request) {
+func (n *Node) serveSyncNow(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method != http.MethodPost:
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
@@ -397,7 +391,7 @@ func (n *node) serveSyncNow(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (n *node) ready(ctx context.Context) error {
+func (n *Node) ready(ctx context.Context) error {
 	if f := n.fenced.Load(); f != nil {
 		// Not a member of the tree any more: traffic belongs to the active process.
 		return fmt.Errorf("%s: %s", f.detail.Code, f.detail.Message)
@@ -416,25 +410,25 @@ func (n *node) ready(ctx context.Context) error {
 
 // runRoot runs the root: the management API, the tree's authority, the gateway for
 // its children.
-func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
-	token, err := operatorToken(ctx, n.opts.Data, n.local, n.logger, adminTokenFile)
+func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
+	token, err := operatorToken(ctx, n.cfg.DataDir, n.cfg.OperatorToken, n.local, n.logger, n.cfg.Notices, adminTokenFile)
 	if err != nil {
 		return err
 	}
 	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
-		RootMode: hierarchy.Mode(mode), Endpoints: n.endpoints(),
+		RootMode: mode, Endpoints: n.endpoints(),
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
 				g.Fence(ctx, node)
 			}
 		}})
-	n.admin = hierarchy.NewAPI(m, token, staleAfter)
+	n.admin = hierarchy.NewAPI(m, token, n.cfg.StaleAfter)
 	n.isOperator = n.admin.IsAdmin
 	if err := n.startGateway(m); err != nil {
 		return err
 	}
 	access := hierarchy.NewAccess(hierarchy.AccessConfig{Self: n.name, Root: true, Nodes: n.nodes, Tokens: n.tokens,
-		IsAdmin: n.admin.IsAdmin, RootAnonymousPull: n.opts.anonymousPull})
+		IsAdmin: n.admin.IsAdmin, RootAnonymousPull: n.cfg.AnonymousPull})
 	if err := n.openRegistry(ctx, mode, access); err != nil {
 		return err
 	}
@@ -442,7 +436,7 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 	return n.serveHTTP(ctx, mode)
 }
 
-func (n *node) runRouter(ctx context.Context) {
+func (n *Node) runRouter(ctx context.Context) {
 	r := pipeline.NewRouter(n.nc, n.log, n, n.logger)
 	r.SetLedger(n.ledger)
 	if err := r.Run(ctx); err != nil && ctx.Err() == nil {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -11,24 +11,24 @@ import (
 
 // serverTLS is the TLS the node's listeners (HTTP and the gateway) serve with, or
 // nil without --tls-cert.
-func serverTLS(opts serveOptions) (*tls.Config, error) {
+func serverTLS(certFile, keyFile string) (*tls.Config, error) {
 	switch {
-	case opts.TLSCert == "" && opts.TLSKey == "":
+	case certFile == "" && keyFile == "":
 		return nil, nil
-	case opts.TLSCert == "" || opts.TLSKey == "":
+	case certFile == "" || keyFile == "":
 		return nil, fmt.Errorf("tls: --tls-cert and --tls-key go together")
 	}
-	cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("tls: certificate %s and key %s: %w", opts.TLSCert, opts.TLSKey, err)
+		return nil, fmt.Errorf("tls: certificate %s and key %s: %w", certFile, keyFile, err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"http/1.1"}}, nil
 }
 
-// clientTLS is how a node checks its parent's certificate: the system's roots, plus
+// ClientTLS is how a node checks its parent's certificate: the system's roots, plus
 // a private CA (--parent-ca) when one is given.
-func clientTLS(caFile string) (*tls.Config, error) {
+func ClientTLS(caFile string) (*tls.Config, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
@@ -45,8 +45,8 @@ func clientTLS(caFile string) (*tls.Config, error) {
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// httpsTransport is the default transport checking servers with cfg.
-func httpsTransport(cfg *tls.Config) *http.Transport {
+// HTTPSTransport is the default transport checking servers with cfg.
+func HTTPSTransport(cfg *tls.Config) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = cfg
 	return t
@@ -57,18 +57,18 @@ func parentTransport(cfg *tls.Config) http.RoundTripper {
 	if cfg == nil {
 		return nil
 	}
-	return httpsTransport(cfg)
+	return HTTPSTransport(cfg)
 }
 
 // selfTransport reaches the node's own HTTPS listener over loopback, where the
 // certificate's names need not match: it accepts exactly the node's own
 // certificate, nothing else.
-func (n *node) selfTransport() http.RoundTripper {
+func (n *Node) selfTransport() http.RoundTripper {
 	if n.tls == nil {
 		return nil
 	}
 	own := n.tls.Certificates[0].Certificate[0]
-	return httpsTransport(&tls.Config{
+	return HTTPSTransport(&tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // replaced by the exact comparison below
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {

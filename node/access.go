@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -54,12 +55,13 @@ var (
 	operatorTokenFile = tokenFile{file: "operator-token", key: "operator-token", env: "OUTPOST_OPERATOR_TOKEN", what: "Operator token"}
 )
 
-// operatorToken reads a node's operator token: from its variable at first start,
-// else generated, written to DATA/<file> (0600) and printed once. Only its hash is
-// kept in the store; later starts check the file or the variable against it.
-func operatorToken(ctx context.Context, data string, local *events.Bucket, log *slog.Logger, tf tokenFile) (string, error) {
+// operatorToken reads a node's operator token: given (Config.OperatorToken, from
+// its variable) at first start, else generated, written to DATA/<file> (0600) and
+// announced once. Only its hash is kept in the store; later starts check the file
+// or the given token against it.
+func operatorToken(ctx context.Context, data, given string, local *events.Bucket, log *slog.Logger, notices io.Writer, tf tokenFile) (string, error) {
 	file := filepath.Join(data, tf.file)
-	token := os.Getenv(tf.env)
+	token := given
 	if token == "" {
 		if b, err := os.ReadFile(file); err == nil {
 			token = strings.TrimSpace(string(b))
@@ -86,7 +88,7 @@ func operatorToken(ctx context.Context, data string, local *events.Bucket, log *
 				return "", fmt.Errorf("%s: %w", tf.file, err)
 			}
 			// Where it is, not what it is: stderr often ends up in a log.
-			fmt.Fprintf(os.Stderr, "%s generated: read it from %s (mode 0600)\n", tf.what, file)
+			fmt.Fprintf(notices, "%s generated: read it from %s (mode 0600)\n", tf.what, file)
 		}
 		log.Info(strings.ToLower(tf.what)+" set", "file", file, "generated", generated)
 		return token, nil
@@ -109,7 +111,7 @@ func sameToken(token string) func(string) bool {
 }
 
 // operatorOnly lets only the node's operator token through.
-func (n *node) operatorOnly(h http.Handler) http.Handler {
+func (n *Node) operatorOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || n.isOperator == nil || !n.isOperator(token) {

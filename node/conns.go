@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"errors"
@@ -17,7 +17,7 @@ import (
 // a connection that does nothing: idle keep-alives close after IdleTimeout, headers
 // must arrive within HeaderTimeout, and past MaxConnections a new connection takes
 // the place of the one idle the longest.
-type httpLimits struct {
+type HTTPLimits struct {
 	// MaxConnections bounds the open HTTP connections; 0: half the process's file
 	// descriptor limit, at most defaultMaxConnections.
 	MaxConnections int
@@ -33,12 +33,12 @@ type httpLimits struct {
 
 const defaultMaxConnections = 8192
 
-func defaultHTTPLimits() httpLimits {
-	return httpLimits{IdleTimeout: 2 * time.Minute, HeaderTimeout: 30 * time.Second, BodyStall: 2 * time.Minute}
+func DefaultHTTPLimits() HTTPLimits {
+	return HTTPLimits{IdleTimeout: 2 * time.Minute, HeaderTimeout: 30 * time.Second, BodyStall: 2 * time.Minute}
 }
 
 // Validate fills the connection bound from the descriptor limit and checks the rest.
-func (l *httpLimits) Validate() error {
+func (l *HTTPLimits) Validate() error {
 	if l.MaxConnections < 0 {
 		return fmt.Errorf("max-connections %d: must be 0 (from the file descriptor limit) or more", l.MaxConnections)
 	}

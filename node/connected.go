@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -28,18 +28,18 @@ import (
 
 // runConnected runs a node under a parent: activation, settings from the parent, the
 // link workers, and a gateway for its own children.
-func (n *node) runConnected(ctx context.Context) error {
-	instance, err := instanceID(n.opts.Data)
+func (n *Node) runConnected(ctx context.Context) error {
+	instance, err := instanceID(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}
 	n.instance = instance
-	op, err := operatorToken(ctx, n.opts.Data, n.local, n.logger, operatorTokenFile)
+	op, err := operatorToken(ctx, n.cfg.DataDir, n.cfg.OperatorToken, n.local, n.logger, n.cfg.Notices, operatorTokenFile)
 	if err != nil {
 		return err
 	}
 	n.isOperator = sameToken(op)
-	unclean, err := uncleanStart(n.opts.Data)
+	unclean, err := uncleanStart(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}
@@ -49,7 +49,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	// is given wait out their ack time (30 s) before anyone gets them.
 	dialOpts := []nats.Option{nats.ReconnectBufSize(-1)}
 	if n.cs.ParentProtocol == "https" {
-		if parentTLS, err = clientTLS(n.opts.ParentCA); err != nil {
+		if parentTLS, err = ClientTLS(n.cfg.ParentCAFile); err != nil {
 			return err
 		}
 		dialOpts = append(dialOpts, nats.Secure(parentTLS))
@@ -89,7 +89,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	}
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
-		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
+		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: n.cfg.StatusInterval,
 		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence,
 		OnActivation: func(ctx context.Context, child string) {
 			if g := n.gateway; g != nil {
@@ -107,10 +107,10 @@ func (n *node) runConnected(ctx context.Context) error {
 		return err
 	}
 	self := n.getSelf()
-	mode := registry.Mode(self.Settings.Mode)
+	mode := self.Settings.Mode
 	ledgerCfg := pipeline.DefaultLedgerConfig()
 	ledgerCfg.Parent, ledgerCfg.Conflicts, ledgerCfg.Logger = self.Parent, conflicts, n.logger
-	ledgerCfg.ConflictWindow = n.opts.conflictWindow
+	ledgerCfg.ConflictWindow = n.cfg.ConflictWindow
 	ledgerCfg.LogEnd = func(ctx context.Context) (uint64, error) {
 		st, err := n.log.Stats(ctx)
 		return st.LastSeq, err
@@ -161,7 +161,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	return n.serveHTTP(ctx, mode)
 }
 
-func (n *node) runWorker(ctx context.Context, name string, run func(context.Context) error) {
+func (n *Node) runWorker(ctx context.Context, name string, run func(context.Context) error) {
 	if err := run(ctx); err != nil && ctx.Err() == nil {
 		n.logger.Error(name+" worker stopped", "err", err)
 	}
@@ -171,14 +171,14 @@ func (n *node) runWorker(ctx context.Context, name string, run func(context.Cont
 // settings. A node that ran before starts on the settings it kept if the parent is
 // unreachable; a new one waits for the parent. Another process Active for the node
 // is final: ALREADY_ACTIVATED.
-func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.Syncer) error {
+func (n *Node) activate(ctx context.Context, instance string, syncer *hierarchy.Syncer) error {
 	stored, _, err := n.nodes.Get(ctx, n.name)
 	if err != nil && !errors.Is(err, hierarchy.ErrNotFound) {
 		return err
 	}
-	wait := time.Second
+	wait := pipeline.NewBackoff(n.cfg.ActivateRetry, n.cfg.ActivateRetryMax)
 	for {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, n.cfg.ActivateTimeout)
 		_, err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
 		if err == nil {
 			// The gateway let this process in before it was active, for control
@@ -205,14 +205,13 @@ func (n *node) activate(ctx context.Context, instance string, syncer *hierarchy.
 			return nil
 		}
 		n.logger.Warn("waiting for parent to activate this node", "gateway", n.cs.ParentGateway, "err", err)
-		sleepCtx(ctx, wait)
-		wait = min(2*wait, 30*time.Second)
+		pipeline.Sleep(ctx, wait.Next())
 	}
 }
 
-func (n *node) activateLater(ctx context.Context, instance string) {
+func (n *Node) activateLater(ctx context.Context, instance string) {
 	for ctx.Err() == nil {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, n.cfg.ActivateTimeout)
 		_, err := n.uplink.Activate(actx, n.name, instance, n.endpoints())
 		if err == nil {
 			err = n.reconnectParent(actx)
@@ -227,13 +226,13 @@ func (n *node) activateLater(ctx context.Context, instance string) {
 			n.fence(&hierarchy.RefusedError{Code: hierarchy.ErrFenced, Message: err.Error()})
 			return
 		}
-		sleepCtx(ctx, 5*time.Second)
+		pipeline.Sleep(ctx, n.cfg.RetryAfter)
 	}
 }
 
 // reconnectParent logs in at the parent's gateway again and waits until it is in:
 // the gateway grants a process its outbox only while it is the active one.
-func (n *node) reconnectParent(ctx context.Context) error {
+func (n *Node) reconnectParent(ctx context.Context) error {
 	if err := n.parentConn.ForceReconnect(); err != nil {
 		return fmt.Errorf("reconnect to parent gateway: %w", err)
 	}
@@ -241,7 +240,7 @@ func (n *node) reconnectParent(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("reconnect to parent gateway %s: %w", n.cs.ParentGateway, ctx.Err())
 		}
-		sleepCtx(ctx, 20*time.Millisecond)
+		pipeline.Sleep(ctx, 20*time.Millisecond)
 	}
 	return nil
 }
@@ -250,7 +249,7 @@ func (n *node) reconnectParent(ctx context.Context) error {
 // the root, or another process activated the node). It stops every worker that
 // moves content or speaks to the parent, once, says why in its log and status, and
 // goes on serving pulls of what it has; writes are refused (see refuseWhenFenced).
-func (n *node) fence(err error) {
+func (n *Node) fence(err error) {
 	code, state := hierarchy.ErrFenced.Error(), hierarchy.Fenced
 	if errors.Is(err, hierarchy.ErrDeactivated) {
 		code, state = hierarchy.ErrDeactivated.Error(), hierarchy.Deactivated
@@ -278,7 +277,7 @@ type fenced struct {
 
 // refuseWhenFenced keeps a fenced process's registry to pulls: a write there would
 // never reach the tree.
-func (n *node) refuseWhenFenced(h http.Handler) http.Handler {
+func (n *Node) refuseWhenFenced(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f := n.fenced.Load()
 		if f == nil || r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions {
@@ -306,7 +305,7 @@ func windowOf(self *hierarchy.Node, log *slog.Logger) pipeline.Window {
 }
 
 // applySettings takes this node's definition as its parent sent it.
-func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
+func (n *Node) applySettings(ctx context.Context, self *hierarchy.Node) {
 	old := n.getSelf()
 	n.setSelf(self)
 	n.meter.SetLimit(self.Settings.BandwidthLimit)
@@ -335,7 +334,7 @@ func (n *node) applySettings(ctx context.Context, self *hierarchy.Node) {
 }
 
 // onGap records that messages expired before the link applied them and reconciles.
-func (n *node) onGap(direction string, lost uint64) {
+func (n *Node) onGap(direction string, lost uint64) {
 	n.detailMu.Lock()
 	n.gapDetail = &hierarchy.Detail{Code: "MESSAGES_EXPIRED", Time: time.Now().UTC(), Message: fmt.Sprintf(
 		"%d %s messages expired before they were applied (away longer than the message TTL, or purged): reconciling the whole scope",
@@ -350,7 +349,7 @@ func (n *node) onGap(direction string, lost uint64) {
 
 // onRestart reconciles after this node or its parent started: a write stored just
 // before a SIGKILL may have no event.
-func (n *node) onRestart(why string) {
+func (n *Node) onRestart(why string) {
 	n.logger.Info("reconciling after a restart", "why", why)
 	n.requested.Store("")
 	select {
@@ -377,7 +376,7 @@ func (s localSequences) SaveSequence(direction string, seq uint64) {
 
 // reconcileLoop compares the whole scope with the parent on first activation and on
 // each `node resync`.
-func (n *node) reconcileLoop(ctx context.Context) {
+func (n *Node) reconcileLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -396,7 +395,7 @@ func (n *node) reconcileLoop(ctx context.Context) {
 		if err != nil {
 			n.logger.Warn("reconcile", "err", err)
 			n.requested.Store("")
-			sleepCtx(ctx, 5*time.Second)
+			pipeline.Sleep(ctx, n.cfg.RetryAfter)
 			select {
 			case n.reconcile <- struct{}{}:
 			default:
@@ -416,7 +415,7 @@ func (n *node) reconcileLoop(ctx context.Context) {
 }
 
 // selfStatus is this node's own status for its parent.
-func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
+func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 	now := time.Now().UTC()
 	st := hierarchy.Status{Node: n.name, State: hierarchy.Online, LogLevel: strings.ToLower(n.level.Level().String()), Reported: now}
 	if self := n.getSelf(); self != nil {
@@ -523,13 +522,4 @@ func loopback(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
