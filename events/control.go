@@ -28,6 +28,10 @@ func ControlSubject(child, verb string) string { return controlPrefix + child + 
 // ControlSubscription matches every child's control requests.
 const ControlSubscription = controlPrefix + "*.*"
 
+// ControlQueue is the queue group every member of a node's tier subscribes to
+// ControlSubscription in: one member answers each request, not every one.
+const ControlQueue = "outpost-gateway"
+
 // ParseControlSubject splits a control subject into the sending child and verb.
 func ParseControlSubject(subject string) (child, verb string, err error) {
 	var rest string

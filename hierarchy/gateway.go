@@ -62,11 +62,12 @@ type GatewayConfig struct {
 	Disconnect func(user string, keep func(instance string) bool) int
 }
 
-// StartGateway subscribes to the children's control requests.
+// StartGateway subscribes to the children's control requests, in a queue group: when
+// several root members share one NATS cluster, one of them answers each request.
 func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, status: cfg.Status, activator: cfg.Activator,
 		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect}
-	sub, err := cfg.Conn.Subscribe(events.ControlSubscription, g.handle)
+	sub, err := cfg.Conn.QueueSubscribe(events.ControlSubscription, events.ControlQueue, g.handle)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
