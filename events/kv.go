@@ -22,6 +22,10 @@ const (
 	BucketStatus = "OUTPOST_STATUS" // the last status of each node in the subtree
 	BucketLocal  = "OUTPOST_LOCAL"  // this node's own small records (activation instance, applied resync)
 	BucketTokens = "OUTPOST_TOKENS" // client tokens: all at the root, those bound to the subtree elsewhere
+	// BucketTier holds what every member of a root tier shares and no member may keep
+	// for itself: the registry token key set (public keys), the upload secret, the
+	// admin token's hash. A single process keeps it too, as a tier of one.
+	BucketTier = "OUTPOST_TIER"
 )
 
 // Bucket is a durable key-value map in the node's JetStream.

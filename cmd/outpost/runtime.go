@@ -250,8 +250,11 @@ func advertise(listen, host string) string {
 
 // openRegistry builds the registry in the given mode, its clients checked by access.
 func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hierarchy.Access) error {
-	var err error
-	n.reg, err = registry.New(ctx, registry.Config{
+	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier) // token keys, upload secret
+	if err != nil {
+		return err
+	}
+	n.reg, err = registry.New(ctx, registry.Config{Tier: tier,
 		Dir: filepath.Join(n.opts.Data, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
