@@ -2,8 +2,6 @@ package hierarchy
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,21 +129,18 @@ func (u UpdateRequest) Apply(s *Settings) error {
 // /outpost/v1/tokens, for the admin token.
 type API struct {
 	m          *Manager
-	adminHash  [32]byte // sha256 of the admin token: compared in constant time
+	isAdmin    func(token string) bool
 	staleAfter time.Duration
 }
 
-// NewAPI returns the management API. staleAfter is how long a silent node stays
-// Online in listings.
-func NewAPI(m *Manager, adminToken string, staleAfter time.Duration) *API {
-	return &API{m: m, adminHash: sha256.Sum256([]byte(adminToken)), staleAfter: staleAfter}
+// NewAPI returns the management API. isAdmin checks the admin token (the tier's:
+// AdminToken.Verify); staleAfter is how long a silent node stays Online in listings.
+func NewAPI(m *Manager, isAdmin func(token string) bool, staleAfter time.Duration) *API {
+	return &API{m: m, isAdmin: isAdmin, staleAfter: staleAfter}
 }
 
 // IsAdmin reports whether token is the admin token.
-func (a *API) IsAdmin(token string) bool {
-	h := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(h[:], a.adminHash[:]) == 1
-}
+func (a *API) IsAdmin(token string) bool { return token != "" && a.isAdmin(token) }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

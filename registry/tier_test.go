@@ -61,7 +61,7 @@ func tierMembers(t *testing.T, clock *tierClock, each func(member string, bucket
 func memberKeys(t *testing.T, bucket *events.Bucket, dir, member string, clock *tierClock) *KeySet {
 	t.Helper()
 	ks, err := NewKeySet(context.Background(), KeySetConfig{Bucket: bucket, KeyFile: filepath.Join(dir, "token-key-"+member+".pem"),
-		Member: member, RotateEvery: time.Hour, Refresh: time.Millisecond, Now: clock.now})
+		Member: member, RotateEvery: time.Hour, Refresh: time.Nanosecond, Now: clock.now})
 	if err != nil {
 		t.Fatal(err)
 	}

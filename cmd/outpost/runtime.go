@@ -416,7 +416,12 @@ func (n *node) ready(ctx context.Context) error {
 // runRoot runs the root: the management API, the tree's authority, the gateway for
 // its children.
 func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
-	token, err := operatorToken(ctx, n.opts.Data, n.local, n.logger, adminTokenFile)
+	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier)
+	if err != nil {
+		return err
+	}
+	admin, err := hierarchy.SetupAdminToken(ctx, hierarchy.AdminTokenConfig{Tier: tier, Local: n.local, Logger: n.logger,
+		File: filepath.Join(n.opts.Data, adminTokenFile.file), Token: os.Getenv(adminTokenFile.env)})
 	if err != nil {
 		return err
 	}
@@ -427,7 +432,7 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 				g.Fence(ctx, node)
 			}
 		}})
-	n.admin = hierarchy.NewAPI(m, token, staleAfter)
+	n.admin = hierarchy.NewAPI(m, admin.Verify, staleAfter)
 	n.isOperator = n.admin.IsAdmin
 	if err := n.startGateway(m); err != nil {
 		return err
