@@ -429,7 +429,7 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 		RootMode: hierarchy.Mode(mode), Endpoints: n.endpoints(),
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
-				g.Fence(ctx, node)
+				g.FenceTier(ctx, node) // every member: the stale process may be connected to another
 			}
 		}})
 	n.admin = hierarchy.NewAPI(m, admin.Verify, staleAfter)
