@@ -265,3 +265,46 @@ func TestUploadStartedAtOneMemberContinuesAtAnother(t *testing.T) {
 		t.Errorf("the blob at member a after the upload finished at b: %s", resp.Status)
 	}
 }
+
+// TestKeySetKeepsItsLastReadWhileTheBucketIsAway: while JetStream does not answer
+// (a leader change, a member's server gone), a member goes on verifying with the
+// set it read last, without waiting on the bucket at every token.
+func TestKeySetKeepsItsLastReadWhileTheBucketIsAway(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ns, err := events.StartServer(events.ServerConfig{Dir: dir + "/nats", Addr: "127.0.0.1:0", Name: "testnode"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect("tier-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	bucket, err := events.OpenBucket(ctx, nc, events.BucketTier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &tierClock{}
+	a, b := memberKeys(t, bucket, dir, "a", clock), memberKeys(t, bucket, dir, "b", clock)
+	ka, err := a.Signing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Trusted(ctx, ka.Kid); err != nil {
+		t.Fatalf("member b, bucket up: %v", err)
+	}
+	b.cfg.Refresh = time.Hour // as in production: the set is read again after a while
+	b.readAt = time.Time{}    // ...which is now
+	ns.Shutdown()
+	for i := range 3 {
+		start := time.Now()
+		if _, err := b.Trusted(ctx, ka.Kid); err != nil {
+			t.Fatalf("member b, bucket away, check %d: %v", i, err)
+		}
+		if took := time.Since(start); i > 0 && took > 100*time.Millisecond {
+			t.Errorf("check %d with the bucket away took %s: want the last read, at once", i, took)
+		}
+	}
+}

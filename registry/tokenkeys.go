@@ -294,9 +294,11 @@ func (k *KeySet) Trusted(ctx context.Context, kid string) (TrustedKey, error) {
 	e, ok := k.set[kid]
 	if since := time.Since(k.readAt); since > k.cfg.Refresh || (!ok && since > keyReloadEvery) {
 		if err := k.reload(ctx); err != nil {
-			// Keep the last good read: a bucket that does not answer must not
-			// stop every client at once. The refresh bounds how stale it is.
-			k.cfg.Logger.Warn("token key set not read again", "err", err)
+			// Keep the last good read, and try again only after the refresh: a
+			// bucket that does not answer (a JetStream leader change) must not
+			// stop or slow every client meanwhile.
+			k.readAt = time.Now()
+			k.cfg.Logger.Warn("token key set not read again: the last read stays in use", "err", err)
 		}
 		e, ok = k.set[kid]
 	}
@@ -313,7 +315,7 @@ func (k *KeySet) Trusted(ctx context.Context, kid string) (TrustedKey, error) {
 // reload reads the set, and removes from the bucket the keys whose last tokens
 // expired (any member may: it is the same decision everywhere).
 func (k *KeySet) reload(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	keys, err := k.cfg.Bucket.Keys(ctx)
 	if err != nil {
