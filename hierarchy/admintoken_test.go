@@ -3,6 +3,10 @@ package hierarchy
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,5 +101,57 @@ func TestAdminTokenBelongsToTheTier(t *testing.T) {
 		if !m.Verify(tokens[0]) {
 			t.Errorf("member %d does not accept the token member that made it wrote", i)
 		}
+	}
+}
+
+// TestWrongAdminTokensAreLimited: the management API checks the tier's admin token
+// with bcrypt, so wrong tokens are limited per client address like failed logins
+// elsewhere: a burst, then 429 before any check.
+func TestWrongAdminTokensAreLimited(t *testing.T) {
+	ctx := context.Background()
+	f := startRoot(t)
+	tier, err := events.OpenBucket(ctx, f.nc, events.BucketTier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := SetupAdminToken(ctx, AdminTokenConfig{Tier: tier, File: filepath.Join(t.TempDir(), "admin-token"), Token: "the-admin-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(NewAPI(f.m, admin.Verify, time.Minute))
+	t.Cleanup(api.Close)
+	list := func(token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, api.URL+"/outpost/v1/nodes", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if status, body := list("the-admin-token"); status != http.StatusOK {
+		t.Fatalf("the admin token: %d %s", status, body)
+	}
+	// Each refusal costs a bcrypt compare, slow under -race: the limiter may give
+	// a try back meanwhile (one per 6 s), so a few more than the burst may pass.
+	var status, tries int
+	var body string
+	var start time.Time
+	for tries = 1; tries <= 2*events.FailedLoginBurst; tries++ {
+		start = time.Now()
+		if status, body = list(fmt.Sprintf("wrong-%d", tries)); status != http.StatusUnauthorized {
+			break
+		}
+	}
+	if status != http.StatusTooManyRequests || !strings.Contains(body, "too many wrong admin tokens from 127.0.0.1") {
+		t.Fatalf("wrong token %d: %d %s, want 429 naming the address", tries, status, body)
+	}
+	if tries <= events.FailedLoginBurst {
+		t.Errorf("limited at wrong token %d: want a burst of %d first", tries, events.FailedLoginBurst)
+	}
+	if took := time.Since(start); took > 20*time.Millisecond {
+		t.Errorf("the refusal past the burst took %s: it must come before any bcrypt compare", took)
 	}
 }

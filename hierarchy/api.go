@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/events"
 )
 
 // NodeView is a node as the management API shows it: its definition (never its
@@ -131,20 +134,33 @@ type API struct {
 	m          *Manager
 	isAdmin    func(token string) bool
 	staleAfter time.Duration
+	// failed limits wrong admin tokens per client address, as logins are limited
+	// at the registry and the gateway: each costs a bcrypt compare.
+	failed *events.LoginLimiter
 }
 
 // NewAPI returns the management API. isAdmin checks the admin token (the tier's:
 // AdminToken.Verify); staleAfter is how long a silent node stays Online in listings.
 func NewAPI(m *Manager, isAdmin func(token string) bool, staleAfter time.Duration) *API {
-	return &API{m: m, isAdmin: isAdmin, staleAfter: staleAfter}
+	return &API{m: m, isAdmin: isAdmin, staleAfter: staleAfter, failed: events.NewLoginLimiter()}
 }
 
 // IsAdmin reports whether token is the admin token.
 func (a *API) IsAdmin(token string) bool { return token != "" && a.isAdmin(token) }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	addr, _, splitErr := net.SplitHostPort(r.RemoteAddr)
+	if splitErr != nil {
+		addr = r.RemoteAddr
+	}
+	if wait, limited := a.failed.Limited(addr); limited {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
+		writeJSONError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from %s: try again in %s", addr, wait))
+		return
+	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || !a.IsAdmin(token) {
+		a.failed.Failed(addr)
 		writeJSONError(w, http.StatusUnauthorized, "the management API needs the admin token (--token or OUTPOST_TOKEN)")
 		return
 	}
