@@ -18,7 +18,7 @@ import (
 // distribution sees it: distribution itself runs without an access controller, so
 // that Outpost's own routes (referrers, sha512 aliases, repository delete) are
 // guarded by the same rules. Registry tokens are JWTs this node signs and verifies
-// with distribution's own token package.
+// itself (token.go), against its key set (tokenkeys.go).
 
 // Authenticator checks the credentials clients present at this node.
 type Authenticator interface {
