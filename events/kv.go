@@ -133,25 +133,37 @@ func (b *Bucket) Revision(ctx context.Context) (uint64, error) {
 // PutAt sets a key only if the bucket is still at revision (Revision): otherwise
 // ErrKeyChanged, and the caller reads again.
 func (b *Bucket) PutAt(ctx context.Context, key string, value []byte, revision uint64) error {
-	return b.publishAt(ctx, key, value, "", revision)
+	return b.publishAt(ctx, key, value, "", revision, 0)
+}
+
+// UpdateAt sets a key only if the bucket is still at revision and the key at
+// keyRevision (the revision Get returned): the key's own condition also holds when
+// the read of the key came from a replica a moment behind.
+func (b *Bucket) UpdateAt(ctx context.Context, key string, value []byte, revision, keyRevision uint64) error {
+	return b.publishAt(ctx, key, value, "", revision, keyRevision)
 }
 
 // DeleteAt removes a key only if the bucket is still at revision; otherwise
 // ErrKeyChanged.
 func (b *Bucket) DeleteAt(ctx context.Context, key string, revision uint64) error {
-	return b.publishAt(ctx, key, nil, "DEL", revision)
+	return b.publishAt(ctx, key, nil, "DEL", revision, 0)
 }
 
 // publishAt writes to the bucket's stream as the KV client does (subject
 // $KV.<bucket>.<key>, a KV-Operation header for a delete), with the stream's last
-// sequence as the condition, which KeyValue's own calls do not offer.
-func (b *Bucket) publishAt(ctx context.Context, key string, value []byte, op string, revision uint64) error {
+// sequence as the condition (and the key's, when keyRevision is not 0), which
+// KeyValue's own calls do not offer.
+func (b *Bucket) publishAt(ctx context.Context, key string, value []byte, op string, revision, keyRevision uint64) error {
 	m := nats.NewMsg("$KV." + b.kv.Bucket() + "." + key)
 	m.Data = value
 	if op != "" {
 		m.Header.Set("KV-Operation", op)
 	}
-	_, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequence(revision))
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(revision)}
+	if keyRevision != 0 {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(keyRevision))
+	}
+	_, err := b.js.PublishMsg(ctx, m, opts...)
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 		return fmt.Errorf("%s: bucket %s changed since revision %d: %w", key, b.kv.Bucket(), revision, ErrKeyChanged)

@@ -193,7 +193,7 @@ func (m *Manager) modify(ctx context.Context, name string, whole bool, change fu
 		n.Updated = m.now().UTC()
 		m.hook("modify", name)
 		if whole {
-			err = m.store.PutAt(ctx, n, bucketRev)
+			err = m.store.UpdateAt(ctx, n, bucketRev, rev)
 		} else {
 			err = m.store.Update(ctx, n, rev)
 		}

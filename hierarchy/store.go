@@ -104,6 +104,21 @@ func (s *records[T]) PutAt(ctx context.Context, v *T, rev uint64) error {
 	return nil
 }
 
+// UpdateAt stores v if no record changed since the bucket's revision rev and v's
+// own record is still at keyRev; otherwise ErrChanged.
+func (s *records[T]) UpdateAt(ctx context.Context, v *T, rev, keyRev uint64) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := s.bucket.UpdateAt(ctx, s.key(v), data, rev, keyRev); errors.Is(err, events.ErrKeyChanged) {
+		return fmt.Errorf("%w: the %ss, writing %s %s", ErrChanged, s.kind, s.kind, s.key(v))
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
 // DeleteAt removes a record if no record changed since the bucket's revision rev;
 // otherwise ErrChanged.
 func (s *records[T]) DeleteAt(ctx context.Context, name string, rev uint64) error {
