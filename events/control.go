@@ -28,6 +28,20 @@ func ControlSubject(child, verb string) string { return controlPrefix + child + 
 // ControlSubscription matches every child's control requests.
 const ControlSubscription = controlPrefix + "*.*"
 
+// FenceSubject carries, between the members of a root tier, that a child's
+// activation changed: every member closes the gateway connections of the child's
+// processes that are not the active one. Only the node's own account publishes it.
+func FenceSubject(child string) string { return fencePrefix + child }
+
+// FenceSubscription matches every FenceSubject.
+const FenceSubscription = fencePrefix + "*"
+
+const fencePrefix = "outpost.fence."
+
+// ControlQueue is the queue group every member of a node's tier subscribes to
+// ControlSubscription in: one member answers each request, not every one.
+const ControlQueue = "outpost-gateway"
+
 // ParseControlSubject splits a control subject into the sending child and verb.
 func ParseControlSubject(subject string) (child, verb string, err error) {
 	var rest string

@@ -22,11 +22,16 @@ const (
 	BucketStatus = "OUTPOST_STATUS" // the last status of each node in the subtree
 	BucketLocal  = "OUTPOST_LOCAL"  // this node's own small records (activation instance, applied resync)
 	BucketTokens = "OUTPOST_TOKENS" // client tokens: all at the root, those bound to the subtree elsewhere
+	// BucketTier holds what every member of a root tier shares and no member may keep
+	// for itself: the registry token key set (public keys), the upload secret, the
+	// admin token's hash. A single process keeps it too, as a tier of one.
+	BucketTier = "OUTPOST_TIER"
 )
 
 // Bucket is a durable key-value map in the node's JetStream.
 type Bucket struct {
 	kv jetstream.KeyValue
+	js jetstream.JetStream
 }
 
 // OpenBucket creates or opens a bucket.
@@ -41,7 +46,7 @@ func OpenBucket(ctx context.Context, nc *nats.Conn, name string) (*Bucket, error
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", name, err)
 	}
-	return &Bucket{kv: kv}, nil
+	return &Bucket{kv: kv, js: js}, nil
 }
 
 // Get returns a key's value and revision.
@@ -107,4 +112,64 @@ func (b *Bucket) Keys(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	return keys, nil
+}
+
+// Revision is the bucket's revision: the sequence of its last write, any key's.
+// PutAt and DeleteAt compare against it, so that a decision taken on a read of
+// several keys is written only if none of them changed meanwhile (two root members
+// writing at once).
+func (b *Bucket) Revision(ctx context.Context) (uint64, error) {
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("bucket %s revision: %w", b.kv.Bucket(), err)
+	}
+	kvs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, fmt.Errorf("bucket %s revision: unexpected status %T", b.kv.Bucket(), st)
+	}
+	return kvs.StreamInfo().State.LastSeq, nil
+}
+
+// PutAt sets a key only if the bucket is still at revision (Revision): otherwise
+// ErrKeyChanged, and the caller reads again.
+func (b *Bucket) PutAt(ctx context.Context, key string, value []byte, revision uint64) error {
+	return b.publishAt(ctx, key, value, "", revision, 0)
+}
+
+// UpdateAt sets a key only if the bucket is still at revision and the key at
+// keyRevision (the revision Get returned): the key's own condition also holds when
+// the read of the key came from a replica a moment behind.
+func (b *Bucket) UpdateAt(ctx context.Context, key string, value []byte, revision, keyRevision uint64) error {
+	return b.publishAt(ctx, key, value, "", revision, keyRevision)
+}
+
+// DeleteAt removes a key only if the bucket is still at revision; otherwise
+// ErrKeyChanged.
+func (b *Bucket) DeleteAt(ctx context.Context, key string, revision uint64) error {
+	return b.publishAt(ctx, key, nil, "DEL", revision, 0)
+}
+
+// publishAt writes to the bucket's stream as the KV client does (subject
+// $KV.<bucket>.<key>, a KV-Operation header for a delete), with the stream's last
+// sequence as the condition (and the key's, when keyRevision is not 0), which
+// KeyValue's own calls do not offer.
+func (b *Bucket) publishAt(ctx context.Context, key string, value []byte, op string, revision, keyRevision uint64) error {
+	m := nats.NewMsg("$KV." + b.kv.Bucket() + "." + key)
+	m.Data = value
+	if op != "" {
+		m.Header.Set("KV-Operation", op)
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(revision)}
+	if keyRevision != 0 {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(keyRevision))
+	}
+	_, err := b.js.PublishMsg(ctx, m, opts...)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return fmt.Errorf("%s: bucket %s changed since revision %d: %w", key, b.kv.Bucket(), revision, ErrKeyChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
 }

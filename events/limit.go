@@ -8,7 +8,9 @@ import (
 )
 
 // Failed logins are limited per client address, at the registry and at the gateway
-// alike: a burst, then one try per interval.
+// alike: a burst, then one try per interval. The count is in one process's memory:
+// the members of a root tier each keep their own (docs/architecture.md, "State
+// shared by root members", says why).
 const (
 	FailedLoginBurst = 10
 	FailedLoginEvery = 6 * time.Second

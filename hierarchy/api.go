@@ -2,16 +2,17 @@ package hierarchy
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/events"
 )
 
 // NodeView is a node as the management API shows it: its definition (never its
@@ -131,25 +132,35 @@ func (u UpdateRequest) Apply(s *Settings) error {
 // /outpost/v1/tokens, for the admin token.
 type API struct {
 	m          *Manager
-	adminHash  [32]byte // sha256 of the admin token: compared in constant time
+	isAdmin    func(token string) bool
 	staleAfter time.Duration
+	// failed limits wrong admin tokens per client address, as logins are limited
+	// at the registry and the gateway: each costs a bcrypt compare.
+	failed *events.LoginLimiter
 }
 
-// NewAPI returns the management API. staleAfter is how long a silent node stays
-// Online in listings.
-func NewAPI(m *Manager, adminToken string, staleAfter time.Duration) *API {
-	return &API{m: m, adminHash: sha256.Sum256([]byte(adminToken)), staleAfter: staleAfter}
+// NewAPI returns the management API. isAdmin checks the admin token (the tier's:
+// AdminToken.Verify); staleAfter is how long a silent node stays Online in listings.
+func NewAPI(m *Manager, isAdmin func(token string) bool, staleAfter time.Duration) *API {
+	return &API{m: m, isAdmin: isAdmin, staleAfter: staleAfter, failed: events.NewLoginLimiter()}
 }
 
 // IsAdmin reports whether token is the admin token.
-func (a *API) IsAdmin(token string) bool {
-	h := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(h[:], a.adminHash[:]) == 1
-}
+func (a *API) IsAdmin(token string) bool { return token != "" && a.isAdmin(token) }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	addr, _, splitErr := net.SplitHostPort(r.RemoteAddr)
+	if splitErr != nil {
+		addr = r.RemoteAddr
+	}
+	if wait, limited := a.failed.Limited(addr); limited {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
+		writeJSONError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from %s: try again in %s", addr, wait))
+		return
+	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || !a.IsAdmin(token) {
+		a.failed.Failed(addr)
 		writeJSONError(w, http.StatusUnauthorized, "the management API needs the admin token (--token or OUTPOST_TOKEN)")
 		return
 	}

@@ -18,7 +18,7 @@ import (
 func TestBindingNeedsAnExistingToken(t *testing.T) {
 	m := startManager(t)
 	ctx := context.Background()
-	api := httptest.NewServer(NewAPI(m, "admin-secret", time.Minute))
+	api := httptest.NewServer(NewAPI(m, func(tok string) bool { return tok == "admin-secret" }, time.Minute))
 	t.Cleanup(api.Close)
 	call := func(method, path, body string) (int, string) {
 		req, _ := http.NewRequest(method, api.URL+path, strings.NewReader(body))

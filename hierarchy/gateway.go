@@ -35,7 +35,9 @@ type Gateway struct {
 	activator Activator
 	pending   func(ctx context.Context, child string) (events.Pending, error)
 	log       *slog.Logger
+	nc        *nats.Conn
 	sub       *nats.Subscription
+	fenceSub  *nats.Subscription
 	// disconnect closes a child's connections whose instance keep refuses.
 	disconnect func(user string, keep func(instance string) bool) int
 
@@ -62,20 +64,48 @@ type GatewayConfig struct {
 	Disconnect func(user string, keep func(instance string) bool) int
 }
 
-// StartGateway subscribes to the children's control requests.
+// StartGateway subscribes to the children's control requests, in a queue group: when
+// several root members share one NATS cluster, one of them answers each request.
 func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, status: cfg.Status, activator: cfg.Activator,
-		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect}
-	sub, err := cfg.Conn.Subscribe(events.ControlSubscription, g.handle)
+		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect, nc: cfg.Conn}
+	sub, err := cfg.Conn.QueueSubscribe(events.ControlSubscription, events.ControlQueue, g.handle)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.sub = sub
+	// Not a queue: every member closes the connections it holds.
+	if g.fenceSub, err = cfg.Conn.Subscribe(events.FenceSubscription, g.handleFence); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	return g, nil
 }
 
-// Stop ends the subscription.
-func (g *Gateway) Stop() { _ = g.sub.Unsubscribe() }
+// Stop ends the subscriptions.
+func (g *Gateway) Stop() {
+	_ = g.sub.Unsubscribe()
+	_ = g.fenceSub.Unsubscribe()
+}
+
+// FenceTier has every member of this node's tier (this one included) fence node:
+// a child's stale process may be connected to any of them. Called by the root's
+// Manager after an activation or a deactivation.
+func (g *Gateway) FenceTier(ctx context.Context, node string) {
+	if err := g.nc.Publish(events.FenceSubject(node), nil); err != nil {
+		g.log.Warn("fence not sent to the other members; fencing here only", "node", node, "err", err)
+		g.Fence(ctx, node)
+		return
+	}
+	_ = g.nc.FlushWithContext(ctx)
+}
+
+func (g *Gateway) handleFence(m *nats.Msg) {
+	node := strings.TrimPrefix(m.Subject, strings.TrimSuffix(events.FenceSubscription, "*"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	g.Fence(ctx, node)
+}
 
 // AuthenticateChild accepts the sync token of a direct child; only the process
 // instance active for it may drain its outbox.

@@ -529,14 +529,25 @@ func TestGatewayAnswersOnlyIntoTheChildsReplySpace(t *testing.T) {
 		if err := send(c.subject, c.reply); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		// Wait for the gateway to have handled it: it answers in order.
+		if err := f.nc.Flush(); err != nil { // the server has it before the request below
+			t.Fatal(err)
+		}
+		// The gateway still answers its child after it. Two connections' messages are
+		// not ordered with each other at the gateway, so the refusal's log line is
+		// waited for, not assumed.
 		wait, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if _, _, err := NewUplink(a.NC, "sitea", fixtureInstance("sitea")).Config(wait); err != nil {
 			t.Fatalf("%s: sitea's own config request after it: %v", c.name, err)
 		}
 		cancel()
-		logs := f.logs.String()[mark:]
-		if !strings.Contains(logs, "control request refused, not answered") || !strings.Contains(logs, c.log) {
+		refused := func(logs string) bool {
+			return strings.Contains(logs, "control request refused, not answered") && strings.Contains(logs, c.log)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !refused(f.logs.String()[mark:]) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if logs := f.logs.String()[mark:]; !refused(logs) {
 			t.Errorf("%s: the gateway's log says\n%s\nwant a refusal naming %s", c.name, logs, c.log)
 		}
 	}

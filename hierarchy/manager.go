@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -21,8 +22,52 @@ type Manager struct {
 	rootEndpoints Endpoints
 	now           func() time.Time
 	onActivation  func(ctx context.Context, node string)
+	// beforeWrite, in tests, runs after a write's decision and before its
+	// compare-and-set: another member's write can be put there.
+	beforeWrite func(op, name string)
 
+	// mu orders this member's writes; other members' are ordered by the
+	// compare-and-set each write ends with (retry).
 	mu sync.Mutex
+}
+
+// writeAttempts bounds how often a management write starts again from fresh state
+// after losing its compare-and-set to another root member.
+const writeAttempts = 8
+
+// retry runs one management write, again from fresh state each time it loses a
+// compare-and-set (ErrChanged): when two members write at once both writes land,
+// one after the other, or after writeAttempts the caller gets the conflict (409),
+// never a silent loss.
+func (m *Manager) retry(ctx context.Context, write func() error) error {
+	var err error
+	for i := range writeAttempts {
+		if err = write(); !errors.Is(err, ErrChanged) {
+			return err
+		}
+		select { // jittered, so that two members do not meet again at once
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(i+1) * time.Duration(1+rand.IntN(10)) * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%w (tried %d times while other root members kept writing: try again)", err, writeAttempts)
+}
+
+func (m *Manager) hook(op, name string) {
+	if m.beforeWrite != nil {
+		m.beforeWrite(op, name)
+	}
+}
+
+// treeAt reads the whole tree and the nodes bucket's revision it was read at.
+func (m *Manager) treeAt(ctx context.Context) (*Tree, uint64, error) {
+	rev, err := m.store.Revision(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	t, err := m.Tree(ctx)
+	return t, rev, err
 }
 
 // ManagerConfig configures a Manager.
@@ -67,17 +112,23 @@ func (m *Manager) Create(ctx context.Context, name, parent string, s Settings) (
 	s.Defaults()
 	now := m.now().UTC()
 	n := &Node{Name: name, Parent: parent, Settings: s, Created: now, Updated: now}
-	t, err := m.Tree(ctx)
+	// The whole tree's revision: a parent deleted or narrowed by another member
+	// since this read makes the write fail, and the checks run again.
+	err := m.retry(ctx, func() error {
+		t, rev, err := m.treeAt(ctx)
+		if err != nil {
+			return err
+		}
+		if err := t.CheckCreate(n); err != nil {
+			return err
+		}
+		if err := m.checkTokensExist(ctx, s.ClientTokens, nil); err != nil {
+			return err
+		}
+		m.hook("create", name)
+		return m.store.PutAt(ctx, n, rev)
+	})
 	if err != nil {
-		return nil, err
-	}
-	if err := t.CheckCreate(n); err != nil {
-		return nil, err
-	}
-	if err := m.checkTokensExist(ctx, s.ClientTokens, nil); err != nil {
-		return nil, err
-	}
-	if err := m.store.Create(ctx, n); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -85,7 +136,7 @@ func (m *Manager) Create(ctx context.Context, name, parent string, s Settings) (
 
 // Update applies change to a node's settings under the tree's rules.
 func (m *Manager) Update(ctx context.Context, name string, change func(*Settings) error) (*Node, error) {
-	return m.modify(ctx, name, func(t *Tree, n *Node) error {
+	return m.modify(ctx, name, true, func(t *Tree, n *Node) error {
 		old := *n
 		old.Settings.ClientTokens = slices.Clone(n.Settings.ClientTokens)
 		if err := change(&n.Settings); err != nil {
@@ -115,40 +166,62 @@ func (m *Manager) checkTokensExist(ctx context.Context, names, already []string)
 	return nil
 }
 
-// modify reads a node, changes it and writes it back at the revision it read.
-func (m *Manager) modify(ctx context.Context, name string, change func(*Tree, *Node) error) (*Node, error) {
+// modify reads a node, changes it and writes it back if nothing it was decided on
+// changed meanwhile, else starts again from fresh state. A change that checks the
+// tree's rules (whole) gets the tree and is compared with the whole bucket's
+// revision; any other only with the node's own, and gets no tree.
+func (m *Manager) modify(ctx context.Context, name string, whole bool, change func(*Tree, *Node) error) (*Node, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, rev, err := m.store.Get(ctx, name)
+	var out *Node
+	err := m.retry(ctx, func() error {
+		var t *Tree
+		var bucketRev uint64
+		var err error
+		if whole {
+			if t, bucketRev, err = m.treeAt(ctx); err != nil {
+				return err
+			}
+		}
+		n, rev, err := m.store.Get(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := change(t, n); err != nil {
+			return err
+		}
+		n.Updated = m.now().UTC()
+		m.hook("modify", name)
+		if whole {
+			err = m.store.UpdateAt(ctx, n, bucketRev, rev)
+		} else {
+			err = m.store.Update(ctx, n, rev)
+		}
+		out = n
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	t, err := m.Tree(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := change(t, n); err != nil {
-		return nil, err
-	}
-	n.Updated = m.now().UTC()
-	if err := m.store.Update(ctx, n, rev); err != nil {
-		return nil, err
-	}
-	return n, nil
+	return out, nil
 }
 
 // Delete removes a node without children.
 func (m *Manager) Delete(ctx context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t, err := m.Tree(ctx)
+	err := m.retry(ctx, func() error {
+		t, rev, err := m.treeAt(ctx)
+		if err != nil {
+			return err
+		}
+		if err := t.CheckDelete(name); err != nil {
+			return err
+		}
+		m.hook("delete", name)
+		return m.store.DeleteAt(ctx, name, rev)
+	})
 	if err != nil {
-		return err
-	}
-	if err := t.CheckDelete(name); err != nil {
-		return err
-	}
-	if err := m.store.Delete(ctx, name); err != nil {
 		return err
 	}
 	return m.status.Delete(ctx, name)
@@ -158,7 +231,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 // is fenced: its parent refuses it from now on, and it stops moving content at its
 // next sync.
 func (m *Manager) Deactivate(ctx context.Context, name string) (*Node, error) {
-	n, err := m.modify(ctx, name, func(_ *Tree, n *Node) error {
+	n, err := m.modify(ctx, name, false, func(_ *Tree, n *Node) error {
 		n.Activation = nil
 		return nil
 	})
@@ -170,7 +243,7 @@ func (m *Manager) Deactivate(ctx context.Context, name string) (*Node, error) {
 
 // Resync asks a node to reconcile its whole scope at its next contact.
 func (m *Manager) Resync(ctx context.Context, name string) (*Node, error) {
-	return m.modify(ctx, name, func(_ *Tree, n *Node) error {
+	return m.modify(ctx, name, false, func(_ *Tree, n *Node) error {
 		n.ResyncGeneration++
 		return nil
 	})
@@ -184,7 +257,7 @@ func (m *Manager) Activate(ctx context.Context, name, instance string, ep Endpoi
 	if instance == "" {
 		return nil, fmt.Errorf("%w: activate %s: the process sent no instance id", ErrInvalid, name)
 	}
-	n, err := m.modify(ctx, name, func(_ *Tree, n *Node) error {
+	n, err := m.modify(ctx, name, false, func(_ *Tree, n *Node) error {
 		if n.Activation != nil && n.Activation.Instance != instance {
 			return &RefusedError{Code: ErrAlreadyActivated, Message: fmt.Sprintf(
 				"ALREADY_ACTIVATED: node %s is active in another process since %s; run `outpost node deactivate %s` at the root first",
@@ -208,7 +281,7 @@ func (m *Manager) Activate(ctx context.Context, name, instance string, ep Endpoi
 func (m *Manager) Settings(ctx context.Context, name string, generate int) (ConnectionString, error) {
 	var pw string
 	var parentEP Endpoints
-	n, err := m.modify(ctx, name, func(t *Tree, n *Node) error {
+	n, err := m.modify(ctx, name, true, func(t *Tree, n *Node) error {
 		if n.Parent == m.root {
 			parentEP = m.rootEndpoints
 		} else if p, ok := t.Get(n.Parent); ok {
@@ -217,14 +290,15 @@ func (m *Manager) Settings(ctx context.Context, name string, generate int) (Conn
 		if parentEP.Gateway == "" || parentEP.Registry == "" {
 			return fmt.Errorf("%w: parent %s has not activated yet, so its endpoints are unknown: start it first", ErrConflict, n.Parent)
 		}
+		which := generate // decided again on each attempt's fresh read
 		switch {
-		case generate == 0 && n.SyncToken.Password1 == nil && n.SyncToken.Password2 == nil:
-			generate = 1
-		case generate == 0:
+		case which == 0 && n.SyncToken.Password1 == nil && n.SyncToken.Password2 == nil:
+			which = 1
+		case which == 0:
 			return fmt.Errorf("%w: sync token passwords are stored only as hashes: pass --generate-password 1 or 2 to make a new one (the other keeps working)", ErrInvalid)
 		}
 		var err error
-		pw, err = n.SyncToken.Set(generate, m.now().UTC())
+		pw, err = n.SyncToken.Set(which, m.now().UTC())
 		return err
 	})
 	if err != nil {
@@ -291,21 +365,27 @@ func (m *Manager) CreateToken(ctx context.Context, name string, scope ScopeMap) 
 func (m *Manager) UpdateToken(ctx context.Context, name string, change func(*ClientToken) error) (*ClientToken, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t, rev, err := m.tokens.Get(ctx, name)
+	var out *ClientToken
+	err := m.retry(ctx, func() error {
+		t, rev, err := m.tokens.Get(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := change(t); err != nil {
+			return err
+		}
+		if err := t.Repositories.Validate(); err != nil {
+			return err
+		}
+		t.Updated = m.now().UTC()
+		m.hook("token", name)
+		out = t
+		return m.tokens.Update(ctx, t, rev)
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := change(t); err != nil {
-		return nil, err
-	}
-	if err := t.Repositories.Validate(); err != nil {
-		return nil, err
-	}
-	t.Updated = m.now().UTC()
-	if err := m.tokens.Update(ctx, t, rev); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return out, nil
 }
 
 // TokenPassword replaces password 1 or 2 of a client token and returns it; the other
@@ -335,12 +415,15 @@ func (m *Manager) DeleteToken(ctx context.Context, name string) error {
 		return err
 	}
 	for _, node := range nodes {
-		n, rev, err := m.store.Get(ctx, node)
-		if err == nil {
+		err := m.retry(ctx, func() error {
+			n, rev, err := m.store.Get(ctx, node)
+			if err != nil {
+				return err
+			}
 			n.Settings.ClientTokens = slices.DeleteFunc(n.Settings.ClientTokens, func(s string) bool { return s == name })
 			n.Updated = m.now().UTC()
-			err = m.store.Update(ctx, n, rev)
-		}
+			return m.store.Update(ctx, n, rev)
+		})
 		if err != nil {
 			return fmt.Errorf("unbind token %s from node %s: %w (the token is not deleted: delete it again)", name, node, err)
 		}

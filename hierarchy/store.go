@@ -9,6 +9,11 @@ import (
 	"github.com/outpost-edge/outpost/events"
 )
 
+// ErrChanged is a write that lost a compare-and-set: what it was decided on changed
+// meanwhile (another root member wrote first). It is an ErrConflict (409); the
+// Manager tries again from fresh state before it gives up.
+var ErrChanged = fmt.Errorf("%w: changed meanwhile", ErrConflict)
+
 // records keeps JSON values of one kind in a bucket, keyed by their names.
 type records[T any] struct {
 	bucket *events.Bucket
@@ -66,14 +71,59 @@ func (s *records[T]) Create(ctx context.Context, v *T) error {
 	return nil
 }
 
-// Update stores v if it is still at rev; otherwise ErrConflict (retry with a fresh read).
+// Update stores v if it is still at rev; otherwise ErrChanged (retry with a fresh read).
 func (s *records[T]) Update(ctx context.Context, v *T, rev uint64) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	if err := s.bucket.Update(ctx, s.key(v), data, rev); errors.Is(err, events.ErrKeyChanged) {
-		return fmt.Errorf("%w: %s %s changed meanwhile", ErrConflict, s.kind, s.key(v))
+		return fmt.Errorf("%w: %s %s", ErrChanged, s.kind, s.key(v))
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// Revision is the revision of the whole bucket, for PutAt and DeleteAt: read it
+// before the records a decision rests on.
+func (s *records[T]) Revision(ctx context.Context) (uint64, error) { return s.bucket.Revision(ctx) }
+
+// PutAt stores v if no record changed since the bucket's revision rev;
+// otherwise ErrChanged.
+func (s *records[T]) PutAt(ctx context.Context, v *T, rev uint64) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := s.bucket.PutAt(ctx, s.key(v), data, rev); errors.Is(err, events.ErrKeyChanged) {
+		return fmt.Errorf("%w: the %ss, writing %s %s", ErrChanged, s.kind, s.kind, s.key(v))
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// UpdateAt stores v if no record changed since the bucket's revision rev and v's
+// own record is still at keyRev; otherwise ErrChanged.
+func (s *records[T]) UpdateAt(ctx context.Context, v *T, rev, keyRev uint64) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := s.bucket.UpdateAt(ctx, s.key(v), data, rev, keyRev); errors.Is(err, events.ErrKeyChanged) {
+		return fmt.Errorf("%w: the %ss, writing %s %s", ErrChanged, s.kind, s.kind, s.key(v))
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// DeleteAt removes a record if no record changed since the bucket's revision rev;
+// otherwise ErrChanged.
+func (s *records[T]) DeleteAt(ctx context.Context, name string, rev uint64) error {
+	if err := s.bucket.DeleteAt(ctx, name, rev); errors.Is(err, events.ErrKeyChanged) {
+		return fmt.Errorf("%w: the %ss, deleting %s %s", ErrChanged, s.kind, s.kind, name)
 	} else if err != nil {
 		return err
 	}

@@ -244,8 +244,11 @@ func advertise(listen, host string) string {
 
 // openRegistry builds the registry in the given mode, its clients checked by access.
 func (n *Node) openRegistry(ctx context.Context, mode registry.Mode, access *hierarchy.Access) error {
-	var err error
-	n.reg, err = registry.New(ctx, registry.Config{
+	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier) // token keys, upload secret
+	if err != nil {
+		return err
+	}
+	n.reg, err = registry.New(ctx, registry.Config{Tier: tier,
 		Dir: filepath.Join(n.cfg.DataDir, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
@@ -411,7 +414,12 @@ func (n *Node) ready(ctx context.Context) error {
 // runRoot runs the root: the management API, the tree's authority, the gateway for
 // its children.
 func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
-	token, err := operatorToken(ctx, n.cfg.DataDir, n.cfg.OperatorToken, n.local, n.logger, n.cfg.Notices, adminTokenFile)
+	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier)
+	if err != nil {
+		return err
+	}
+	admin, err := hierarchy.SetupAdminToken(ctx, hierarchy.AdminTokenConfig{Tier: tier, Local: n.local, Logger: n.logger,
+		File: filepath.Join(n.cfg.DataDir, adminTokenFile.file), Token: n.cfg.OperatorToken, Notice: n.cfg.Notices})
 	if err != nil {
 		return err
 	}
@@ -419,10 +427,10 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 		RootMode: mode, Endpoints: n.endpoints(),
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
-				g.Fence(ctx, node)
+				g.FenceTier(ctx, node) // every member: the stale process may be connected to another
 			}
 		}})
-	n.admin = hierarchy.NewAPI(m, token, n.cfg.StaleAfter)
+	n.admin = hierarchy.NewAPI(m, admin.Verify, n.cfg.StaleAfter)
 	n.isOperator = n.admin.IsAdmin
 	if err := n.startGateway(m); err != nil {
 		return err

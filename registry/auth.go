@@ -18,7 +18,7 @@ import (
 // distribution sees it: distribution itself runs without an access controller, so
 // that Outpost's own routes (referrers, sha512 aliases, repository delete) are
 // guarded by the same rules. Registry tokens are JWTs this node signs and verifies
-// with distribution's own token package.
+// itself (token.go), against its key set (tokenkeys.go).
 
 // Authenticator checks the credentials clients present at this node.
 type Authenticator interface {
@@ -122,7 +122,7 @@ func (r *Registry) authenticate(req *http.Request) (caller, error) {
 		return caller{anonymous: true}, nil
 	}
 	if scheme, raw, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "bearer") {
-		c, err := r.bearer(raw)
+		c, err := r.bearer(req.Context(), raw)
 		if err == nil {
 			err = r.fence(req, c)
 		}
@@ -181,8 +181,8 @@ func (r *Registry) fence(req *http.Request, c caller) error {
 }
 
 // bearer verifies a registry token and re-checks the user it was issued to.
-func (r *Registry) bearer(raw string) (caller, error) {
-	claims, err := r.tokens.verify(raw)
+func (r *Registry) bearer(ctx context.Context, raw string) (caller, error) {
+	claims, err := r.tokens.verify(ctx, raw)
 	if err != nil {
 		r.authFailure("token")
 		return caller{}, &authError{status: http.StatusUnauthorized, code: codeUnauthorized, bearerError: "invalid_token",

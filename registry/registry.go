@@ -10,7 +10,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,8 +63,19 @@ type Config struct {
 	// admin. Nil leaves the registry open to anyone (library use only).
 	Auth Authenticator
 	// TokenKeyFile holds the key registry tokens are signed with; made on first
-	// start. Empty: a new key per process.
+	// start. Empty: a new key per process. Unused when TokenKeys is set.
 	TokenKeyFile string
+	// TokenKeys, when set, sign and verify registry tokens instead: a root tier's
+	// shared key set (NewKeySet).
+	TokenKeys TokenKeys
+	// UploadSecret signs the state of blob uploads (distribution's http.secret):
+	// members that share storage must share it, or an upload started at one is
+	// refused at another (TierUploadSecret). Empty: a new secret per process.
+	UploadSecret string
+	// Tier, the OUTPOST_TIER bucket, sets both from the state the members of a root
+	// tier share (tier.go): a key set with this member's key in TokenKeyFile, and
+	// the tier's upload secret. Optional.
+	Tier *events.Bucket
 	// Scrub bounds the I/O of a scrub (scrub.go).
 	Scrub ScrubConfig
 	// GC sets garbage collection's grace and schedule (gc.go).
@@ -183,24 +193,33 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	for _, c := range r.Quarantined() {
 		cfg.Logger.Error("a blob found corrupt earlier is still not stored good: it is not served", "digest", c.Digest)
 	}
-	var key *ecdsa.PrivateKey
-	if cfg.TokenKeyFile != "" {
-		key, err = loadSigningKey(cfg.TokenKeyFile)
-	} else {
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if cfg.Tier != nil && cfg.TokenKeys == nil {
+		if cfg.TokenKeys, cfg.UploadSecret, err = tierState(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
+	keys := cfg.TokenKeys
+	if keys == nil {
+		var key *ecdsa.PrivateKey
+		if cfg.TokenKeyFile != "" {
+			key, err = loadSigningKey(cfg.TokenKeyFile)
+		} else {
+			key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
+		keys = singleKey{newSigningKey(key)}
 	}
-	if r.tokens, err = newTokenIssuer(key, cfg.Node, cfg.Now); err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
-	}
+	r.tokens = newTokenIssuer(keys, cfg.Node, cfg.Now)
 	r.referrers = &referrersIndex{driver: driver, namespace: ns}
 	h := &hook{node: cfg.Node, publisher: cfg.Publisher, referrers: r.referrers, health: r.health}
 
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("registry: http secret: %w", err)
+	secret := []byte(cfg.UploadSecret)
+	if len(secret) == 0 {
+		if secret, err = newUploadSecret(); err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
 	}
 	dcfg := &configuration.Configuration{
 		Storage: configuration.Storage{
@@ -211,7 +230,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 			"repository": {{Name: middlewareName, Options: configuration.Parameters{hookOption: h}}},
 		},
 	}
-	dcfg.HTTP.Secret = hex.EncodeToString(secret)
+	dcfg.HTTP.Secret = string(secret)
 	// Defaults configuration.Parse would fill in.
 	dcfg.Catalog.MaxEntries = catalogMaxEntries
 	// Non-distributable layers name where they live; any http(s) URL is allowed, as

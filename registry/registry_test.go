@@ -51,8 +51,19 @@ func startRegistry(t testing.TB, mode Mode) *testRegistry {
 // It serves the token endpoint too.
 func startRegistryIn(t testing.TB, dir string, mode Mode, opts ...func(*Config)) *testRegistry {
 	t.Helper()
+	ns, _ := eventstest.StartServer(t, events.ServerConfig{Dir: dir + "/nats", Name: "testnode"})
+	return startRegistryOn(t, ns, dir, mode, opts...)
+}
+
+// startRegistryOn starts a registry with its storage under dir and its event log in
+// ns; several may share both (the members of a root tier).
+func startRegistryOn(t testing.TB, ns *events.Server, dir string, mode Mode, opts ...func(*Config)) *testRegistry {
+	t.Helper()
 	ctx := context.Background()
-	ns, nc := eventstest.StartServer(t, events.ServerConfig{Dir: dir + "/nats", Name: "testnode"})
+	nc, err := ns.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
 	log, err := events.OpenLog(ctx, nc, events.LogConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +93,6 @@ func startRegistryIn(t testing.TB, dir string, mode Mode, opts ...func(*Config))
 func (tr *testRegistry) stop() {
 	tr.server.Close()
 	_ = tr.Registry.Close()
-	tr.NATS.Shutdown()
 }
 
 func (tr *testRegistry) ref(t testing.TB, s string) name.Reference {

@@ -1,19 +1,14 @@
 package registry
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -33,70 +28,58 @@ const TokenPath = "/outpost/v1/token"
 // for it: every request re-checks the user the token names.
 const tokenLifetime = 10 * time.Minute
 
-// tokenIssuer signs registry tokens with the node's key and verifies them with
-// distribution's token package (signature, issuer, audience, expiry).
+// tokenIssuer signs registry tokens with the node's key and verifies them against
+// the keys it trusts (signature, issuer, audience, expiry).
 type tokenIssuer struct {
-	key     *ecdsa.PrivateKey
-	kid     string
-	signer  jose.Signer
+	keys    TokenKeys
 	issuer  string
 	service string
-	trusted map[string]crypto.PublicKey
 	now     func() time.Time
 
 	// verified caches tokens whose signature checked out, by their exact text: a
 	// client sends the same token with every request, and an ECDSA verify costs
 	// more than the rest of a small request's checks together.
 	mu       sync.Mutex
-	verified map[string]*token.ClaimSet
+	verified map[string]verifiedToken
+	signers  map[string]jose.Signer // by kid
+}
+
+type verifiedToken struct {
+	claims *token.ClaimSet
+	kid    string
 }
 
 var tokenAlgorithms = []jose.SignatureAlgorithm{jose.ES256}
 
-// loadSigningKey reads the node's token signing key, or makes one (0600) on first start.
-func loadSigningKey(file string) (*ecdsa.PrivateKey, error) {
-	b, err := os.ReadFile(file)
-	if errors.Is(err, os.ErrNotExist) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("token key: %w", err)
-		}
-		der, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return nil, fmt.Errorf("token key: %w", err)
-		}
-		if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-			return nil, fmt.Errorf("token key: %w", err)
-		}
-		return key, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("token key: %w", err)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("token key %s: not PEM", file)
-	}
-	key, err := x509.ParseECPrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("token key %s: %w", file, err)
-	}
-	return key, nil
+func newTokenIssuer(keys TokenKeys, node string, now func() time.Time) *tokenIssuer {
+	return &tokenIssuer{keys: keys, issuer: "outpost:" + node, service: node, now: now}
 }
 
-func newTokenIssuer(key *ecdsa.PrivateKey, node string, now func() time.Time) (*tokenIssuer, error) {
-	kid := token.GetJWKThumbprint(key.Public())
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), kid))
+func (ti *tokenIssuer) signer(k SigningKey) (jose.Signer, error) {
+	ti.mu.Lock()
+	defer ti.mu.Unlock()
+	if s, ok := ti.signers[k.Kid]; ok {
+		return s, nil
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.Key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), k.Kid))
 	if err != nil {
 		return nil, fmt.Errorf("token signer: %w", err)
 	}
-	return &tokenIssuer{key: key, kid: kid, signer: signer, issuer: "outpost:" + node, service: node,
-		trusted: map[string]crypto.PublicKey{kid: key.Public()}, now: now}, nil
+	ti.signers = map[string]jose.Signer{k.Kid: s} // only the current key signs
+	return s, nil
 }
 
 // issue signs a token for user granting access.
-func (ti *tokenIssuer) issue(user string, access []*token.ResourceActions) (string, time.Time, error) {
+func (ti *tokenIssuer) issue(ctx context.Context, user string, access []*token.ResourceActions) (string, time.Time, error) {
+	key, err := ti.keys.Signing(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	signer, err := ti.signer(key)
+	if err != nil {
+		return "", time.Time{}, err
+	}
 	now := ti.now()
 	exp := now.Add(tokenLifetime)
 	jti := make([]byte, 16)
@@ -113,7 +96,7 @@ func (ti *tokenIssuer) issue(user string, access []*token.ResourceActions) (stri
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	jws, err := ti.signer.Sign(payload)
+	jws, err := signer.Sign(payload)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("sign registry token: %w", err)
 	}
@@ -121,26 +104,27 @@ func (ti *tokenIssuer) issue(user string, access []*token.ResourceActions) (stri
 	return raw, exp, err
 }
 
-// verify checks a registry token this node issued.
-func (ti *tokenIssuer) verify(raw string) (*token.ClaimSet, error) {
+// verify checks a registry token signed by a key this node trusts.
+func (ti *tokenIssuer) verify(ctx context.Context, raw string) (*token.ClaimSet, error) {
 	ti.mu.Lock()
-	claims, ok := ti.verified[raw]
+	v, ok := ti.verified[raw]
 	ti.mu.Unlock()
-	if ok {
-		if now := ti.now(); now.Before(time.Unix(claims.Expiration, 0).Add(token.Leeway)) {
-			return claims, nil
+	if ok && ti.now().Before(time.Unix(v.claims.Expiration, 0).Add(token.Leeway)) {
+		// The key may have left the set since (removed by an operator).
+		if _, err := ti.keys.Trusted(ctx, v.kid); err == nil {
+			return v.claims, nil
 		}
 	}
-	claims, err := ti.verifySignature(raw)
+	claims, kid, err := ti.verifySignature(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
 	ti.mu.Lock()
 	defer ti.mu.Unlock()
 	if ti.verified == nil || len(ti.verified) > 10000 {
-		ti.verified = map[string]*token.ClaimSet{} // bounded: entries are cheap to rebuild
+		ti.verified = map[string]verifiedToken{} // bounded: entries are cheap to rebuild
 	}
-	ti.verified[raw] = claims
+	ti.verified[raw] = verifiedToken{claims: claims, kid: kid}
 	return claims, nil
 }
 
@@ -155,67 +139,71 @@ var ErrTokenRefused = errors.New("registry token refused")
 var tokenHeaderFields = map[string]bool{"alg": true, "typ": true, "kid": true}
 
 // verifySignature checks a token against the keys this node trusts, and nothing
-// else: the key is chosen by kid from ti.trusted, never taken from the token. It
-// does not use distribution's Token.Verify, which follows x5c and jwk headers.
-func (ti *tokenIssuer) verifySignature(raw string) (*token.ClaimSet, error) {
+// else: the key is chosen by kid from ti.keys, never taken from the token. It does
+// not use distribution's Token.Verify, which follows x5c and jwk headers. It
+// returns the claims and the key id.
+func (ti *tokenIssuer) verifySignature(ctx context.Context, raw string) (*token.ClaimSet, string, error) {
 	refuse := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrTokenRefused, fmt.Sprintf(format, a...))
 	}
 	head, _, ok := strings.Cut(raw, ".")
 	if !ok {
-		return nil, refuse("not a signed JWT (header.payload.signature)")
+		return nil, "", refuse("not a signed JWT (header.payload.signature)")
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(head)
 	if err != nil {
-		return nil, refuse("header is not base64url: %v", err)
+		return nil, "", refuse("header is not base64url: %v", err)
 	}
 	var header map[string]json.RawMessage
 	if err := json.Unmarshal(hb, &header); err != nil {
-		return nil, refuse("header is not a JSON object: %v", err)
+		return nil, "", refuse("header is not a JSON object: %v", err)
 	}
 	for k := range header {
 		if !tokenHeaderFields[k] {
-			return nil, refuse("header field %q is not accepted: only keys this node holds verify its tokens", k)
+			return nil, "", refuse("header field %q is not accepted: only keys this node holds verify its tokens", k)
 		}
 	}
 	var alg, kid string
 	if err := json.Unmarshal(header["alg"], &alg); err != nil || alg != string(jose.ES256) {
-		return nil, refuse("algorithm %s: only %s is accepted", header["alg"], jose.ES256)
+		return nil, "", refuse("algorithm %s: only %s is accepted", header["alg"], jose.ES256)
 	}
 	if err := json.Unmarshal(header["kid"], &kid); err != nil || kid == "" {
-		return nil, refuse("no key id (kid) in the header")
+		return nil, "", refuse("no key id (kid) in the header")
 	}
-	key, ok := ti.trusted[kid]
-	if !ok {
-		return nil, refuse("signed by key %q, which this node does not trust (another node's token?)", kid)
+	key, err := ti.keys.Trusted(ctx, kid)
+	if err != nil {
+		return nil, "", refuse("signed by a key this node does not accept: %v", err)
 	}
 	jws, err := jose.ParseSignedCompact(raw, tokenAlgorithms)
 	if err != nil {
-		return nil, refuse("malformed: %v", err)
+		return nil, "", refuse("malformed: %v", err)
 	}
 	if len(jws.Signatures) != 1 {
-		return nil, refuse("%d signatures: want exactly one", len(jws.Signatures))
+		return nil, "", refuse("%d signatures: want exactly one", len(jws.Signatures))
 	}
-	payload, err := jws.Verify(key)
+	payload, err := jws.Verify(key.Public)
 	if err != nil {
-		return nil, refuse("bad signature for key %q", kid)
+		return nil, "", refuse("bad signature for key %q", kid)
 	}
 	var claims token.ClaimSet
 	if err := json.Unmarshal(payload, &claims); err != nil {
-		return nil, refuse("claims: %v", err)
+		return nil, "", refuse("claims: %v", err)
 	}
 	now := ti.now()
 	switch {
 	case claims.Issuer != ti.issuer:
-		return nil, refuse("issuer %q: this node is %q", claims.Issuer, ti.issuer)
+		return nil, "", refuse("issuer %q: this node is %q", claims.Issuer, ti.issuer)
 	case !slices.Contains(claims.Audience, ti.service):
-		return nil, refuse("audience %v does not include %q", claims.Audience, ti.service)
+		return nil, "", refuse("audience %v does not include %q", claims.Audience, ti.service)
 	case now.After(time.Unix(claims.Expiration, 0).Add(token.Leeway)):
-		return nil, refuse("expired at %s", time.Unix(claims.Expiration, 0).UTC().Format(time.RFC3339))
+		return nil, "", refuse("expired at %s", time.Unix(claims.Expiration, 0).UTC().Format(time.RFC3339))
 	case now.Before(time.Unix(claims.NotBefore, 0).Add(-token.Leeway)):
-		return nil, refuse("not valid before %s", time.Unix(claims.NotBefore, 0).UTC().Format(time.RFC3339))
+		return nil, "", refuse("not valid before %s", time.Unix(claims.NotBefore, 0).UTC().Format(time.RFC3339))
+	case !key.SignUntil.IsZero() && time.Unix(claims.IssuedAt, 0).After(key.SignUntil.Add(token.Leeway)):
+		return nil, "", refuse("issued at %s by key %q, which stopped signing at %s",
+			time.Unix(claims.IssuedAt, 0).UTC().Format(time.RFC3339), kid, key.SignUntil.UTC().Format(time.RFC3339))
 	}
-	return &claims, nil
+	return &claims, kid, nil
 }
 
 // TokenHandler serves the token endpoint: basic credentials (or none, for anonymous
@@ -276,7 +264,7 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 			}
 		}
 	}
-	raw, exp, err := r.tokens.issue(c.User, access)
+	raw, exp, err := r.tokens.issue(req.Context(), c.User, access)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, codeUnknown, err.Error(), nil)
 		return

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -123,7 +124,12 @@ func TestForgedRegistryTokensAreRefused(t *testing.T) {
 		c.InternalPassword = "internal-secret"
 	})
 	f := forger{t: t, service: "testnode", now: time.Now()}
-	nodeKid := tr.tokens.kid
+	ctx := context.Background()
+	own, err := tr.tokens.keys.Signing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeKid := own.Kid
 	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -143,16 +149,13 @@ func TestForgedRegistryTokensAreRefused(t *testing.T) {
 		t.Fatalf("control: distribution's verifier refused the x5c token with the CA in its pool (%v): the test does not forge what it means to", err)
 	}
 
-	otherNode, err := newTokenIssuer(attacker, "testnode", time.Now) // same name, another key
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherNodeToken, _, err := otherNode.issue(events.ReplicaUser, nil)
+	otherNode := newTokenIssuer(singleKey{newSigningKey(attacker)}, "testnode", time.Now) // same name, another key
+	otherNodeToken, _, err := otherNode.issue(ctx, events.ReplicaUser, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs256 := func(input []byte) []byte {
-		der, err := x509.MarshalPKIXPublicKey(tr.tokens.key.Public())
+		der, err := x509.MarshalPKIXPublicKey(own.Key.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,11 +180,11 @@ func TestForgedRegistryTokensAreRefused(t *testing.T) {
 			`header field "jku" is not accepted`},
 		{"the node's kid, signed by another key", f.sign(attacker, events.ReplicaUser, false, map[jose.HeaderKey]any{"kid": nodeKid}),
 			"bad signature for key " + `"` + nodeKid + `"`},
-		{"another node's key (same node name)", otherNodeToken, "which this node does not trust"},
+		{"another node's key (same node name)", otherNodeToken, "signed by a key this node does not accept: key not trusted: this node signs with key"},
 		{"alg none", f.raw(`{"alg":"none","typ":"JWT","kid":"`+nodeKid+`"}`, events.ReplicaUser, none), "algorithm \"none\": only ES256"},
 		{"HS256 keyed with the node's public key", f.raw(`{"alg":"HS256","typ":"JWT","kid":"`+nodeKid+`"}`, events.ReplicaUser, hs256),
 			"algorithm \"HS256\": only ES256"},
-		{"no kid", f.sign(tr.tokens.key, "reader", false, nil), "no key id (kid)"},
+		{"no kid", f.sign(own.Key, "reader", false, nil), "no key id (kid)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for _, path := range []string{"/v2/team/app/tags/list", "/v2/_catalog"} {
@@ -204,7 +207,7 @@ func TestForgedRegistryTokensAreRefused(t *testing.T) {
 	// Controls: the node's own tokens work, for a client and for the internal user,
 	// and one past its expiry (by the node's clock) does not.
 	for _, user := range []string{"reader", events.ReplicaUser} {
-		raw, _, err := tr.tokens.issue(user, []*token.ResourceActions{{Type: "repository", Name: "team/app", Actions: []string{"pull"}}})
+		raw, _, err := tr.tokens.issue(ctx, user, []*token.ResourceActions{{Type: "repository", Name: "team/app", Actions: []string{"pull"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,15 +222,12 @@ func TestForgedRegistryTokensAreRefused(t *testing.T) {
 			t.Errorf("the node's own token for %s: %s, want 404 (authorized, nothing there)", user, resp.Status)
 		}
 	}
-	late, err := newTokenIssuer(tr.tokens.key, "testnode", func() time.Time { return time.Now().Add(tokenLifetime + token.Leeway + time.Minute) })
+	late := newTokenIssuer(tr.tokens.keys, "testnode", func() time.Time { return time.Now().Add(tokenLifetime + token.Leeway + time.Minute) })
+	raw, _, err := tr.tokens.issue(ctx, "reader", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _, err := tr.tokens.issue("reader", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := late.verify(raw); err == nil || !strings.Contains(err.Error(), "expired at") {
+	if _, err := late.verify(ctx, raw); err == nil || !strings.Contains(err.Error(), "expired at") {
 		t.Errorf("a token past its expiry by the node's clock: %v, want expired", err)
 	}
 }
