@@ -11,6 +11,8 @@ ORAS_VERSION        := v1.3.6
 CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
 REGISTRY_VERSION    := v3.1.2
 REGSYNC_VERSION     := v0.11.7
+# The S3 server the S3 storage tests run against (Apache-2.0).
+SEAWEEDFS_VERSION   := v0.0.0-20261109003541-7506e5f91cd6
 
 LDFLAGS := -s -w
 
@@ -61,7 +63,7 @@ lint:
 	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad"; exit 1; fi
 	$(GO) vet ./...
 
-tools: system-deps $(BIN)/crane $(BIN)/oras $(BIN)/conformance $(BIN)/registry $(BIN)/regsync $(BIN)/regctl
+tools: system-deps $(BIN)/crane $(BIN)/oras $(BIN)/conformance $(BIN)/registry $(BIN)/regsync $(BIN)/regctl $(BIN)/weed
 
 $(BIN)/crane:
 	GOBIN=$(BIN) $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
@@ -75,6 +77,19 @@ $(BIN)/regsync:
 	GOBIN=$(BIN) $(GO) install github.com/regclient/regclient/cmd/regsync@$(REGSYNC_VERSION)
 $(BIN)/regctl:
 	GOBIN=$(BIN) $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGSYNC_VERSION)
+# SeaweedFS: `go install` refuses it (its go.mod has replace directives), so build the
+# downloaded module in a writable copy (the module cache is read-only). About 8 min cold
+# on 2 cores, 2.6 GB of memory. Run outside any module and workspace, whatever GOFLAGS
+# says (-mod=vendor would fail: the module ships no vendor directory).
+$(BIN)/weed:
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'chmod -R u+w "$$tmp"; rm -rf "$$tmp"' EXIT; \
+	  dir=$$(cd "$$tmp" && GOWORK=off GOFLAGS=-mod=mod $(GO) mod download -json github.com/seaweedfs/seaweedfs@$(SEAWEEDFS_VERSION) \
+	    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$$/\1/p'); \
+	  if [ -z "$$dir" ] || [ ! -d "$$dir/weed" ]; then echo "seaweedfs $(SEAWEEDFS_VERSION): no module directory"; exit 1; fi; \
+	  cp -R "$$dir" "$$tmp/src"; chmod -R u+w "$$tmp/src"; \
+	  echo "building weed (SeaweedFS $(SEAWEEDFS_VERSION)), several minutes"; \
+	  cd "$$tmp/src" && GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o "$$tmp/weed" ./weed; \
+	  mkdir -p $(BIN) && mv "$$tmp/weed" $(BIN)/weed
 
 # From Debian: skopeo and podman (clients under test), gcc (for -race), prlimit and
 # mount (the file descriptor and full-disk tests). As root

@@ -52,8 +52,10 @@ func ParseMode(s string) (Mode, error) {
 
 // Config configures a node's registry.
 type Config struct {
-	// Dir is the filesystem storage root. Required.
+	// Dir is the filesystem storage root. Required with filesystem storage.
 	Dir string
+	// Storage says where content is stored; default the filesystem under Dir.
+	Storage StorageConfig
 	// Mode is ReadWrite or ReadOnly. Default ReadWrite.
 	Mode Mode
 	// Node names this node as the origin of its events. Required.
@@ -89,7 +91,7 @@ type Config struct {
 // Validate names the first field that is missing or wrong.
 func (c *Config) Validate() error {
 	switch {
-	case c.Dir == "":
+	case c.Dir == "" && c.Storage.Driver != StorageS3:
 		return errors.New("registry: storage directory is empty")
 	case c.Node == "":
 		return errors.New("registry: node name is empty")
@@ -99,6 +101,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("registry: repository delete wait %s is negative", c.RepositoryDeleteWait)
 	}
 	if err := c.Scrub.Validate(); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	if err := c.Storage.Validate(); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	_, err := ParseMode(string(c.Mode))
@@ -156,17 +161,20 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if err := registerMiddleware(); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	params := map[string]any{"rootdirectory": cfg.Dir}
-	driver, err := factory.Create(ctx, "filesystem", params)
+	driverName, params := cfg.driverParameters()
+	driver, err := factory.Create(ctx, driverName, params)
 	if err != nil {
-		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
+	}
+	if err := checkStorage(ctx, driver); err != nil {
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
 	}
 	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
 	if err != nil {
-		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
 	}
 	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: events.NewLoginLimiter()}
-	r.disk = &diskSpace{dir: cfg.Dir, minFree: cfg.MinFreeBytes, health: r.health, log: cfg.Logger}
+	r.disk = newDiskSpace(&cfg, r.health)
 	if err := r.dropStaleIncoming(ctx); err != nil {
 		cfg.Logger.Warn("stale partial blobs not removed", "err", err)
 	}
@@ -202,8 +210,11 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	}
 	dcfg := &configuration.Configuration{
 		Storage: configuration.Storage{
-			"filesystem": configuration.Parameters(params),
-			"delete":     configuration.Parameters{"enabled": true},
+			driverName: configuration.Parameters(params),
+			"delete":   configuration.Parameters{"enabled": true},
+			// Blob reads answer with the bytes unless presigned redirects were asked
+			// for (S3 only; the filesystem driver has none).
+			"redirect": configuration.Parameters{"disable": !cfg.Storage.S3.Redirect},
 		},
 		Middleware: map[string][]configuration.Middleware{
 			"repository": {{Name: middlewareName, Options: configuration.Parameters{hookOption: h}}},
@@ -235,9 +246,18 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 // ServeHTTP serves the OCI distribution API.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.handler.ServeHTTP(w, req) }
 
+// checkStorage makes sure the storage answers before the node serves: a missing
+// bucket or refused credentials are said at start, not at the first push.
+func checkStorage(ctx context.Context, driver storagedriver.StorageDriver) error {
+	if _, err := driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
+		return err
+	}
+	return nil
+}
+
 // Ready says whether storage answers and the last event publish succeeded.
 func (r *Registry) Ready(ctx context.Context) error {
-	if _, err := r.driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
+	if err := checkStorage(ctx, r.driver); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	r.disk.ready()

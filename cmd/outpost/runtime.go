@@ -256,6 +256,7 @@ func (n *node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
 		TokenKeyFile: filepath.Join(n.opts.Data, "token-key.pem"), Scrub: n.scrub.cfg, MinFreeBytes: n.opts.minFreeDisk,
+		Storage: n.opts.Storage.config,
 	})
 	return err
 }

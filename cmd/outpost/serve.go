@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -67,6 +68,8 @@ type serveOptions struct {
 	// event log: under it, pushes get 507 and /readyz says the disk is full.
 	MinFreeDisk string `yaml:"min-free-disk"`
 	minFreeDisk uint64
+	// Storage says where content is stored (storage.go).
+	Storage storageOptions `yaml:",inline"`
 }
 
 func defaultServeOptions() serveOptions {
@@ -77,6 +80,7 @@ func defaultServeOptions() serveOptions {
 		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
 		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
 		MinFreeDisk: strconv.Itoa(registry.DefaultMinFreeBytes),
+		Storage:     defaultStorageOptions(),
 	}
 }
 
@@ -146,6 +150,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.HTTPIdleTimeout, "http-idle-timeout", flagOpts.HTTPIdleTimeout, "close a keep-alive HTTP connection idle this long (Go duration)")
 	f.StringVar(&flagOpts.MinFreeDisk, "min-free-disk", flagOpts.MinFreeDisk,
 		"bytes of disk that pushes leave free for the event log; under it pushes get 507 and /readyz says the disk is full")
+	flagOpts.Storage.addFlags(f)
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -167,7 +172,7 @@ func loadServeConfig(path string, opts *serveOptions) error {
 // fields maps each flag name to its setting, so that a flag given on the command
 // line can win over the config file.
 func (o *serveOptions) fields() map[string]*string {
-	return map[string]*string{
+	m := map[string]*string{
 		"data": &o.Data, "addr": &o.Addr, "gateway-addr": &o.GatewayAddr, "mode": &o.Mode,
 		"name": &o.Name, "message-ttl": &o.MessageTTL, "log-level": &o.LogLevel,
 		"log-format": &o.LogFormat, "connection-string-file": &o.ConnectionStringFile,
@@ -179,6 +184,8 @@ func (o *serveOptions) fields() map[string]*string {
 		"max-connections":   &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
 		"min-free-disk": &o.MinFreeDisk,
 	}
+	maps.Copy(m, o.Storage.fields())
+	return m
 }
 
 // envConnectionString holds a connected node's connection string.
@@ -260,6 +267,9 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	}
 	if opts.minFreeDisk, err = strconv.ParseUint(opts.MinFreeDisk, 10, 64); err != nil || opts.minFreeDisk == 0 {
 		return fmt.Errorf("min-free-disk %q: want a number of bytes above 0", opts.MinFreeDisk)
+	}
+	if err := opts.Storage.parse(os.LookupEnv); err != nil {
+		return err
 	}
 	tlsCfg, err := serverTLS(opts)
 	if err != nil {
