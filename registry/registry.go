@@ -169,6 +169,9 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if err := checkStorage(ctx, driver); err != nil {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
 	}
+	if cfg.Storage.Driver == StorageS3 {
+		cfg.Logger.Info("content is stored in S3", "where", cfg.storageName(), "redirect", cfg.Storage.S3.Redirect)
+	}
 	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
 	if err != nil {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)

@@ -61,6 +61,9 @@ func TestS3PushPullRedirects(t *testing.T) {
 			// Every blob read back and checked against its digest.
 			MustRun(t, clientTimeout, crane, "validate", "--insecure", "--remote", ref)
 			MustRun(t, clientTimeout, crane, "pull", "--insecure", "--format", "oci", ref, t.TempDir())
+			if strings.Contains(node.Output(), b.SecretKey) {
+				t.Error("the node's output shows the S3 secret key")
+			}
 			if keys := b.Keys(t, "docker/registry/v2/blobs/"); len(keys) < 5 {
 				t.Errorf("%d blobs in the bucket, want the 3 layers, the config and the manifest: %v", len(keys), keys)
 			}
