@@ -155,6 +155,9 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if cfg.RepositoryDeleteWait == 0 {
 		cfg.RepositoryDeleteWait = DefaultRepositoryDeleteWait
 	}
+	if cfg.Storage.CheckTimeout == 0 {
+		cfg.Storage.CheckTimeout = DefaultStorageCheckTimeout
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -166,7 +169,7 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
 	}
-	if err := checkStorage(ctx, driver); err != nil {
+	if err := checkStorage(ctx, driver, cfg.Storage.CheckTimeout); err != nil {
 		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
 	}
 	if cfg.Storage.Driver == StorageS3 {
@@ -249,10 +252,16 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 // ServeHTTP serves the OCI distribution API.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.handler.ServeHTTP(w, req) }
 
-// checkStorage makes sure the storage answers before the node serves: a missing
-// bucket or refused credentials are said at start, not at the first push.
-func checkStorage(ctx context.Context, driver storagedriver.StorageDriver) error {
+// checkStorage makes sure the storage answers within timeout: at start (a missing
+// bucket or refused credentials are said then, not at the first push) and for
+// readiness.
+func checkStorage(ctx context.Context, driver storagedriver.StorageDriver, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if _, err := driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer within %s: %w", timeout, err)
+		}
 		return err
 	}
 	return nil
@@ -260,7 +269,7 @@ func checkStorage(ctx context.Context, driver storagedriver.StorageDriver) error
 
 // Ready says whether storage answers and the last event publish succeeded.
 func (r *Registry) Ready(ctx context.Context) error {
-	if err := checkStorage(ctx, r.driver); err != nil {
+	if err := checkStorage(ctx, r.driver, r.cfg.Storage.CheckTimeout); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	r.disk.ready()

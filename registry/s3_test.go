@@ -5,15 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"net"
 	"net/http"
 	"path"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/registry/s3test"
 	"github.com/outpost-edge/outpost/test/content"
 )
@@ -233,3 +236,57 @@ func TestS3ScrubQuarantinesAndAPushHeals(t *testing.T) {
 		t.Errorf("quarantined bytes kept after the blob was pushed again: %v", keys)
 	}
 }
+
+// TestS3StartSaysWhyStorageIsUnusable: a registry on a bucket that does not
+// exist, with keys the server refuses, or on an endpoint that never answers, is
+// refused at start with the reason, the last one within its check timeout; the
+// secret is in no message.
+func TestS3StartSaysWhyStorageIsUnusable(t *testing.T) {
+	b := s3test.NewBucket(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() { // accepts and never answers
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	for _, c := range []struct {
+		what   string
+		change func(*Config)
+		want   string
+	}{
+		{"a bucket that does not exist", func(c *Config) { c.Storage.S3.Bucket = "nosuchbucket" }, "NoSuchBucket"},
+		{"a refused secret", func(c *Config) { c.Storage.S3.SecretKey = "wrong-secret-0123" }, "SignatureDoesNotMatch"},
+		{"an endpoint that never answers", func(c *Config) {
+			c.Storage.S3.Endpoint = "http://" + silent.Addr().String()
+			c.Storage.CheckTimeout = 300 * time.Millisecond
+		}, "no answer within 300ms"},
+	} {
+		cfg := Config{Dir: t.TempDir(), Node: "testnode", Publisher: nopPublisher{}}
+		s3Storage(b)(&cfg)
+		c.change(&cfg)
+		start := time.Now()
+		_, err := New(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "registry: storage s3://") {
+			t.Errorf("%s: %v, want an error naming the storage and saying %q", c.what, err, c.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), cfg.Storage.S3.SecretKey)) {
+			t.Errorf("%s: the error shows the secret: %v", c.what, err)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("%s: refused after %s", c.what, took)
+		}
+	}
+}
+
+// nopPublisher records nothing: for registries refused before they publish.
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(context.Context, *events.Event) error { return nil }

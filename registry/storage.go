@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws" // --storage s3
 )
@@ -45,7 +46,14 @@ type StorageConfig struct {
 	Driver StorageDriver
 	// S3 configures the s3 driver.
 	S3 S3Config
+	// CheckTimeout bounds a look at whether the storage answers (at start and for
+	// readiness): an object store that stops answering must not hang either.
+	// Default DefaultStorageCheckTimeout.
+	CheckTimeout time.Duration
 }
+
+// DefaultStorageCheckTimeout is StorageConfig.CheckTimeout's default.
+const DefaultStorageCheckTimeout = 10 * time.Second
 
 // S3Config configures S3 storage.
 type S3Config struct {
@@ -87,6 +95,9 @@ const (
 func (c *StorageConfig) Validate() error {
 	if _, err := ParseStorageDriver(string(c.Driver)); err != nil {
 		return err
+	}
+	if c.CheckTimeout < 0 {
+		return fmt.Errorf("storage: check timeout %s is negative", c.CheckTimeout)
 	}
 	if c.Driver != StorageS3 {
 		if c.S3 != (S3Config{}) {
