@@ -279,6 +279,8 @@ type Child struct {
 	CreateArgs []string
 	// ServeArgs are extra `outpost serve` flags.
 	ServeArgs []string
+	// ServeEnv is added to the process's environment (secrets: S3 keys).
+	ServeEnv []string
 	// ThroughProxy puts a FaultProxy on both of the child's links to its parent
 	// (registry and gateway); the node's RegistryProxy and GatewayProxy control them.
 	ThroughProxy bool
@@ -307,7 +309,7 @@ func StartChild(t testing.TB, root *Node, c Child) *Node {
 		gw = StartFaultProxy(t, csField(cs, "ParentGatewayEndpoint"))
 		args = append(args, "--parent-registry", reg.Addr(), "--parent-gateway", gw.Addr())
 	}
-	n := startNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: args}, root)
+	n := startNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: args, Env: c.ServeEnv}, root)
 	n.RegistryProxy, n.GatewayProxy = reg, gw
 	return n
 }

@@ -4,12 +4,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/outpost-edge/outpost/registry/s3test"
+	"github.com/outpost-edge/outpost/test/content"
 )
 
 // A root whose content is in S3: a real SeaweedFS (registry/s3test), a bucket per test.
@@ -18,10 +23,15 @@ import (
 // the command line.
 func startS3Node(t *testing.T, b s3test.Bucket, args ...string) *Node {
 	t.Helper()
-	return StartNode(t, NodeOptions{
-		Args: append([]string{"--storage", "s3", "--s3-bucket", b.Name, "--s3-endpoint", b.Endpoint, "--s3-path-style"}, args...),
-		Env:  []string{"AWS_ACCESS_KEY_ID=" + b.AccessKey, "AWS_SECRET_ACCESS_KEY=" + b.SecretKey},
-	})
+	return StartNode(t, NodeOptions{Args: append(s3Args(b), args...), Env: s3Env(b)})
+}
+
+func s3Args(b s3test.Bucket) []string {
+	return []string{"--storage", "s3", "--s3-bucket", b.Name, "--s3-endpoint", b.Endpoint, "--s3-path-style"}
+}
+
+func s3Env(b s3test.Bucket) []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + b.AccessKey, "AWS_SECRET_ACCESS_KEY=" + b.SecretKey}
 }
 
 // TestOCIConformanceOnS3: the pinned OCI conformance suite, every data set, 0
@@ -107,4 +117,63 @@ func TestS3PushPullRedirects(t *testing.T) {
 func sha256Of(b []byte) string {
 	s := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// TestS3TreeReplicates: a root and a ReadWrite site, each on its own bucket (the
+// root with redirects on). A push at the root reaches the site (blobs written in
+// process into the site's bucket, the referrer into its index there) and a push at
+// the site reaches the root; every blob reads back whole at the other end.
+func TestS3TreeReplicates(t *testing.T) {
+	crane := Tool(t, "crane")
+	rootBucket, siteBucket := s3test.NewBucket(t), s3test.NewBucket(t)
+	root := startS3Node(t, rootBucket, "--s3-redirect")
+	site := StartChild(t, root, Child{Name: "sitea", Mode: "ReadWrite", Repositories: []string{"fleet/*"},
+		ServeArgs: s3Args(siteBucket), ServeEnv: s3Env(siteBucket)})
+
+	down := push(t, root, "fleet/app:1", content.Image(t, 3))
+	r, err := name.ParseReference(root.Host+"/fleet/app@"+down, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(r, Auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbom := content.Artifact(t, "application/spdx+json", desc)
+	push(t, root, "fleet/app@"+content.Digest(t, sbom), sbom)
+	up := push(t, site, "fleet/app:2", content.Image(t, 2))
+
+	eventuallyAt(t, "fleet/app:1", down, site)
+	eventuallyAt(t, "fleet/app:2", up, root)
+	MustRun(t, clientTimeout, crane, "validate", "--insecure", "--remote", site.Host+"/fleet/app:1")
+	MustRun(t, clientTimeout, crane, "validate", "--insecure", "--remote", root.Host+"/fleet/app:2")
+	atSite, err := name.NewDigest(site.Host+"/fleet/app@"+down, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, replicationTimeout, func() error {
+		idx, err := remote.Referrers(atSite, Auth)
+		if err != nil {
+			return err
+		}
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return err
+		}
+		if len(m.Manifests) != 1 || m.Manifests[0].Digest.String() != content.Digest(t, sbom) {
+			return fmt.Errorf("referrers of fleet/app@%s at sitea: %v, want the sbom", down, m.Manifests)
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		b    s3test.Bucket
+		what string
+	}{{siteBucket, "site"}, {rootBucket, "root"}} {
+		if keys := c.b.Keys(t, "outpost/v1/referrers/fleet/app/"); len(keys) == 0 {
+			t.Errorf("no referrers index in the %s's bucket", c.what)
+		}
+		if keys := c.b.Keys(t, "docker/registry/v2/outpost-incoming/"); len(keys) != 0 {
+			t.Errorf("blobs left aside in the %s's bucket: %v", c.what, keys)
+		}
+	}
 }
