@@ -53,11 +53,13 @@ SOAK_DURATION ?= 10m
 soak: tools
 	SOAK_DURATION=$(if $(SOAK_ROUNDS),,$(SOAK_DURATION)) $(GO) test -count=1 -v -timeout 0 -run 'TestConvergeRandom' ./test/
 
-# Two suites: a node against plain distribution, and a tree against crane and regsync.
+# A node against plain distribution, a tree against crane and regsync, a sync window,
+# and a root on S3 (SeaweedFS) against one on the filesystem.
 bench: tools
 	$(GO) run ./test/bench node --registry $(BIN)/registry
 	$(GO) run ./test/bench tree --crane $(BIN)/crane --regsync $(BIN)/regsync
 	$(GO) run ./test/bench window
+	$(GO) run ./test/bench s3 --weed $(BIN)/weed
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -68,7 +68,14 @@ var (
 // Start returns the package's server, starting it on first use.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	once.Do(func() { shared, startErr = start() })
+	once.Do(func() {
+		bin := weedBinary()
+		if bin == "" {
+			missing = "no S3 server: bin/weed (SeaweedFS) is not built; run `make tools` to build it (about 8 minutes once)"
+			return
+		}
+		shared, startErr = Run(bin)
+	})
 	if missing != "" {
 		if os.Getenv(EnvRequire) == "1" {
 			t.Fatalf("%s (%s=1: S3 tests must run)", missing, EnvRequire)
@@ -88,10 +95,18 @@ func NewBucket(t testing.TB) Bucket {
 	name := "t" + randomHex(t, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.client.CreateBucketWithContext(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("create bucket %s: %v", name, err)
+	if err := s.CreateBucket(ctx, name); err != nil {
+		t.Fatal(err)
 	}
 	return Bucket{Server: s, Name: name}
+}
+
+// CreateBucket makes an empty bucket.
+func (s *Server) CreateBucket(ctx context.Context, name string) error {
+	if _, err := s.client.CreateBucketWithContext(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return fmt.Errorf("create bucket %s: %w", name, err)
+	}
+	return nil
 }
 
 // Keys lists every key in the bucket under prefix.
@@ -137,13 +152,16 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// Stop stops the server and removes its data.
+// Stop stops the package's server, if one was started.
 func Stop() {
-	if shared == nil {
-		return
+	if shared != nil {
+		shared.Close()
+		shared = nil
 	}
-	s := shared
-	shared = nil
+}
+
+// Close stops the server and removes its data.
+func (s *Server) Close() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -168,16 +186,22 @@ func weedBinary() string {
 	return ""
 }
 
-func start() (*Server, error) {
-	bin := weedBinary()
-	if bin == "" {
-		missing = "no S3 server: bin/weed (SeaweedFS) is not built; run `make tools` to build it (about 8 minutes once)"
-		return nil, nil
+// Run starts `bin mini` (SeaweedFS) with its data in a new temporary directory,
+// on 127.0.0.1 and free ports, and returns once its S3 API answers. Close stops it.
+func Run(bin string) (_ *Server, err error) {
+	if bin, err = filepath.Abs(bin); err != nil { // it runs in its own directory
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "outpost-s3-")
 	if err != nil {
 		return nil, err
 	}
+	started := false
+	defer func() {
+		if err != nil && !started {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	s := &Server{dir: dir, done: make(chan struct{})}
 	var key [20]byte
 	_, _ = rand.Read(key[:])
@@ -222,19 +246,21 @@ func start() (*Server, error) {
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
+	started = true // from here on Close cleans up
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	sess, err := session.NewSession(aws.NewConfig().
 		WithEndpoint(s.Endpoint).WithRegion(Region).WithS3ForcePathStyle(true).
 		WithCredentials(credentials.NewStaticCredentials(s.AccessKey, s.SecretKey, "")).
 		WithMaxRetries(0))
 	if err != nil {
+		s.Close()
 		return nil, err
 	}
 	s.client = s3.New(sess)
 	if err := s.waitReady(60 * time.Second); err != nil {
-		shared = s
-		Stop()
-		return nil, fmt.Errorf("%w; its log:\n%s", err, tail(filepath.Join(dir, "weed.log"), 4000))
+		log := tail(filepath.Join(dir, "weed.log"), 4000)
+		s.Close()
+		return nil, fmt.Errorf("%w; its log:\n%s", err, log)
 	}
 	return s, nil
 }
