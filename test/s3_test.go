@@ -35,12 +35,20 @@ func s3Env(b s3test.Bucket) []string {
 }
 
 // TestOCIConformanceOnS3: the pinned OCI conformance suite, every data set, 0
-// failures against a root on S3 storage.
+// failures against a root on S3 storage, with blob reads served by the node (the
+// default) and redirected to S3.
 func TestOCIConformanceOnS3(t *testing.T) {
-	b := s3test.NewBucket(t)
-	runConformance(t, startS3Node(t, b))
-	if keys := b.Keys(t, "docker/registry/v2/"); len(keys) == 0 {
-		t.Error("nothing in the bucket: the suite's content went elsewhere")
+	for _, c := range []struct {
+		name string
+		args []string
+	}{{"redirect off", nil}, {"redirect on", []string{"--s3-redirect"}}} {
+		t.Run(c.name, func(t *testing.T) {
+			b := s3test.NewBucket(t)
+			runConformance(t, startS3Node(t, b, c.args...))
+			if keys := b.Keys(t, "docker/registry/v2/"); len(keys) == 0 {
+				t.Error("nothing in the bucket: the suite's content went elsewhere")
+			}
+		})
 	}
 }
 
