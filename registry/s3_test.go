@@ -290,3 +290,34 @@ func TestS3StartSaysWhyStorageIsUnusable(t *testing.T) {
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(context.Context, *events.Event) error { return nil }
+
+// TestS3RootDirectoryKeepsEverythingUnderItsPrefix: with a root directory, content
+// and what Outpost keeps beside it (here the referrers index) are all under that
+// key prefix, so several registries can share a bucket.
+func TestS3RootDirectoryKeepsEverythingUnderItsPrefix(t *testing.T) {
+	b := s3test.NewBucket(t)
+	tr := startRegistryIn(t, t.TempDir(), ReadWrite, s3Storage(b), func(c *Config) { c.Storage.S3.RootDirectory = "/tier1" })
+	img := content.Image(t, 1)
+	if err := remote.Write(tr.ref(t, "app:1"), img); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(tr.ref(t, "app:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tr.ref(t, "app:sbom"), content.Artifact(t, "application/spdx+json", desc)); err != nil {
+		t.Fatal(err)
+	}
+	all := b.Keys(t, "")
+	for _, k := range all {
+		if !strings.HasPrefix(k, "tier1/") {
+			t.Errorf("key %s outside the root directory tier1/", k)
+		}
+	}
+	if !slices.ContainsFunc(all, func(k string) bool { return strings.HasPrefix(k, "tier1/outpost/v1/referrers/app/") }) {
+		t.Errorf("no referrers index under tier1/: %v", all)
+	}
+	if resp := tr.do(t, http.MethodGet, "/v2/other/tags/list", "", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("tags of a repository never written: %s, want 404", resp.Status)
+	}
+}
