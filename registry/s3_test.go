@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -319,5 +320,46 @@ func TestS3RootDirectoryKeepsEverythingUnderItsPrefix(t *testing.T) {
 	}
 	if resp := tr.do(t, http.MethodGet, "/v2/other/tags/list", "", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("tags of a repository never written: %s, want 404", resp.Status)
+	}
+}
+
+// TestS3TwoMembersWriteOneBlobAtOnce: two registries on one bucket (two root
+// members) write the same blob in process at the same moment, each into its own
+// repository: nothing joins them (their claims are per process), and both end
+// whole: each commits the same checked bytes to the blob's key.
+func TestS3TwoMembersWriteOneBlobAtOnce(t *testing.T) {
+	ctx := context.Background()
+	b := s3test.NewBucket(t)
+	one := startRegistryIn(t, t.TempDir(), ReadWrite, s3Storage(b))
+	two := startRegistryIn(t, t.TempDir(), ReadWrite, s3Storage(b))
+	data := make([]byte, 11<<20)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromBytes(data)
+	start := make(chan struct{})
+	errs := make(chan error, 2)
+	for i, tr := range []*testRegistry{one, two} {
+		go func() {
+			<-start
+			errs <- tr.WriteBlob(ctx, fmt.Sprintf("team/m%d", i), d.String(), int64(len(data)), (&source{data: data}).open)
+		}()
+	}
+	close(start)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a member's write: %v", err)
+		}
+	}
+	for i, tr := range []*testRegistry{one, two} {
+		for j := range 2 {
+			resp := tr.do(t, http.MethodGet, fmt.Sprintf("/v2/team/m%d/blobs/%s", j, d), "", nil)
+			if got, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) {
+				t.Errorf("member %d, team/m%d: %s, %d bytes, want 200 and the blob", i, j, resp.Status, len(got))
+			}
+		}
+	}
+	if n := b.PendingUploads(t); n != 0 {
+		t.Errorf("%d multipart uploads left pending", n)
 	}
 }
