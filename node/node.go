@@ -71,6 +71,9 @@ type Config struct {
 	MinFreeDisk uint64
 	// Scrub schedules and bounds the scrub of stored blobs.
 	Scrub ScrubConfig
+	// Storage says where content is stored: the filesystem under DataDir (the
+	// default) or S3.
+	Storage registry.StorageConfig
 	// GC schedules garbage collection (registry/gc.go); its clock defaults to Now.
 	GC registry.GCConfig
 	// ConflictWindow is how long after a write here the parent's order replacing
@@ -154,6 +157,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.GC.Validate(); err != nil {
+		return err
+	}
+	if err := c.Storage.Validate(); err != nil {
 		return err
 	}
 	if c.ConflictWindow <= 0 {

@@ -253,7 +253,7 @@ func (n *Node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{access},
 		TokenKeyFile: filepath.Join(n.cfg.DataDir, "token-key.pem"), Scrub: n.cfg.Scrub.ScrubConfig, MinFreeBytes: n.cfg.MinFreeDisk,
-		GC: n.cfg.GC,
+		GC: n.cfg.GC, Storage: n.cfg.Storage,
 	})
 	return err
 }

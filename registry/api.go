@@ -102,6 +102,8 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) {
 		r.serveBlob(w, req, rt)
 	case routeUpload:
 		r.serveUpload(w, req, rt)
+	case routeTags:
+		r.serveTags(w, req, rt)
 	default:
 		r.dist.ServeHTTP(w, req)
 	}
@@ -288,11 +290,7 @@ func (r *Registry) checkChunkOffset(w http.ResponseWriter, req *http.Request, rt
 		writeError(w, http.StatusBadRequest, codeRangeInvalid, fmt.Sprintf("Content-Range %q: want start-end", req.Header.Get("Content-Range")), nil)
 		return false
 	}
-	var offset int64
-	fi, err := r.driver.Stat(req.Context(), uploadDataPath(rt.name, rt.ref))
-	if err == nil {
-		offset = fi.Size()
-	}
+	offset := r.uploadOffset(req.Context(), rt.name, rt.ref)
 	if start != offset {
 		if offset > 0 {
 			w.Header().Set("Range", fmt.Sprintf("0-%d", offset-1))
@@ -303,4 +301,24 @@ func (r *Registry) checkChunkOffset(w http.ResponseWriter, req *http.Request, rt
 		return false
 	}
 	return true
+}
+
+// uploadOffset is how many bytes an upload holds; 0 when it holds none or is
+// unknown (distribution then answers for it). On S3 an upload's data is a
+// multipart upload, which is no object until committed: its size is the sum of
+// its parts, which distribution flushes at the end of every request.
+func (r *Registry) uploadOffset(ctx context.Context, repo, id string) int64 {
+	p := uploadDataPath(repo, id)
+	if r.cfg.Storage.Driver != StorageS3 {
+		if fi, err := r.driver.Stat(ctx, p); err == nil {
+			return fi.Size()
+		}
+		return 0
+	}
+	fw, err := r.driver.Writer(ctx, p, true)
+	if err != nil {
+		return 0
+	}
+	defer fw.Close() // nothing buffered: closing writes nothing
+	return fw.Size()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -37,10 +38,38 @@ type diskSpace struct {
 	minFree uint64
 	health  *health
 	log     *slog.Logger
+	// unchecked, when set, says why there is no free space to watch (S3
+	// storage): no write is refused for want of space.
+	unchecked string
+	// marks are strings besides dir that only an answer about the node's storage
+	// holds (its S3 endpoint): such 5xx answers are replaced by a plain one.
+	marks []string
+}
+
+// errNoFreeSpaceFigure is what free says when the storage has no disk to measure.
+var errNoFreeSpaceFigure = errors.New("the storage has no free space figure")
+
+func newDiskSpace(cfg *Config, h *health) *diskSpace {
+	d := &diskSpace{dir: cfg.Dir, minFree: cfg.MinFreeBytes, health: h, log: cfg.Logger}
+	if cfg.Storage.Driver != StorageS3 {
+		return d
+	}
+	// The bucket has no free space to read, and content no longer fills the disk
+	// the event log is on: the reserve has nothing to protect.
+	d.unchecked = "storage is S3: no free-space reserve (min-free-disk) is kept, as a bucket has no free space to read and content does not fill the local disk"
+	d.marks = []string{"s3aws"}
+	if u, err := url.Parse(cfg.Storage.S3.Endpoint); err == nil && u.Host != "" {
+		d.marks = append(d.marks, u.Host)
+	}
+	cfg.Logger.Info(d.unchecked)
+	return d
 }
 
 // free is the space available to the node.
 func (d *diskSpace) free() (uint64, error) {
+	if d.unchecked != "" {
+		return 0, errNoFreeSpaceFigure
+	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(d.dir, &st); err != nil {
 		return 0, err
@@ -61,6 +90,16 @@ func (d *diskSpace) check(need uint64) error {
 	}
 	d.health.ok("storage")
 	return nil
+}
+
+// marked says whether an answer talks about the node's storage.
+func (d *diskSpace) marked(body string) bool {
+	for _, m := range append([]string{d.dir}, d.marks...) {
+		if m != "" && strings.Contains(body, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *diskSpace) full(free uint64) {
@@ -97,7 +136,7 @@ func diskFullText(s string) bool {
 // would fill it, and turns storage failures into answers without server paths.
 func (d *diskSpace) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if isWrite(req.Method) && req.Method != http.MethodDelete {
+		if d.unchecked == "" && isWrite(req.Method) && req.Method != http.MethodDelete {
 			if err := d.check(uint64(max(req.ContentLength, 0))); err != nil {
 				writeError(w, http.StatusInsufficientStorage, codeUnknown, diskFullMessage, nil)
 				return
@@ -186,7 +225,7 @@ func (c *cleanErrors) finish() {
 		}
 		h.Del("Content-Length")
 		writeError(c.ResponseWriter, http.StatusInsufficientStorage, codeUnknown, diskFullMessage, nil)
-	case strings.Contains(body, c.d.dir):
+	case c.d.marked(body):
 		c.d.log.Error("storage error", "method", c.req.Method, "path", c.req.URL.Path, "answer", body)
 		h.Del("Content-Length")
 		writeError(c.ResponseWriter, c.status, codeUnknown,

@@ -59,3 +59,35 @@ func TestServerErrorsNameNoServerPath(t *testing.T) {
 		t.Errorf("readiness on a full disk: %v", err)
 	}
 }
+
+// TestS3StorageKeepsNoDiskReserve: on S3 no write is refused for want of local
+// disk (the bucket has no free space to read) and readiness says nothing of it,
+// while a server error naming the S3 endpoint is still replaced.
+func TestS3StorageKeepsNoDiskReserve(t *testing.T) {
+	var logged strings.Builder
+	cfg := &Config{MinFreeBytes: 1 << 62, Logger: slog.New(slog.NewTextHandler(&logged, nil)),
+		Storage: StorageConfig{Driver: StorageS3, S3: S3Config{Bucket: "b", Endpoint: "http://10.1.2.3:8333"}}}
+	d := newDiskSpace(cfg, newHealth(time.Now))
+	if !strings.Contains(logged.String(), "storage is S3: no free-space reserve") {
+		t.Errorf("start log does not say why no reserve is kept: %s", logged.String())
+	}
+	rec := httptest.NewRecorder()
+	d.guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) })).
+		ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v2/a/blobs/uploads/", nil))
+	if rec.Code != http.StatusAccepted {
+		t.Errorf("a write on S3 with a reserve larger than any disk: %d %s, want it let through", rec.Code, rec.Body.String())
+	}
+	d.ready()
+	if err := d.health.err(); err != nil {
+		t.Errorf("readiness on S3: %v", err)
+	}
+	h := d.guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `{"errors":[{"code":"UNKNOWN","message":"s3aws: RequestError: send request failed: Put \"http://10.1.2.3:8333/b/docker/x\": dial tcp: connection refused"}]}`)
+	}))
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/a/blobs/x", nil))
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "10.1.2.3") || !strings.Contains(rec.Body.String(), "storage error at the node") {
+		t.Errorf("S3 error answer became %d %s, want 500 without the endpoint", rec.Code, rec.Body.String())
+	}
+}

@@ -17,9 +17,9 @@ import (
 // through a blob upload over HTTP. An upload is three requests and an upload session
 // on disk (start time, hash state, data, then the move and links): for a small image
 // that, not the bytes, is most of the cost of a copy. Here a blob is one verified
-// write, one rename and one link, in distribution's own storage layout (see
-// aliases.go), and a large one streams to disk without passing through the node's
-// own HTTP server. Manifests still go through the API, so that every check and every
+// write, one rename (or, on S3, one committed upload) and one link, in
+// distribution's own storage layout (see aliases.go), and a large one streams to
+// storage without passing through the node's own HTTP server. Manifests still go through the API, so that every check and every
 // event stays where it is.
 
 // incomingRoot holds blobs being written, by digest, until they are renamed into
@@ -104,9 +104,60 @@ func (r *Registry) linkBlobHeld(ctx context.Context, repo string, dgst digest.Di
 	return r.linkBlob(ctx, repo, dgst)
 }
 
-// writeAside appends to what an earlier write left in incomingRoot, checks the whole
-// against dgst and moves it to the blob's place.
+// writeAside stores blob dgst, checked against its digest, so that a reader never
+// sees a part of it. On the filesystem the bytes go aside first and are renamed
+// into place (a broken write resumes from there); on S3 one multipart upload
+// straight to the blob's key does it, as the object appears only when committed.
 func (r *Registry) writeAside(ctx context.Context, dgst digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
+	if r.cfg.Storage.Driver == StorageS3 {
+		return r.writeCommitted(ctx, dgst, size, open)
+	}
+	return r.writeAndRename(ctx, dgst, size, open)
+}
+
+// writeCommitted writes the blob in one writer session and commits it only when
+// the whole of it matched its digest. S3 writers cannot resume from what a broken
+// write left: their parts cannot be read back to be hashed, and a writer opened
+// to append to a key that does not exist yet fails. A broken write is cancelled
+// (no multipart upload is left behind) and starts again from 0.
+func (r *Registry) writeCommitted(ctx context.Context, dgst digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
+	fw, err := r.driver.Writer(ctx, blobDataPath(dgst), false)
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = fw.Cancel(context.WithoutCancel(ctx))
+		}
+	}()
+	rc, err := open(ctx, 0)
+	if err != nil {
+		return err
+	}
+	v := dgst.Verifier()
+	n, err := io.Copy(io.MultiWriter(fw, v), io.LimitReader(rc, size))
+	rc.Close()
+	if err != nil {
+		return err
+	}
+	if n < size {
+		return fmt.Errorf("%d of %d bytes arrived", n, size)
+	}
+	if !v.Verified() {
+		return errors.New("the content's sha256 checksum does not match the digest")
+	}
+	if err := fw.Commit(ctx); err != nil {
+		return err
+	}
+	committed = true
+	return fw.Close()
+}
+
+// writeAndRename appends to what an earlier write left in incomingRoot, checks the
+// whole against dgst and moves it to the blob's place. The bytes are counted here,
+// not by the writer: a writer's Size need not count what it still buffers.
+func (r *Registry) writeAndRename(ctx context.Context, dgst digest.Digest, size int64, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error {
 	tmp := path.Join(incomingRoot, dgst.Encoded())
 	fw, err := r.driver.Writer(ctx, tmp, true)
 	if err != nil {
@@ -122,22 +173,24 @@ func (r *Registry) writeAside(ctx context.Context, dgst digest.Digest, size int6
 		}
 		offset, v = 0, dgst.Verifier()
 	}
+	written := offset
 	if offset < size {
 		rc, err := open(ctx, offset)
 		if err != nil {
 			_ = fw.Close()
 			return err
 		}
-		_, err = io.Copy(io.MultiWriter(fw, v), io.LimitReader(rc, size-offset))
+		n, err := io.Copy(io.MultiWriter(fw, v), io.LimitReader(rc, size-offset))
 		rc.Close()
+		written += n
 		if err != nil {
 			_ = fw.Close() // keep what arrived, for the next write
 			return err
 		}
 	}
-	if got := fw.Size(); got < size {
+	if written < size {
 		_ = fw.Close() // the source ended early: keep what arrived
-		return fmt.Errorf("%d of %d bytes arrived", got, size)
+		return fmt.Errorf("%d of %d bytes arrived", written, size)
 	}
 	if !v.Verified() {
 		_ = fw.Cancel(ctx)

@@ -42,8 +42,10 @@ const (
 
 // Config configures a node's registry.
 type Config struct {
-	// Dir is the filesystem storage root. Required.
+	// Dir is the filesystem storage root. Required with filesystem storage.
 	Dir string
+	// Storage says where content is stored; default the filesystem under Dir.
+	Storage StorageConfig
 	// Mode is ReadWrite or ReadOnly. Default ReadWrite.
 	Mode Mode
 	// Node names this node as the origin of its events. Required.
@@ -92,7 +94,7 @@ type Config struct {
 // Validate names the first field that is missing or wrong.
 func (c *Config) Validate() error {
 	switch {
-	case c.Dir == "":
+	case c.Dir == "" && c.Storage.Driver != StorageS3:
 		return errors.New("registry: storage directory is empty")
 	case c.Node == "":
 		return errors.New("registry: node name is empty")
@@ -105,6 +107,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("registry: %w", err)
 	}
 	if err := c.GC.Validate(); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	if err := c.Storage.Validate(); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	_, err := events.ParseMode(string(c.Mode))
@@ -157,23 +162,32 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	if cfg.RepositoryDeleteWait == 0 {
 		cfg.RepositoryDeleteWait = DefaultRepositoryDeleteWait
 	}
+	if cfg.Storage.CheckTimeout == 0 {
+		cfg.Storage.CheckTimeout = DefaultStorageCheckTimeout
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := registerMiddleware(); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	params := map[string]any{"rootdirectory": cfg.Dir}
-	driver, err := factory.Create(ctx, "filesystem", params)
+	driverName, params := cfg.driverParameters()
+	driver, err := factory.Create(ctx, driverName, params)
 	if err != nil {
-		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
+	}
+	if err := checkStorage(ctx, driver, cfg.Storage.CheckTimeout); err != nil {
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
+	}
+	if cfg.Storage.Driver == StorageS3 {
+		cfg.Logger.Info("content is stored in S3", "where", cfg.storageName(), "redirect", cfg.Storage.S3.Redirect)
 	}
 	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
 	if err != nil {
-		return nil, fmt.Errorf("registry: storage %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("registry: storage %s: %w", cfg.storageName(), err)
 	}
 	r := &Registry{cfg: cfg, driver: driver, namespace: ns, health: newHealth(cfg.Now), limiter: events.NewLoginLimiter()}
-	r.disk = &diskSpace{dir: cfg.Dir, minFree: cfg.MinFreeBytes, health: r.health, log: cfg.Logger}
+	r.disk = newDiskSpace(&cfg, r.health)
 	if err := r.dropStaleIncoming(ctx); err != nil {
 		cfg.Logger.Warn("stale partial blobs not removed", "err", err)
 	}
@@ -223,8 +237,11 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	}
 	dcfg := &configuration.Configuration{
 		Storage: configuration.Storage{
-			"filesystem": configuration.Parameters(params),
-			"delete":     configuration.Parameters{"enabled": true},
+			driverName: configuration.Parameters(params),
+			"delete":   configuration.Parameters{"enabled": true},
+			// Blob reads answer with the bytes unless presigned redirects were asked
+			// for (S3 only; the filesystem driver has none).
+			"redirect": configuration.Parameters{"disable": !cfg.Storage.S3.Redirect},
 		},
 		Middleware: map[string][]configuration.Middleware{
 			"repository": {{Name: middlewareName, Options: configuration.Parameters{hookOption: h}}},
@@ -256,9 +273,24 @@ func New(ctx context.Context, cfg Config) (reg *Registry, err error) {
 // ServeHTTP serves the OCI distribution API.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.handler.ServeHTTP(w, req) }
 
+// checkStorage makes sure the storage answers within timeout: at start (a missing
+// bucket or refused credentials are said then, not at the first push) and for
+// readiness.
+func checkStorage(ctx context.Context, driver storagedriver.StorageDriver, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer within %s: %w", timeout, err)
+		}
+		return err
+	}
+	return nil
+}
+
 // Ready says whether storage answers and the last event publish succeeded.
 func (r *Registry) Ready(ctx context.Context) error {
-	if _, err := r.driver.Stat(ctx, "/"); err != nil && !errors.As(err, new(storagedriver.PathNotFoundError)) {
+	if err := checkStorage(ctx, r.driver, r.cfg.Storage.CheckTimeout); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	r.disk.ready()

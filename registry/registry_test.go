@@ -26,6 +26,7 @@ import (
 
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/events/eventstest"
+	"github.com/outpost-edge/outpost/registry/s3test"
 	"github.com/outpost-edge/outpost/test/content"
 )
 
@@ -124,7 +125,7 @@ func (tr *testRegistry) do(t testing.TB, method, path, contentType string, body 
 
 func TestMain(m *testing.M) {
 	logrus.SetLevel(logrus.FatalLevel) // the embedded app logs every request
-	os.Exit(m.Run())
+	os.Exit(s3test.Main(m))            // stops the S3 server the S3 tests started
 }
 
 func TestPushAndDeleteBecomeEvents(t *testing.T) {
@@ -358,8 +359,15 @@ func TestReadOnlyRefusesWritesAndServesReads(t *testing.T) {
 }
 
 func TestReferrersAPIAndSubjectHeader(t *testing.T) {
+	checkReferrersAPI(t, func(dir string) *testRegistry { return startRegistryIn(t, dir, ReadWrite) })
+}
+
+// checkReferrersAPI pushes two artifacts with a subject and lists them, filtered
+// and not, through the API and a client; the index outlives a restart (start
+// brings the registry up again on the same storage).
+func checkReferrersAPI(t *testing.T, start func(dir string) *testRegistry) {
 	dir := t.TempDir()
-	tr := startRegistryIn(t, dir, ReadWrite)
+	tr := start(dir)
 	img := content.Image(t, 2)
 	subjectRef := tr.ref(t, "app:1")
 	if err := remote.Write(subjectRef, img); err != nil {
@@ -418,7 +426,7 @@ func TestReferrersAPIAndSubjectHeader(t *testing.T) {
 	}
 	// The index is durable: a restarted node answers the same.
 	tr.stop()
-	tr = startRegistryIn(t, dir, ReadWrite)
+	tr = start(dir)
 	idx, _ = listReferrers(tr, "")
 	if len(idx.Manifests) != 1 || idx.Manifests[0].Digest.String() != content.Digest(t, sbom) {
 		t.Errorf("after delete and restart: %+v, want only the sbom", idx.Manifests)
@@ -447,7 +455,11 @@ func pushBlobs(t testing.TB, repo name.Repository, img v1.Image) {
 }
 
 func TestSHA512ManifestRoundTrip(t *testing.T) {
-	tr := startRegistry(t, ReadWrite)
+	checkSHA512Manifest(t, startRegistry(t, ReadWrite))
+}
+
+// checkSHA512Manifest pushes, reads and deletes a manifest by its sha512 digest.
+func checkSHA512Manifest(t *testing.T, tr *testRegistry) {
 	img := content.Image(t, 2)
 	if err := remote.Write(tr.ref(t, "app:base"), img); err != nil { // blobs and config
 		t.Fatal(err)

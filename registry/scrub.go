@@ -229,10 +229,14 @@ type scrubWalk struct {
 	manifests map[digest.Digest]bool
 }
 
-// all checks every blob in the store, found by walking its directories.
+// all checks every blob in the store, found by walking its directories, and then
+// every blob a repository links that the walk did not find: on S3 a blob whose
+// data object is gone leaves no directory behind (keys are not directories), nor
+// does one whose whole directory was removed on the filesystem.
 func (w *scrubWalk) all(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.r.scrubConcurrency())
+	seen := map[digest.Digest]bool{}
 	err := w.r.driver.Walk(ctx, blobsRoot, func(fi storagedriver.FileInfo) error {
 		// blobs/<alg>/<2 hex>/<hex>: a blob's directory; its data file is checked.
 		rel := strings.Split(strings.TrimPrefix(fi.Path(), blobsRoot+"/"), "/")
@@ -246,11 +250,18 @@ func (w *scrubWalk) all(ctx context.Context) error {
 		if gctx.Err() != nil {
 			return gctx.Err()
 		}
+		seen[d] = true
 		g.Go(func() error { return w.check(gctx, d) })
 		return storagedriver.ErrSkipDir
 	})
 	if errors.As(err, new(storagedriver.PathNotFoundError)) {
 		err = nil // nothing stored yet
+	}
+	if err == nil {
+		var repos []string
+		if repos, err = w.r.Repositories(gctx); err == nil {
+			err = w.checkLinked(gctx, g, repos, seen)
+		}
 	}
 	if gerr := g.Wait(); err == nil {
 		err = gerr
@@ -260,14 +271,21 @@ func (w *scrubWalk) all(ctx context.Context) error {
 
 // repositories checks the blobs and manifests the named repositories link.
 func (w *scrubWalk) repositories(ctx context.Context, repos []string) error {
-	seen := map[digest.Digest]bool{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.r.scrubConcurrency())
+	err := w.checkLinked(gctx, g, repos, map[digest.Digest]bool{})
+	if gerr := g.Wait(); err == nil {
+		err = gerr
+	}
+	return err
+}
+
+// checkLinked checks, in g, the blobs and manifests repos link that are not in seen.
+func (w *scrubWalk) checkLinked(ctx context.Context, g *errgroup.Group, repos []string, seen map[digest.Digest]bool) error {
 	for _, repo := range repos {
 		for _, dir := range []string{"_layers", "_manifests/revisions"} {
 			ds, err := w.r.linkedDigests(ctx, path.Join(repositoriesRoot, repo, dir))
 			if err != nil {
-				_ = g.Wait()
 				return fmt.Errorf("repository %s: %w", repo, err)
 			}
 			for _, d := range ds {
@@ -275,11 +293,11 @@ func (w *scrubWalk) repositories(ctx context.Context, repos []string) error {
 					continue // other algorithms are aliases of a sha256 blob
 				}
 				seen[d] = true
-				g.Go(func() error { return w.check(gctx, d) })
+				g.Go(func() error { return w.check(ctx, d) })
 			}
 		}
 	}
-	return g.Wait()
+	return nil
 }
 
 // linkedDigests lists the digests under a repository's _layers or

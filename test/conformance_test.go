@@ -13,8 +13,13 @@ import (
 // TestOCIConformance runs the pinned distribution-spec conformance suite (default
 // profile, every data set on) against a started `outpost serve`.
 func TestOCIConformance(t *testing.T) {
+	runConformance(t, StartNode(t, NodeOptions{}))
+}
+
+// runConformance runs the suite against node and fails on any failure or error.
+func runConformance(t *testing.T, node *Node) {
+	t.Helper()
 	suite := Tool(t, "conformance")
-	node := StartNode(t, NodeOptions{})
 	results := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

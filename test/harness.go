@@ -89,6 +89,9 @@ type NodeOptions struct {
 	ConnectionString string
 	// CA, for a node serving TLS (Args hold --tls-cert), is what its clients trust.
 	CA *TestCA
+	// Env is added to the process's environment (secrets such as S3 keys, which
+	// never go on a command line).
+	Env []string
 }
 
 // AdminToken is the admin token of every root the harness starts.
@@ -170,7 +173,7 @@ func (n *Node) Start() {
 		args = append(args, "--mode", n.opts.Mode, "--name", n.opts.Name)
 	}
 	cmd := exec.Command(Binary(n.t), append(args, n.opts.Args...)...)
-	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN_TOKEN="+AdminToken)
+	cmd.Env = append(append(os.Environ(), "OUTPOST_ADMIN_TOKEN="+AdminToken), n.opts.Env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		n.t.Fatal(err)
@@ -276,6 +279,8 @@ type Child struct {
 	CreateArgs []string
 	// ServeArgs are extra `outpost serve` flags.
 	ServeArgs []string
+	// ServeEnv is added to the process's environment (secrets: S3 keys).
+	ServeEnv []string
 	// ThroughProxy puts a FaultProxy on both of the child's links to its parent
 	// (registry and gateway); the node's RegistryProxy and GatewayProxy control them.
 	ThroughProxy bool
@@ -304,7 +309,7 @@ func StartChild(t testing.TB, root *Node, c Child) *Node {
 		gw = StartFaultProxy(t, csField(cs, "ParentGatewayEndpoint"))
 		args = append(args, "--parent-registry", reg.Addr(), "--parent-gateway", gw.Addr())
 	}
-	n := startNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: args}, root)
+	n := startNode(t, NodeOptions{Name: c.Name, ConnectionString: cs, Args: args, Env: c.ServeEnv}, root)
 	n.RegistryProxy, n.GatewayProxy = reg, gw
 	return n
 }

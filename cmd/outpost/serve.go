@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -69,6 +70,8 @@ type serveOptions struct {
 	// ConflictWindow is how long after a write here the parent's order replacing it
 	// counts as overwriting it (a tag conflict) rather than an ordinary update.
 	ConflictWindow string `yaml:"conflict-window"`
+	// Storage says where content is stored (storage.go).
+	Storage storageOptions `yaml:",inline"`
 }
 
 // defaultServeOptions are node.DefaultConfig as flags show them.
@@ -82,6 +85,7 @@ func defaultServeOptions() serveOptions {
 		ScrubConcurrency: strconv.Itoa(d.Scrub.Concurrency),
 		MaxConnections:   strconv.Itoa(d.HTTP.MaxConnections), HTTPIdleTimeout: d.HTTP.IdleTimeout.String(),
 		MinFreeDisk: strconv.FormatUint(d.MinFreeDisk, 10), ConflictWindow: d.ConflictWindow.String(),
+		Storage: defaultStorageOptions(),
 	}
 }
 
@@ -155,6 +159,7 @@ func newServeCmd() *cobra.Command {
 		"`cron` schedule (5 fields, such as \"0 3 * * *\") for removing the blobs no manifest references; empty: only when outpost gc asks")
 	f.StringVar(&flagOpts.ConflictWindow, "conflict-window", flagOpts.ConflictWindow,
 		"how long after a write here the parent's order replacing it counts as a tag conflict (logged, counted, in status) rather than an update")
+	flagOpts.Storage.addFlags(f)
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	return cmd
@@ -176,7 +181,7 @@ func loadServeConfig(path string, opts *serveOptions) error {
 // fields maps each flag name to its setting, so that a flag given on the command
 // line can win over the config file.
 func (o *serveOptions) fields() map[string]*string {
-	return map[string]*string{
+	m := map[string]*string{
 		"data": &o.Data, "addr": &o.Addr, "gateway-addr": &o.GatewayAddr, "mode": &o.Mode,
 		"name": &o.Name, "message-ttl": &o.MessageTTL, "log-level": &o.LogLevel,
 		"log-format": &o.LogFormat, "connection-string-file": &o.ConnectionStringFile,
@@ -188,6 +193,8 @@ func (o *serveOptions) fields() map[string]*string {
 		"max-connections":   &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
 		"min-free-disk": &o.MinFreeDisk, "conflict-window": &o.ConflictWindow, "gc-schedule": &o.GCSchedule,
 	}
+	maps.Copy(m, o.Storage.fields())
+	return m
 }
 
 // The environment serve reads: a connected node's connection string, and the
@@ -292,6 +299,10 @@ func nodeConfig(opts serveOptions) (node.Config, error) {
 	if cfg.GC, err = parseGCSettings(opts, nil); err != nil {
 		return cfg, err
 	}
+	if err := opts.Storage.parse(os.LookupEnv); err != nil {
+		return cfg, err
+	}
+	cfg.Storage = opts.Storage.config
 	if cfg.ConflictWindow, err = time.ParseDuration(opts.ConflictWindow); err != nil || cfg.ConflictWindow <= 0 {
 		return cfg, fmt.Errorf("conflict-window %q: want a duration above 0 such as 1m", opts.ConflictWindow)
 	}

@@ -84,12 +84,23 @@ func runNodeSuite(ctx context.Context, args []string) error {
 		}},
 	}
 	steps := newSteps(cfg)
+	res, err := measureTargets(ctx, cfg, work, targets, steps)
+	if err != nil {
+		return err
+	}
+	printNodeTable(os.Stdout, cfg, steps, res)
+	return nil
+}
+
+// measureTargets runs cfg.rounds rounds of steps against every target, each round
+// with content of its own, the targets taking turns going first.
+func measureTargets(ctx context.Context, cfg nodeConfig, work string, targets []target, steps []step) (results, error) {
 	res := results{}
 	seed := uint64(time.Now().UnixNano())
 	for round := 1; round <= cfg.rounds; round++ {
 		w, err := newWorkload(generator{seed: seed, round: round}, cfg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		order := slices.Clone(targets)
 		if round%2 == 0 {
@@ -99,14 +110,13 @@ func runNodeSuite(ctx context.Context, args []string) error {
 			dir := filepath.Join(work, fmt.Sprintf("round%d-%s", round, t.name))
 			d, err := benchTarget(ctx, t, dir, steps, w, cfg)
 			if err != nil {
-				return fmt.Errorf("round %d: %s: %w", round, t.name, err)
+				return nil, fmt.Errorf("round %d: %s: %w", round, t.name, err)
 			}
 			res.add(t.name, d)
 		}
 		printRound(os.Stdout, round, order, steps, res)
 	}
-	printNodeTable(os.Stdout, cfg, steps, res)
-	return nil
+	return res, nil
 }
 
 // A target is a registry under test, started afresh on an empty directory.
