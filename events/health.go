@@ -14,11 +14,17 @@ import (
 // restarts; what was acknowledged before stays on disk.
 var ErrStoreWrite = errors.New("event log: a stream could not write to the node's disk")
 
-// Healthy checks JetStream and every stream's store. Its error names no path (the
-// server's own text does): a write that failed for lack of space says so.
+// Healthy checks JetStream, a member's cluster (a meta leader and a quorum: an
+// ErrNoQuorum naming what is missing) and every stream's store. Its error names no
+// path (the server's own text does): a write that failed for lack of space says so.
 func (s *Server) Healthy() error {
 	if !s.Running() {
 		return errors.New("nats: jetstream not running")
+	}
+	// A member without a quorum cannot write: say which members are missing
+	// rather than the server's own "not current" text.
+	if err := s.ClusterStatus().Err(); err != nil {
+		return err
 	}
 	h := s.ns.Healthz(&server.HealthzOptions{})
 	if h == nil || h.Status == "ok" {
