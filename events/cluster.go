@@ -2,6 +2,7 @@ package events
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -310,6 +311,10 @@ func applyCluster(opts *server.Options, c ClusterConfig) error {
 		if err != nil {
 			return fmt.Errorf("cluster: route TLS: %w", err)
 		}
+		// A member is both ends of routes: it verifies the members it dials
+		// against the same CA as those that dial it (nats-server's own route_tls
+		// parsing does this; GenTLSConfig alone does not).
+		tc.ClientAuth, tc.RootCAs = tls.RequireAndVerifyClientCert, tc.ClientCAs
 		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 5
 	}
 	urls, _ := c.routeURLs()
