@@ -133,6 +133,7 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	}
 	if n.ns, err = events.StartServer(events.ServerConfig{
 		Dir: filepath.Join(n.opts.Data, "nats"), Addr: n.opts.GatewayAddr, Name: n.name, TLS: n.tls,
+		Cluster: n.opts.cluster,
 	}); err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	n.metrics = prometheus.NewRegistry()
 	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if n.log, err = events.OpenLog(ctx, n.nc, events.LogConfig{MessageTTL: ttl, Registerer: n.metrics,
-		RecordFile: filepath.Join(n.opts.Data, "events-log.json")}); err != nil {
+		RecordFile: filepath.Join(n.opts.Data, "events-log.json"), Placement: n.ns.Placement()}); err != nil {
 		return err
 	}
 	if d := n.log.Damage(); d != nil {
@@ -153,7 +154,7 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	buckets[events.BucketNodes], buckets[events.BucketStatus], buckets[events.BucketLocal] = &nodesB, &statusB, &n.local
 	buckets[events.BucketTokens] = &tokensB
 	for name, b := range buckets {
-		if *b, err = events.OpenBucket(ctx, n.nc, name); err != nil {
+		if *b, err = events.OpenBucket(ctx, n.nc, name, events.WithPlacement(n.ns.Placement())); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -67,6 +68,9 @@ type serveOptions struct {
 	// event log: under it, pushes get 507 and /readyz says the disk is full.
 	MinFreeDisk string `yaml:"min-free-disk"`
 	minFreeDisk uint64
+	// clusterOptions make a root a member of a root tier (cluster.go).
+	clusterOptions `yaml:",inline"`
+	cluster        *events.ClusterConfig
 }
 
 func defaultServeOptions() serveOptions {
@@ -76,7 +80,8 @@ func defaultServeOptions() serveOptions {
 		LogLevel: "info", LogFormat: "text", AnonymousPull: "false",
 		ScrubInterval: "24h", ScrubRate: "0", ScrubConcurrency: "2",
 		MaxConnections: "0", HTTPIdleTimeout: defaultHTTPLimits().IdleTimeout.String(),
-		MinFreeDisk: strconv.Itoa(registry.DefaultMinFreeBytes),
+		MinFreeDisk:    strconv.Itoa(registry.DefaultMinFreeBytes),
+		clusterOptions: clusterOptions{ClusterListen: events.DefaultClusterListen, ClusterReplicas: "0"},
 	}
 }
 
@@ -148,6 +153,7 @@ func newServeCmd() *cobra.Command {
 		"bytes of disk that pushes leave free for the event log; under it pushes get 507 and /readyz says the disk is full")
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
+	addClusterFlags(f, &flagOpts.clusterOptions)
 	return cmd
 }
 
@@ -167,7 +173,7 @@ func loadServeConfig(path string, opts *serveOptions) error {
 // fields maps each flag name to its setting, so that a flag given on the command
 // line can win over the config file.
 func (o *serveOptions) fields() map[string]*string {
-	return map[string]*string{
+	m := map[string]*string{
 		"data": &o.Data, "addr": &o.Addr, "gateway-addr": &o.GatewayAddr, "mode": &o.Mode,
 		"name": &o.Name, "message-ttl": &o.MessageTTL, "log-level": &o.LogLevel,
 		"log-format": &o.LogFormat, "connection-string-file": &o.ConnectionStringFile,
@@ -179,6 +185,8 @@ func (o *serveOptions) fields() map[string]*string {
 		"max-connections":   &o.MaxConnections, "http-idle-timeout": &o.HTTPIdleTimeout,
 		"min-free-disk": &o.MinFreeDisk,
 	}
+	maps.Copy(m, o.clusterOptions.fields())
+	return m
 }
 
 // envConnectionString holds a connected node's connection string.
@@ -268,6 +276,15 @@ func runServe(ctx context.Context, opts serveOptions) error {
 	scrub, err := parseScrubSettings(opts)
 	if err != nil {
 		return err
+	}
+	if opts.cluster, err = opts.clusterConfig(); err != nil {
+		return err
+	}
+	if opts.cluster != nil {
+		if opts.ConnectionString != "" {
+			return errors.New("--cluster-name: only root members form a cluster; a site has a connection string")
+		}
+		opts.cluster.Logger = logger
 	}
 	n := &node{opts: opts, logger: logger, level: level, name: opts.Name, now: offsetClock(opts.ClockOffsetFile), tls: tlsCfg, scrub: scrub}
 	if opts.ConnectionString != "" {
