@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/pipeline"
 )
 
 // clusterOptions make a root a member of a root tier: its NATS server joins the
@@ -77,4 +80,13 @@ func (o *clusterOptions) clusterConfig() (*events.ClusterConfig, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// failoverTransport moves a site's copies to another of its parent's registry
+// endpoints when one fails to connect; base alone for a single endpoint.
+func failoverTransport(base http.RoundTripper, hosts []string, logger *slog.Logger) http.RoundTripper {
+	if len(hosts) < 2 {
+		return base
+	}
+	return pipeline.NewFailover(base, hosts, logger)
 }

@@ -136,8 +136,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&refused, "connection-string", "", "refused: the sync password would be in every process listing; use --connection-string-file or env "+envConnectionString)
 	_ = f.MarkHidden("connection-string")
 	f.StringVar(&flagOpts.AdvertiseAddr, "advertise-addr", "", "host this node's children reach it at (default: the listen addresses' host)")
-	f.StringVar(&flagOpts.ParentRegistry, "parent-registry", "", "reach the parent's registry at this host:port instead of the connection string's")
-	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port instead of the connection string's")
+	f.StringVar(&flagOpts.ParentRegistry, "parent-registry", "", "reach the parent's registry at this host:port (or several, comma-separated) instead of the connection string's")
+	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port (or several, comma-separated) instead of the connection string's")
 	f.StringVar(&flagOpts.AnonymousPull, "anonymous-pull", flagOpts.AnonymousPull, "root only: let clients without credentials pull (true or false)")
 	f.Lookup("anonymous-pull").NoOptDefVal = "true"
 	f.StringVar(&flagOpts.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS and the gateway's TLS")
@@ -298,6 +298,9 @@ func runServe(ctx context.Context, opts serveOptions) error {
 		}
 		if opts.ParentGateway != "" {
 			n.cs.ParentGateway = opts.ParentGateway
+		}
+		if err := n.cs.Validate(); err != nil {
+			return fmt.Errorf("--parent-registry/--parent-gateway: %w", err)
 		}
 		defer n.close()
 		if err := n.start(ctx, events.DefaultMessageTTL); err != nil {
