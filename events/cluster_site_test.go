@@ -90,3 +90,70 @@ func TestClusterSiteFailsOver(t *testing.T) {
 		}
 	}
 }
+
+// Two members' routers on the one router durable of the replicated log take the
+// events in turn: each once, in the log's order across both (one in flight at a
+// time), as two root processes would.
+func TestClusterTwoRoutersOneDurable(t *testing.T) {
+	servers := startCluster(t, 3)
+	ctx := context.Background()
+	logs := []*Log{openMemberLog(t, servers[0]), openMemberLog(t, servers[1])}
+	const total = 200
+	for i := range total {
+		if err := logs[i%2].Publish(ctx, &Event{ID: fmt.Sprintf("ev%03d", i), Action: ActionPush, Repository: "app", Tag: fmt.Sprint(i), Digest: "sha256:00"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type taken struct {
+		router int
+		seq    uint64
+	}
+	out := make(chan taken, total)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	errs := make(chan error, 2)
+	for r, l := range logs {
+		go func() {
+			q, err := l.Consume(runCtx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for runCtx.Err() == nil {
+				d, err := q.Next(runCtx, 200*time.Millisecond)
+				if err != nil || d == nil {
+					continue
+				}
+				out <- taken{r, d.Sequence}
+				if err := d.Ack(runCtx); err != nil && runCtx.Err() == nil {
+					errs <- fmt.Errorf("router %d ack %d: %w", r, d.Sequence, err)
+					return
+				}
+			}
+		}()
+	}
+	var got []taken
+	deadline := time.After(20 * time.Second)
+	for len(got) < total {
+		select {
+		case tk := <-out:
+			got = append(got, tk)
+		case err := <-errs:
+			t.Fatal(err)
+		case <-deadline:
+			t.Fatalf("%d of %d events routed", len(got), total)
+		}
+	}
+	stop()
+	per := [2]int{}
+	for i, tk := range got {
+		per[tk.router]++
+		if tk.seq != uint64(i+1) {
+			t.Fatalf("delivery %d is sequence %d: want each event once, in order", i, tk.seq)
+		}
+	}
+	if per[0] == 0 || per[1] == 0 {
+		t.Logf("one router took every event (%v): order holds, sharing is up to the server", per)
+	}
+	t.Logf("%d events routed in order by two routers: %v each", total, per)
+}
