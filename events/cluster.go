@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -470,6 +471,9 @@ type Placement struct {
 	Replicas int
 	// Create retries stream and bucket creation; Publish retries a publish.
 	Create, Publish RetryPolicy
+	// caughtUp says whether this member's copy of a stream holds the stream's
+	// messages up to last; nil for a single server, whose copy is the stream.
+	caughtUp func(stream string, last uint64) bool
 }
 
 // Placement is the placement for this server's streams: from its cluster, or a
@@ -480,6 +484,7 @@ func (s *Server) Placement() Placement {
 	}
 	c := *s.cluster
 	return Placement{
+		caughtUp: s.caughtUp,
 		Replicas: c.Replicas,
 		// Short attempts: members that create one stream at once find the later
 		// requests unanswered (nats-server v2.15) until they ask again.
@@ -491,3 +496,43 @@ func (s *Server) Placement() Placement {
 }
 
 func (p Placement) replicas() int { return max(1, p.Replicas) }
+
+// caughtUp says whether this member's copy of stream holds the messages up to
+// last (the leader's last sequence), or it holds no copy. A consumer made from here
+// without a durable (a read of the log) is placed on this member's copy: one
+// restarted a moment ago delivers only what it has caught up on, and a reader
+// takes the rest for lost. (Raft calls a follower current before its first
+// heartbeat from the leader tells it how far behind it is, so that is not asked.)
+func (s *Server) caughtUp(stream string, last uint64) bool {
+	acc := server.DEFAULT_GLOBAL_ACCOUNT
+	if !s.ns.JetStreamIsStreamAssigned(acc, stream) {
+		return true
+	}
+	d, err := s.ns.JszAccount(&server.JSzOptions{Account: acc, Streams: true})
+	if err != nil {
+		return false
+	}
+	for _, st := range d.Streams {
+		if st.Name == stream {
+			return st.State.LastSeq >= last
+		}
+	}
+	return false
+}
+
+// errCatchingUp says this member's copy of a stream is not caught up yet.
+var errCatchingUp = errors.New("this member's copy of the stream is catching up")
+
+// waitCaughtUp waits, by p's Create policy, until this member's copy of stream
+// holds the messages up to last.
+func (p Placement) waitCaughtUp(ctx context.Context, stream string, last uint64) error {
+	if p.caughtUp == nil {
+		return nil
+	}
+	return p.Create.do(ctx, "catch up "+stream, func(context.Context) error {
+		if !p.caughtUp(stream, last) {
+			return fmt.Errorf("%s: %w to sequence %d", stream, errCatchingUp, last)
+		}
+		return nil
+	})
+}

@@ -114,6 +114,11 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open event log: stream %s: %w", StreamName, err)
 	}
+	// The check at open reads the log from this member's copy: wait until it has
+	// caught up, or events it lacks would be found lost.
+	if err := cfg.Placement.waitCaughtUp(ctx, StreamName, stream.CachedInfo().State.LastSeq); err != nil {
+		return nil, fmt.Errorf("open event log: %w", err)
+	}
 	l := &Log{js: js, stream: stream, cfg: cfg}
 	l.ttl.Store(int64(cfg.MessageTTL))
 	if err := l.openRecord(ctx); err != nil {
@@ -264,6 +269,14 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 	}
 	if !opts.Follow && st.Messages == 0 {
 		return nil
+	}
+	// Served from this member's copy (see Server.streamCurrent): a copy that is
+	// catching up would end the read early.
+	if p := l.cfg.Placement; p.caughtUp != nil && !p.caughtUp(StreamName, st.LastSeq) {
+		p.Create.Timeout = min(p.Create.Timeout, readCallTimeout)
+		if err := p.waitCaughtUp(sctx, StreamName, st.LastSeq); err != nil {
+			return fmt.Errorf("read event log: %w", err)
+		}
 	}
 	start := st.FirstSeq
 	if opts.Last > 0 && st.LastSeq >= opts.Last && st.LastSeq-opts.Last+1 > start {

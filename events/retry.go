@@ -56,6 +56,7 @@ func transient(err error) bool {
 	case errors.Is(err, context.DeadlineExceeded), // the attempt's own deadline
 		errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, errNoLeader),
+		errors.Is(err, errCatchingUp),
 		errors.Is(err, nats.ErrNoResponders),
 		errors.Is(err, jetstream.ErrNoStreamResponse),
 		// A JetStream API without responders: the meta layer is not up yet.
