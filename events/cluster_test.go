@@ -204,7 +204,14 @@ func TestClusterThreeStartAtOnce(t *testing.T) {
 			t.Errorf("stream %s: %d replicas (%+v), want 3", name, info.Config.Replicas, info.Cluster)
 		}
 	}
-	// A caller that names no placement leaves the copies as they are.
+	// A caller that names no placement is refused a new stream (it would have one
+	// copy, on one member), and leaves an existing one's copies as they are.
+	if _, err := OpenOutbox(ctx, nc, DownstreamOutbox("child2"), DefaultMessageTTL); !errors.Is(err, ErrNoPlacement) {
+		t.Errorf("a new outbox without placement in a cluster: %v; want ErrNoPlacement", err)
+	}
+	if _, err := OpenBucket(ctx, nc, "OUTPOST_OTHER"); !errors.Is(err, ErrNoPlacement) {
+		t.Errorf("a new bucket without placement in a cluster: %v; want ErrNoPlacement", err)
+	}
 	if _, err := OpenOutbox(ctx, nc, DownstreamOutbox("child1"), DefaultMessageTTL); err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,9 @@ func OpenBucket(ctx context.Context, nc *nats.Conn, name string, opts ...OpenOpt
 		if err != nil {
 			return err
 		}
+		if err := placementKnown(js, "KV_"+name, p, replicas); err != nil {
+			return err
+		}
 		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: name, Storage: jetstream.FileStorage, History: 1, Replicas: max(p.replicas(), replicas),
 		})

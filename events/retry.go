@@ -170,6 +170,9 @@ func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		if err != nil {
 			return err
 		}
+		if err := placementKnown(js, cfg.Name, p, replicas); err != nil {
+			return err
+		}
 		want.Replicas = max(p.replicas(), replicas)
 		if st, err = js.CreateOrUpdateStream(ctx, want); err != nil {
 			return err
@@ -197,6 +200,19 @@ func hasLeader(ctx context.Context, st jetstream.Stream) error {
 		return fmt.Errorf("%s: %w", info.Config.Name, errNoLeader)
 	}
 	return nil
+}
+
+// ErrNoPlacement says a stream would be made in a cluster by a caller that names no
+// placement: it would get one copy, on one member, and stop with it.
+var ErrNoPlacement = errors.New("stream made in a cluster without a placement")
+
+// placementKnown refuses to make a stream (existing is 0) in a cluster with no
+// placement given: the zero Placement is a single server's.
+func placementKnown(js jetstream.JetStream, name string, p Placement, existing int) error {
+	if existing > 0 || p.Replicas > 0 || js.Conn().ConnectedClusterName() == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (pass events.WithPlacement(server.Placement()))", ErrNoPlacement, name)
 }
 
 // existingReplicas is how many copies a stream has; 0 when there is no such stream.

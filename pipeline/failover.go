@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 )
@@ -61,6 +62,7 @@ func (f *Failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := f.base.RoundTrip(r)
 		if err == nil {
+			asAddressed(resp, host, req.URL.Host)
 			return resp, nil
 		}
 		lastErr = err
@@ -76,6 +78,25 @@ func (f *Failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return nil, lastErr
+}
+
+// asAddressed makes the URLs a member put in its answer (upload locations, the
+// token realm: distribution builds them from the request's Host) name the endpoint
+// the client addressed, so that the client goes on talking to that one name: its
+// next request fails over as this one did, and a client that accepts a token
+// realm only on the registry's own host (go-containerregistry, for private
+// addresses) accepts it.
+func asAddressed(resp *http.Response, served, addressed string) {
+	if served == addressed {
+		return
+	}
+	for _, h := range []string{"Location", "Www-Authenticate"} {
+		if v := resp.Header.Values(h); len(v) > 0 {
+			for i := range v {
+				v[i] = strings.ReplaceAll(v[i], "//"+served+"/", "//"+addressed+"/")
+			}
+		}
+	}
 }
 
 // connectionError says the endpoint could not be reached or dropped the

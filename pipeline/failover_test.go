@@ -34,8 +34,9 @@ func TestFailoverSwitchesEndpoint(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		lastBody.Store(string(b))
 		// The Host header names the member that answers, as distribution's
-		// absolute Location URLs then do.
+		// absolute Location URLs and token realm then do.
 		w.Header().Set("Location", "http://"+r.Host+r.URL.Path)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+r.Host+`/token",service="outpost"`)
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	defer live.Close()
@@ -50,8 +51,14 @@ func TestFailoverSwitchesEndpoint(t *testing.T) {
 		t.Fatalf("GET with the first endpoint down: %v", err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted || f.Current() != liveHost || resp.Header.Get("Location") != "http://"+liveHost+"/v2/" {
-		t.Fatalf("GET: %d, current %s, Location %s; want 202 from %s", resp.StatusCode, f.Current(), resp.Header.Get("Location"), liveHost)
+	if resp.StatusCode != http.StatusAccepted || f.Current() != liveHost || hits.Load() != 1 {
+		t.Fatalf("GET: %d, current %s; want 202 from %s", resp.StatusCode, f.Current(), liveHost)
+	}
+	// The URLs in the answer name the endpoint the client addressed: it goes on
+	// with that one name (and accepts the realm as the registry's own).
+	if loc, auth := resp.Header.Get("Location"), resp.Header.Get("WWW-Authenticate"); loc != "http://"+down+"/v2/" ||
+		auth != `Bearer realm="http://`+down+`/token",service="outpost"` {
+		t.Errorf("Location %q, WWW-Authenticate %q; want both naming %s", loc, auth, down)
 	}
 	// A PUT whose body can be read again goes too; the next requests go straight
 	// to the live endpoint.

@@ -267,7 +267,8 @@ func (n *node) startGateway(activator hierarchy.Activator) error {
 		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
 		Disconnect: n.ns.DisconnectChild,
 		Pending: func(ctx context.Context, child string) (events.Pending, error) {
-			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL)
+			// With the placement: in a tier this may be the call that makes the outbox.
+			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL, events.WithPlacement(n.ns.Placement()))
 			if err != nil {
 				return events.Pending{}, err
 			}
