@@ -536,3 +536,16 @@ func (p Placement) waitCaughtUp(ctx context.Context, stream string, last uint64)
 		return nil
 	})
 }
+
+// serverLogger hands a member's nats-server warnings and errors to the node's log:
+// a refused route (wrong secret, a certificate of another CA) shows only there.
+// nats-server logs route URLs redacted. Notices (its start-up banner, each route
+// made) go at debug level.
+type serverLogger struct{ l *slog.Logger }
+
+func (g serverLogger) Noticef(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g serverLogger) Warnf(format string, v ...any)   { g.l.Warn(fmt.Sprintf(format, v...)) }
+func (g serverLogger) Fatalf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g serverLogger) Errorf(format string, v ...any)  { g.l.Warn(fmt.Sprintf(format, v...)) }
+func (g serverLogger) Debugf(string, ...any)           {}
+func (g serverLogger) Tracef(string, ...any)           {}

@@ -26,6 +26,12 @@ func (s *Server) Healthy() error {
 	if err := s.ClusterStatus().Err(); err != nil {
 		return err
 	}
+	return s.storeHealthy()
+}
+
+// storeHealthy checks every stream's store (and, in a cluster, that each is
+// current with its leader).
+func (s *Server) storeHealthy() error {
 	h := s.ns.Healthz(&server.HealthzOptions{})
 	if h == nil || h.Status == "ok" {
 		return nil
@@ -45,7 +51,8 @@ func (s *Server) Healthy() error {
 // process restart does; acknowledged messages are kept on disk. While the disk is
 // still full a restart would not help, and this says no.
 func (s *Server) NeedsRestart(minFree uint64) error {
-	err := s.Healthy()
+	// The store alone: a member that lost its quorum and its disk still needs it.
+	err := s.storeHealthy()
 	if err == nil || !errors.Is(err, ErrStoreWrite) || !strings.Contains(err.Error(), "disk was full") {
 		return nil
 	}

@@ -209,10 +209,17 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	s.ns = ns // before Start: Check may run as soon as it listens
+	if s.cluster != nil {
+		ns.SetLoggerV2(serverLogger{s.cluster.Logger.With("nats-server", s.cluster.Name)}, false, false, false)
+	}
 	ns.Start()
 	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("nats server: not ready after %s (is %s in use?)", cfg.ReadyTimeout, cfg.Addr)
+		inUse := cfg.Addr
+		if s.cluster != nil {
+			inUse += " or " + s.cluster.Listen
+		}
+		return nil, fmt.Errorf("nats server: not ready after %s (is %s in use?)", cfg.ReadyTimeout, inUse)
 	}
 	if s.cluster != nil {
 		if err := s.waitForCluster(); err != nil {
