@@ -100,6 +100,10 @@ func (c ConnectionString) Validate() error {
 	return checkEndpoints("ParentRegistryEndpoint", c.ParentRegistry)
 }
 
+// ValidateEndpoints checks a list of endpoints as a connection string holds it:
+// host[:port], several separated by commas; key names it in the error.
+func ValidateEndpoints(key, list string) error { return checkEndpoints(key, list) }
+
 // checkEndpoints checks a comma-separated list of host[:port].
 func checkEndpoints(key, list string) error {
 	parts := strings.Split(list, ",")

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/pipeline"
 )
 
@@ -27,6 +28,10 @@ type clusterOptions struct {
 	ClusterTLSKey     string `yaml:"cluster-tls-key"`
 	ClusterCA         string `yaml:"cluster-ca"`
 	ClusterReplicas   string `yaml:"cluster-replicas"`
+	// TierRegistry and TierGateway are what `node get-settings` gives sites at
+	// every member: all members' endpoints, or a load balancer's.
+	TierRegistry string `yaml:"tier-registry"`
+	TierGateway  string `yaml:"tier-gateway"`
 }
 
 func addClusterFlags(f *pflag.FlagSet, o *clusterOptions) {
@@ -40,6 +45,8 @@ func addClusterFlags(f *pflag.FlagSet, o *clusterOptions) {
 	f.StringVar(&o.ClusterTLSKey, "cluster-tls-key", "", "PEM private key of --cluster-tls-cert")
 	f.StringVar(&o.ClusterCA, "cluster-ca", "", "PEM CA that signed every member's route certificate")
 	f.StringVar(&o.ClusterReplicas, "cluster-replicas", "0", "copies of every stream and bucket (0: min(3, members))")
+	f.StringVar(&o.TierRegistry, "tier-registry", "", "registry endpoints of every member (or a load balancer), comma-separated host:port, for the connection strings of the root's children")
+	f.StringVar(&o.TierGateway, "tier-gateway", "", "gateway endpoints of every member (or a load balancer), comma-separated host:port, for the connection strings of the root's children")
 }
 
 func (o *clusterOptions) fields() map[string]*string {
@@ -48,13 +55,23 @@ func (o *clusterOptions) fields() map[string]*string {
 		"cluster-routes": &o.ClusterRoutes, "cluster-server-name": &o.ClusterServerName,
 		"cluster-secret-file": &o.ClusterSecretFile, "cluster-tls-cert": &o.ClusterTLSCert,
 		"cluster-tls-key": &o.ClusterTLSKey, "cluster-ca": &o.ClusterCA, "cluster-replicas": &o.ClusterReplicas,
+		"tier-registry": &o.TierRegistry, "tier-gateway": &o.TierGateway,
 	}
 }
 
 // clusterConfig is the member's cluster settings, nil for a single root.
 func (o *clusterOptions) clusterConfig() (*events.ClusterConfig, error) {
 	if o.ClusterName == "" {
+		if o.TierRegistry != "" || o.TierGateway != "" {
+			return nil, fmt.Errorf("--tier-registry/--tier-gateway: only with --cluster-name (a root tier's members)")
+		}
 		return nil, nil
+	}
+	if err := hierarchy.ValidateEndpoints("--tier-registry", o.TierRegistry); o.TierRegistry != "" && err != nil {
+		return nil, err
+	}
+	if err := hierarchy.ValidateEndpoints("--tier-gateway", o.TierGateway); o.TierGateway != "" && err != nil {
+		return nil, err
 	}
 	if o.ClusterSecretFile == "" {
 		return nil, withHint(fmt.Errorf("--cluster-name %s: no --cluster-secret-file", o.ClusterName),
@@ -89,4 +106,16 @@ func failoverTransport(base http.RoundTripper, hosts []string, logger *slog.Logg
 		return base
 	}
 	return pipeline.NewFailover(base, hosts, logger)
+}
+
+// tierEndpoints replaces this member's own endpoints with the tier's where given:
+// a site then fails over between all of them.
+func (o *clusterOptions) tierEndpoints(ep hierarchy.Endpoints) hierarchy.Endpoints {
+	if o.TierRegistry != "" {
+		ep.Registry = o.TierRegistry
+	}
+	if o.TierGateway != "" {
+		ep.Gateway = o.TierGateway
+	}
+	return ep
 }

@@ -420,7 +420,7 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 		return err
 	}
 	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
-		RootMode: hierarchy.Mode(mode), Endpoints: n.endpoints(),
+		RootMode: hierarchy.Mode(mode), Endpoints: n.opts.tierEndpoints(n.endpoints()),
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
 				g.Fence(ctx, node)
