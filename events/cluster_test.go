@@ -240,17 +240,46 @@ func TestClusterPublishAcrossLeaderChange(t *testing.T) {
 		}
 		return errors.New("the EVENTS stream has no leader")
 	})
+	// An outbox led by the same member, so that the stop changes its leader too:
+	// the router's appends retry as the log's publishes do.
+	ctx := context.Background()
+	outboxes := make([]*Outbox, 3)
+	for i, s := range servers {
+		nc, err := s.Connect("router")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		if outboxes[i], err = OpenOutbox(ctx, nc, DownstreamOutbox("child1"), DefaultMessageTTL, WithPlacement(s.Placement())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaderName := servers[leader].ClusterStatus().Self
+	checkFor(t, 10*time.Second, func() error {
+		if servers[leader].ns.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, DownstreamOutbox("child1")) {
+			return nil
+		}
+		nc := servers[(leader+1)%3]
+		conn, err := nc.Connect("stepdown")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, _ = conn.Request("$JS.API.STREAM.LEADER.STEPDOWN."+DownstreamOutbox("child1"),
+			[]byte(`{"placement":{"preferred":"`+leaderName+`"}}`), 2*time.Second)
+		return fmt.Errorf("the outbox is not led by %s yet", leaderName)
+	})
 	var (
-		mu      sync.Mutex
-		acked   []string
-		pubErrs []error
+		mu       sync.Mutex
+		acked    []string
+		appended []string
+		pubErrs  []error
 		slowest time.Duration
 		killed  atomic.Bool
 		after   atomic.Int64 // acks since the kill
 		stop    = make(chan struct{})
 		wg      sync.WaitGroup
 	)
-	ctx := context.Background()
 	for i, l := range logs {
 		if i == leader {
 			continue
@@ -266,6 +295,10 @@ func TestClusterPublishAcrossLeaderChange(t *testing.T) {
 					e := &Event{Action: ActionPush, Repository: "app", Tag: fmt.Sprintf("m%d-w%d-%d", i, w, n), Digest: "sha256:00", Origin: "root"}
 					begin := time.Now()
 					err := l.Publish(ctx, e)
+					var appendErr error
+					if err == nil {
+						appendErr = outboxes[i].Append(ctx, e, e.ID+".child1")
+					}
 					took := time.Since(begin)
 					mu.Lock()
 					if err != nil {
@@ -275,6 +308,11 @@ func TestClusterPublishAcrossLeaderChange(t *testing.T) {
 						if killed.Load() {
 							after.Add(1)
 						}
+					}
+					if appendErr != nil {
+						pubErrs = append(pubErrs, appendErr)
+					} else if err == nil {
+						appended = append(appended, e.ID)
 					}
 					slowest = max(slowest, took)
 					mu.Unlock()
@@ -328,6 +366,42 @@ func TestClusterPublishAcrossLeaderChange(t *testing.T) {
 		}
 	}
 	t.Logf("%d events in the log, %d acked, each acked one once", len(seen), len(acked))
+
+	// The outbox holds each acked append once.
+	nc, err := servers[(leader+1)%3].Connect("drain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	q, err := OpenQueue(ctx, nc, DownstreamOutbox("child1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inOutbox := map[string]int{}
+	for {
+		ds, err := q.NextBatch(ctx, MaxBatch, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 0 {
+			break
+		}
+		for _, d := range ds {
+			inOutbox[d.Event.ID]++
+			_ = d.AckAsync()
+		}
+	}
+	for id, n := range inOutbox {
+		if n != 1 {
+			t.Errorf("outbox holds event %s %d times", id, n)
+		}
+	}
+	for _, id := range appended {
+		if inOutbox[id] != 1 {
+			t.Errorf("acked append %s in the outbox %d times, want 1", id, inOutbox[id])
+		}
+	}
+	t.Logf("%d appends acked, %d messages in the outbox, each acked one once", len(appended), len(inOutbox))
 }
 
 // A member whose two peers stopped says it has no quorum, naming what is missing.
