@@ -274,11 +274,11 @@ func TestClusterPublishAcrossLeaderChange(t *testing.T) {
 		acked    []string
 		appended []string
 		pubErrs  []error
-		slowest time.Duration
-		killed  atomic.Bool
-		after   atomic.Int64 // acks since the kill
-		stop    = make(chan struct{})
-		wg      sync.WaitGroup
+		slowest  time.Duration
+		killed   atomic.Bool
+		after    atomic.Int64 // acks since the kill
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
 	)
 	for i, l := range logs {
 		if i == leader {
