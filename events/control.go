@@ -178,10 +178,21 @@ func CheckControlRequest(m *nats.Msg) (child, verb string, err error) {
 }
 
 // DialParent connects to a parent's gateway as one process instance of child, with
-// its sync token.
+// its sync token. gateway is host:port, or several separated by commas (the members
+// of a root tier): the connection goes to one of them and, when that one goes, to
+// another.
 func DialParent(gateway, user, password, child, instance string, opts ...nats.Option) (*nats.Conn, error) {
 	if err := ValidInstance(instance); err != nil {
 		return nil, err
+	}
+	var urls []string
+	for _, g := range strings.Split(gateway, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			urls = append(urls, "nats://"+g)
+		}
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("connect to parent gateway: no endpoint")
 	}
 	all := append([]nats.Option{
 		nats.UserInfo(user, password),
@@ -193,8 +204,12 @@ func DialParent(gateway, user, password, child, instance string, opts ...nats.Op
 		// A child created a moment ago is known to its parent only after the
 		// parent's next sync: keep trying rather than give up on the first refusal.
 		nats.IgnoreAuthErrorAbort(),
+		// Only the endpoints the connection string names: members advertise the
+		// addresses they listen on, which a site may not reach (or its TLS not
+		// name).
+		nats.IgnoreDiscoveredServers(),
 	}, opts...)
-	nc, err := nats.Connect("nats://"+gateway, all...)
+	nc, err := nats.Connect(strings.Join(urls, ","), all...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to parent gateway %s: %w", gateway, err)
 	}

@@ -14,12 +14,24 @@ import (
 // restarts; what was acknowledged before stays on disk.
 var ErrStoreWrite = errors.New("event log: a stream could not write to the node's disk")
 
-// Healthy checks JetStream and every stream's store. Its error names no path (the
-// server's own text does): a write that failed for lack of space says so.
+// Healthy checks JetStream, a member's cluster (a meta leader and a quorum: an
+// ErrNoQuorum naming what is missing) and every stream's store. Its error names no
+// path (the server's own text does): a write that failed for lack of space says so.
 func (s *Server) Healthy() error {
 	if !s.Running() {
 		return errors.New("nats: jetstream not running")
 	}
+	// A member without a quorum cannot write: say which members are missing
+	// rather than the server's own "not current" text.
+	if err := s.ClusterStatus().Err(); err != nil {
+		return err
+	}
+	return s.storeHealthy()
+}
+
+// storeHealthy checks every stream's store (and, in a cluster, that each is
+// current with its leader).
+func (s *Server) storeHealthy() error {
 	h := s.ns.Healthz(&server.HealthzOptions{})
 	if h == nil || h.Status == "ok" {
 		return nil
@@ -39,7 +51,8 @@ func (s *Server) Healthy() error {
 // process restart does; acknowledged messages are kept on disk. While the disk is
 // still full a restart would not help, and this says no.
 func (s *Server) NeedsRestart(minFree uint64) error {
-	err := s.Healthy()
+	// The store alone: a member that lost its quorum and its disk still needs it.
+	err := s.storeHealthy()
 	if err == nil || !errors.Is(err, ErrStoreWrite) || !strings.Contains(err.Error(), "disk was full") {
 		return nil
 	}

@@ -35,13 +35,33 @@ type Bucket struct {
 }
 
 // OpenBucket creates or opens a bucket.
-func OpenBucket(ctx context.Context, nc *nats.Conn, name string) (*Bucket, error) {
+func OpenBucket(ctx context.Context, nc *nats.Conn, name string, opts ...OpenOption) (*Bucket, error) {
+	p := placementOf(opts)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", name, err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: name, Storage: jetstream.FileStorage, History: 1,
+	var kv jetstream.KeyValue
+	err = p.Create.do(ctx, "create bucket "+name, func(ctx context.Context) error {
+		// Never fewer copies than the bucket has (see createStream).
+		replicas, err := existingReplicas(ctx, js, "KV_"+name)
+		if err != nil {
+			return err
+		}
+		if err := placementKnown(js, "KV_"+name, p, replicas); err != nil {
+			return err
+		}
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: name, Storage: jetstream.FileStorage, History: 1, Replicas: max(p.replicas(), replicas),
+		})
+		if err != nil {
+			return err
+		}
+		st, err := js.Stream(ctx, "KV_"+name)
+		if err != nil {
+			return err
+		}
+		return hasLeader(ctx, st)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", name, err)

@@ -48,6 +48,9 @@ type LogConfig struct {
 	// VerifyTimeout bounds the read of the whole log at open that finds events the
 	// stream counts but cannot deliver; default 30 s, negative skips it.
 	VerifyTimeout time.Duration
+	// Placement is the stream's copies and the retries of its creation and of each
+	// publish (Server.Placement); the zero value is a single server's.
+	Placement Placement
 }
 
 // Validate checks the configuration, naming the field that is wrong.
@@ -89,11 +92,14 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if t := cfg.Placement.Publish.Timeout; t >= DedupeWindow {
+		return nil, fmt.Errorf("event log: publish retries for %s: must stay below the %s dedupe window, or a retried publish could be stored twice", t, DedupeWindow)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open event log: %w", err)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := createStream(ctx, js, jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "registry changes at this node, in order",
 		Subjects:    []string{subjectPrefix + ">"},
@@ -102,9 +108,16 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 		AllowMsgTTL: true,
 		// No message outlives the longest TTL a link may have.
 		MaxAge: MaxMessageTTL,
-	})
+		// A publish retried with the same id within it is stored once.
+		Duplicates: DedupeWindow,
+	}, cfg.Placement)
 	if err != nil {
 		return nil, fmt.Errorf("open event log: stream %s: %w", StreamName, err)
+	}
+	// The check at open reads the log from this member's copy: wait until it has
+	// caught up, or events it lacks would be found lost.
+	if err := cfg.Placement.waitCaughtUp(ctx, StreamName, stream.CachedInfo().State.LastSeq); err != nil {
+		return nil, fmt.Errorf("open event log: %w", err)
 	}
 	l := &Log{js: js, stream: stream, cfg: cfg}
 	l.ttl.Store(int64(cfg.MessageTTL))
@@ -122,7 +135,10 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 }
 
 // Publish appends e to the log and returns once JetStream has stored it. It fills in
-// the id and time when they are empty.
+// the id and time when they are empty. In a cluster it retries across a leader
+// change with the event id as message id, so the event is stored once: a retry of
+// an attempt that was stored but not acknowledged is found a duplicate. Its error
+// is a RetryableError (IsRetryable) when the retries ran out on transient failures.
 func (l *Log) Publish(ctx context.Context, e *Event) error {
 	if e.ID == "" {
 		e.ID = NewID()
@@ -141,10 +157,15 @@ func (l *Log) Publish(ctx context.Context, e *Event) error {
 		return fmt.Errorf("publish event %s %s: %w: %v", e.Action, e.Repository, ErrLogDamaged, d)
 	}
 	start := time.Now()
-	ack, err := l.js.Publish(ctx, subjectPrefix+string(e.Action), data,
-		jetstream.WithMsgID(e.ID),
-		jetstream.WithMsgTTL(time.Duration(l.ttl.Load())),
-		jetstream.WithExpectStream(StreamName))
+	var ack *jetstream.PubAck
+	err = l.cfg.Placement.Publish.do(ctx, "publish", func(ctx context.Context) error {
+		var err error
+		ack, err = l.js.Publish(ctx, subjectPrefix+string(e.Action), data,
+			jetstream.WithMsgID(e.ID),
+			jetstream.WithMsgTTL(time.Duration(l.ttl.Load())),
+			jetstream.WithExpectStream(StreamName))
+		return err
+	})
 	l.metrics.observePublish(time.Since(start), err)
 	if err != nil {
 		return fmt.Errorf("publish event %s %s %s: %w", e.Action, e.Repository, e.ID, err)
@@ -188,6 +209,9 @@ func (l *Log) openRecord(ctx context.Context) error {
 	go l.rec.run(l.cfg.RecordInterval)
 	return nil
 }
+
+// Placement is the log's placement: the router makes outboxes with it.
+func (l *Log) Placement() Placement { return l.cfg.Placement }
 
 // SetMessageTTL changes the TTL of events published from now on.
 func (l *Log) SetMessageTTL(ttl time.Duration) error {
@@ -245,6 +269,14 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 	}
 	if !opts.Follow && st.Messages == 0 {
 		return nil
+	}
+	// Served from this member's copy (see Server.streamCurrent): a copy that is
+	// catching up would end the read early.
+	if p := l.cfg.Placement; p.caughtUp != nil && !p.caughtUp(StreamName, st.LastSeq) {
+		p.Create.Timeout = min(p.Create.Timeout, readCallTimeout)
+		if err := p.waitCaughtUp(sctx, StreamName, st.LastSeq); err != nil {
+			return fmt.Errorf("read event log: %w", err)
+		}
 	}
 	start := st.FirstSeq
 	if opts.Last > 0 && st.LastSeq >= opts.Last && st.LastSeq-opts.Last+1 > start {

@@ -40,16 +40,18 @@ type Outbox struct {
 	stream jetstream.Stream
 	name   string
 	ttl    time.Duration
+	retry  RetryPolicy
 }
 
 // OpenOutbox creates or updates an outbox and its drain consumer. ttl is how long a
 // message waits for the neighbour (the link's message TTL).
-func OpenOutbox(ctx context.Context, nc *nats.Conn, name string, ttl time.Duration) (*Outbox, error) {
+func OpenOutbox(ctx context.Context, nc *nats.Conn, name string, ttl time.Duration, opts ...OpenOption) (*Outbox, error) {
+	p := placementOf(opts)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", name, err)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := createStream(ctx, js, jetstream.StreamConfig{
 		Name:        name,
 		Description: "events waiting for one neighbour",
 		Subjects:    []string{outboxSubject + name},
@@ -58,19 +60,23 @@ func OpenOutbox(ctx context.Context, nc *nats.Conn, name string, ttl time.Durati
 		Retention:   jetstream.WorkQueuePolicy,
 		AllowMsgTTL: true,
 		MaxAge:      MaxMessageTTL,
-	})
+		Duplicates:  DedupeWindow,
+	}, p)
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", name, err)
 	}
-	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: drainConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait,
-		// A worker takes batches and applies different tags at once; the copy engine
-		// applies current state, so order between different tags does not matter.
-		MaxAckPending: MaxBatch,
+	if err := p.Create.do(ctx, "create consumer "+name+"/"+drainConsumer, func(ctx context.Context) error {
+		_, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable: drainConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait,
+			// A worker takes batches and applies different tags at once; the copy engine
+			// applies current state, so order between different tags does not matter.
+			MaxAckPending: MaxBatch,
+		})
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("open outbox %s: consumer: %w", name, err)
 	}
-	return &Outbox{js: js, stream: stream, name: name, ttl: ttl}, nil
+	return &Outbox{js: js, stream: stream, name: name, ttl: ttl, retry: p.Publish}, nil
 }
 
 // Name is the outbox's stream name.
@@ -83,8 +89,12 @@ func (o *Outbox) Append(ctx context.Context, e *Event, key string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := o.js.Publish(ctx, outboxSubject+o.name, data,
-		jetstream.WithMsgID(key), jetstream.WithMsgTTL(o.ttl), jetstream.WithExpectStream(o.name)); err != nil {
+	// Retried with the same id across a leader change: stored once.
+	if err := o.retry.do(ctx, "append", func(ctx context.Context) error {
+		_, err := o.js.Publish(ctx, outboxSubject+o.name, data,
+			jetstream.WithMsgID(key), jetstream.WithMsgTTL(o.ttl), jetstream.WithExpectStream(o.name))
+		return err
+	}); err != nil {
 		return fmt.Errorf("append %s to outbox %s: %w", e.ID, o.name, err)
 	}
 	return nil
@@ -157,8 +167,15 @@ func (q *Queue) Bounds(ctx context.Context) (first, last uint64, err error) {
 
 // Consume returns a queue over the event log for the node's router.
 func (l *Log) Consume(ctx context.Context) (*Queue, error) {
-	cons, err := l.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: routerConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait, MaxAckPending: 1,
+	// One message in flight: several members' routers on this one durable take the
+	// events in turn, in order.
+	var cons jetstream.Consumer
+	err := l.cfg.Placement.Create.do(ctx, "create consumer "+StreamName+"/"+routerConsumer, func(ctx context.Context) error {
+		var err error
+		cons, err = l.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable: routerConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait, MaxAckPending: 1,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("event log consumer: %w", err)

@@ -30,6 +30,10 @@ type ServerConfig struct {
 	// TLS, when set, is required of every network client (children); the node's
 	// own in-process connection does without.
 	TLS *tls.Config
+	// Cluster, when set, makes the server a member of a JetStream cluster (a root
+	// tier's members); Name is then only the default of its server name. Nil: the
+	// server stands alone, as every site and a single root do.
+	Cluster *ClusterConfig
 }
 
 // Server is a node's embedded NATS server with JetStream.
@@ -42,6 +46,8 @@ type Server struct {
 
 	accountsMu sync.Mutex
 	accounts   map[string]*server.Account // child name -> its wired account
+
+	cluster *ClusterConfig // with defaults; nil for a server that stands alone
 }
 
 // ChildAuthenticator says which child node, if any, a gateway login belongs to,
@@ -140,7 +146,9 @@ func (s *Server) childAccount(child string) (*server.Account, error) {
 // random per process: nothing on the network can log in as the node.
 const nodeUser = "outpost-node"
 
-// StartServer starts the embedded NATS server and waits until it accepts connections.
+// StartServer starts the embedded NATS server and waits until it accepts
+// connections. A cluster member then waits, up to its StartupTimeout, for the
+// cluster to elect a meta leader.
 func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("nats server: store directory is empty")
@@ -176,6 +184,22 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		NoSigs:     true,
 	}
 	opts.CustomClientAuthentication = s
+	if cfg.Cluster != nil {
+		if err := cfg.Cluster.Validate(); err != nil {
+			return nil, fmt.Errorf("nats server: %w", err)
+		}
+		c := cfg.Cluster.withDefaults()
+		if standaloneStore(cfg.Dir) {
+			return nil, fmt.Errorf("nats server: cluster %s: %s holds the streams of a server that stood alone, which a cluster member would delete as orphans: start members on empty stores (see docs/architecture.md, A JetStream cluster for the root tier)", c.Name, cfg.Dir)
+		}
+		if opts.ServerName, err = serverName(cfg.Dir, c.ServerName, cfg.Name); err != nil {
+			return nil, fmt.Errorf("nats server: %w", err)
+		}
+		if err := applyCluster(opts, c); err != nil {
+			return nil, fmt.Errorf("nats server: %w", err)
+		}
+		s.cluster = &c
+	}
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS
 		opts.TLSTimeout = 5
@@ -185,10 +209,24 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	s.ns = ns // before Start: Check may run as soon as it listens
+	if s.cluster != nil {
+		ns.SetLoggerV2(serverLogger{s.cluster.Logger.With("nats-server", s.cluster.Name)}, false, false, false)
+	}
 	ns.Start()
 	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("nats server: not ready after %s (is %s in use?)", cfg.ReadyTimeout, cfg.Addr)
+		inUse := cfg.Addr
+		if s.cluster != nil {
+			inUse += " or " + s.cluster.Listen
+		}
+		return nil, fmt.Errorf("nats server: not ready after %s (is %s in use?)", cfg.ReadyTimeout, inUse)
+	}
+	if s.cluster != nil {
+		if err := s.waitForCluster(); err != nil {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return nil, err
+		}
 	}
 	return s, nil
 }

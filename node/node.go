@@ -82,6 +82,14 @@ type Config struct {
 	// Storage and cluster settings belong here too, each a field of its own
 	// package's config type (the registry's storage, the event log's cluster),
 	// checked in Validate through that type's own Validate.
+	//
+	// Cluster makes a root a member of a root tier: its NATS server joins the
+	// other members' JetStream cluster. Nil: a single root, and every site.
+	Cluster *events.ClusterConfig
+	// TierRegistry and TierGateway, at a root member, are what the connection
+	// strings of the root's children name (every member's endpoints or a load
+	// balancer's, comma-separated host:port); empty: this member's own.
+	TierRegistry, TierGateway string
 
 	// StatusInterval is how often a connected node exchanges settings and status
 	// with its parent; a node silent for StaleAfter shows Offline at the root.
@@ -143,6 +151,9 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("%w (or %q)", err, RootName)
 			}
 		}
+	}
+	if err := c.validateCluster(); err != nil {
+		return err
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		return err
@@ -224,6 +235,14 @@ func New(cfg Config) (*Node, error) {
 		if cfg.ParentGateway != "" {
 			n.cs.ParentGateway = cfg.ParentGateway
 		}
+		if err := n.cs.Validate(); err != nil {
+			return nil, fmt.Errorf("parent registry/gateway: %w", err)
+		}
+	}
+	if cfg.Cluster != nil && cfg.Cluster.Logger == nil {
+		c := *cfg.Cluster // the caller's stays as it was
+		c.Logger = cfg.Logger
+		n.cfg.Cluster = &c
 	}
 	return n, nil
 }

@@ -126,6 +126,7 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	}
 	if n.ns, err = events.StartServer(events.ServerConfig{
 		Dir: filepath.Join(n.cfg.DataDir, "nats"), Addr: n.cfg.GatewayAddr, Name: n.name, TLS: n.tls,
+		Cluster: n.cfg.Cluster,
 	}); err != nil {
 		return err
 	}
@@ -135,7 +136,7 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	n.metrics = prometheus.NewRegistry()
 	n.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if n.log, err = events.OpenLog(ctx, n.nc, events.LogConfig{MessageTTL: ttl, Registerer: n.metrics,
-		RecordFile: filepath.Join(n.cfg.DataDir, "events-log.json")}); err != nil {
+		RecordFile: filepath.Join(n.cfg.DataDir, "events-log.json"), Placement: n.ns.Placement()}); err != nil {
 		return err
 	}
 	if d := n.log.Damage(); d != nil {
@@ -146,7 +147,7 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	buckets[events.BucketNodes], buckets[events.BucketStatus], buckets[events.BucketLocal] = &nodesB, &statusB, &n.local
 	buckets[events.BucketTokens] = &tokensB
 	for name, b := range buckets {
-		if *b, err = events.OpenBucket(ctx, n.nc, name); err != nil {
+		if *b, err = events.OpenBucket(ctx, n.nc, name, events.WithPlacement(n.ns.Placement())); err != nil {
 			return err
 		}
 	}
@@ -244,7 +245,7 @@ func advertise(listen, host string) string {
 
 // openRegistry builds the registry in the given mode, its clients checked by access.
 func (n *Node) openRegistry(ctx context.Context, mode registry.Mode, access *hierarchy.Access) error {
-	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier) // token keys, upload secret
+	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier, events.WithPlacement(n.ns.Placement())) // token keys, upload secret
 	if err != nil {
 		return err
 	}
@@ -264,7 +265,8 @@ func (n *Node) startGateway(activator hierarchy.Activator) error {
 		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
 		Disconnect: n.ns.DisconnectChild,
 		Pending: func(ctx context.Context, child string) (events.Pending, error) {
-			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL)
+			// With the placement: in a tier this may be the call that makes the outbox.
+			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL, events.WithPlacement(n.ns.Placement()))
 			if err != nil {
 				return events.Pending{}, err
 			}
@@ -414,7 +416,7 @@ func (n *Node) ready(ctx context.Context) error {
 // runRoot runs the root: the management API, the tree's authority, the gateway for
 // its children.
 func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
-	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier)
+	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier, events.WithPlacement(n.ns.Placement()))
 	if err != nil {
 		return err
 	}
@@ -424,7 +426,7 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 		return err
 	}
 	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
-		RootMode: mode, Endpoints: n.endpoints(),
+		RootMode: mode, Endpoints: n.tierEndpoints(n.endpoints()),
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
 				g.FenceTier(ctx, node) // every member: the stale process may be connected to another

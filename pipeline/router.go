@@ -124,7 +124,7 @@ func (r *Router) outbox(ctx context.Context, n Neighbour) (*events.Outbox, error
 	if ob, ok := r.outboxes[key]; ok {
 		return ob, nil
 	}
-	ob, err := events.OpenOutbox(ctx, r.nc, n.Outbox, n.TTL)
+	ob, err := events.OpenOutbox(ctx, r.nc, n.Outbox, n.TTL, events.WithPlacement(r.log.Placement()))
 	if err != nil {
 		return nil, err
 	}

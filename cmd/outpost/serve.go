@@ -72,6 +72,8 @@ type serveOptions struct {
 	ConflictWindow string `yaml:"conflict-window"`
 	// Storage says where content is stored (storage.go).
 	Storage storageOptions `yaml:",inline"`
+	// clusterOptions make a root a member of a root tier (cluster.go).
+	clusterOptions `yaml:",inline"`
 }
 
 // defaultServeOptions are node.DefaultConfig as flags show them.
@@ -85,7 +87,8 @@ func defaultServeOptions() serveOptions {
 		ScrubConcurrency: strconv.Itoa(d.Scrub.Concurrency),
 		MaxConnections:   strconv.Itoa(d.HTTP.MaxConnections), HTTPIdleTimeout: d.HTTP.IdleTimeout.String(),
 		MinFreeDisk: strconv.FormatUint(d.MinFreeDisk, 10), ConflictWindow: d.ConflictWindow.String(),
-		Storage: defaultStorageOptions(),
+		Storage:        defaultStorageOptions(),
+		clusterOptions: clusterOptions{ClusterListen: events.DefaultClusterListen, ClusterReplicas: "0"},
 	}
 }
 
@@ -140,8 +143,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&refused, "connection-string", "", "refused: the sync password would be in every process listing; use --connection-string-file or env "+envConnectionString)
 	_ = f.MarkHidden("connection-string")
 	f.StringVar(&flagOpts.AdvertiseAddr, "advertise-addr", "", "host this node's children reach it at (default: the listen addresses' host)")
-	f.StringVar(&flagOpts.ParentRegistry, "parent-registry", "", "reach the parent's registry at this host:port instead of the connection string's")
-	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port instead of the connection string's")
+	f.StringVar(&flagOpts.ParentRegistry, "parent-registry", "", "reach the parent's registry at this host:port (or several, comma-separated) instead of the connection string's")
+	f.StringVar(&flagOpts.ParentGateway, "parent-gateway", "", "reach the parent's gateway at this host:port (or several, comma-separated) instead of the connection string's")
 	f.StringVar(&flagOpts.AnonymousPull, "anonymous-pull", flagOpts.AnonymousPull, "root only: let clients without credentials pull (true or false)")
 	f.Lookup("anonymous-pull").NoOptDefVal = "true"
 	f.StringVar(&flagOpts.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS and the gateway's TLS")
@@ -162,6 +165,7 @@ func newServeCmd() *cobra.Command {
 	flagOpts.Storage.addFlags(f)
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
+	addClusterFlags(f, &flagOpts.clusterOptions)
 	return cmd
 }
 
@@ -194,6 +198,7 @@ func (o *serveOptions) fields() map[string]*string {
 		"min-free-disk": &o.MinFreeDisk, "conflict-window": &o.ConflictWindow, "gc-schedule": &o.GCSchedule,
 	}
 	maps.Copy(m, o.Storage.fields())
+	maps.Copy(m, o.clusterOptions.fields())
 	return m
 }
 
@@ -309,6 +314,9 @@ func nodeConfig(opts serveOptions) (node.Config, error) {
 	cfg.DataDir, cfg.HTTPAddr, cfg.GatewayAddr, cfg.AdvertiseHost = opts.Data, opts.Addr, opts.GatewayAddr, opts.AdvertiseAddr
 	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.ParentCAFile = opts.TLSCert, opts.TLSKey, opts.ParentCA
 	cfg.Now = offsetClock(opts.ClockOffsetFile)
+	if opts.ConnectionString != "" && opts.ClusterName != "" {
+		return cfg, errors.New("--cluster-name: only root members form a cluster; a site has a connection string")
+	}
 	if opts.ConnectionString != "" {
 		// A connected node's name, mode and message TTL come from its parent.
 		cfg.ConnectionString, cfg.ParentRegistry, cfg.ParentGateway = opts.ConnectionString, opts.ParentRegistry, opts.ParentGateway
@@ -323,6 +331,10 @@ func nodeConfig(opts serveOptions) (node.Config, error) {
 		return cfg, fmt.Errorf("message TTL: %w", err)
 	}
 	cfg.Name = opts.Name
+	if cfg.Cluster, err = opts.clusterConfig(cfg.Logger); err != nil {
+		return cfg, err
+	}
+	cfg.TierRegistry, cfg.TierGateway = opts.TierRegistry, opts.TierGateway
 	return cfg, nil
 }
 
