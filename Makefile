@@ -134,12 +134,13 @@ $(BIN)/kubeconform:
 
 # From Debian: skopeo and podman (clients under test), gcc (for -race), prlimit and
 # mount (the file descriptor and full-disk tests); for the deploy checks buildah and
-# a static busybox (the image), systemd (systemd-analyze) and podman-compose. As root
+# a static busybox (the image), runc (runs it: crun refuses hybrid cgroups), systemd (systemd-analyze) and podman-compose. As root
 # they are installed; otherwise we say how.
 system-deps:
 	@missing=""; command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	  command -v podman >/dev/null || missing="$$missing podman"; \
 	  command -v buildah >/dev/null || missing="$$missing buildah"; \
+	  command -v runc >/dev/null || missing="$$missing runc"; \
 	  [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  command -v podman-compose >/dev/null || missing="$$missing podman-compose"; \
