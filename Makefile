@@ -17,7 +17,7 @@ KUBECONFORM_VERSION := v0.8.0
 
 LDFLAGS := -s -w
 
-.PHONY: all build run test test-unit test-e2e test-faults soak bench tools system-deps lint clean release image image-push
+.PHONY: all build run test test-unit test-e2e test-faults soak bench tools system-deps lint clean release image image-push helm-schemas
 
 # The version release binaries and images carry (`outpost version`).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -76,6 +76,11 @@ image:
 # included: make image-push IMAGE=registry.example:5000/outpost:1.0 [PUSH_FLAGS=--tls-verify=false]
 image-push:
 	$(BUILDAH) manifest push --all --format v2s2 $(PUSH_FLAGS) $(IMAGE) docker://$(IMAGE)
+
+# The Kubernetes and ServiceMonitor JSON schemas kubeconform checks the chart
+# against offline (committed; from pinned Go modules, see deploy/helm/schemas/gen).
+helm-schemas:
+	$(GO) run ./deploy/helm/schemas/gen -out deploy/helm/schemas
 
 # A root node on 127.0.0.1:5000 (gateway 127.0.0.1:4222), data in ./data.
 run:
