@@ -146,7 +146,7 @@ system-deps:
 	  command -v podman >/dev/null || missing="$$missing podman"; \
 	  command -v buildah >/dev/null || missing="$$missing buildah"; \
 	  command -v runc >/dev/null || missing="$$missing runc"; \
-	  [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	  { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing="$$missing busybox-static"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  command -v podman-compose >/dev/null || missing="$$missing podman-compose"; \
 	  command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \

@@ -31,8 +31,9 @@ var containerRun = []string{"--network", "host", "--ulimit", "nofile=4096:4096",
 
 // TestDeployImage: `make image` builds the linux/amd64 image from the sources;
 // the image has the non-root user, entrypoint, volume, health check and version
-// labels; `outpost version` runs in it; a node in it answers /readyz as user
-// 65532, passes its own HEALTHCHECK command and stops gracefully on SIGTERM.
+// labels; `outpost version` runs in it; a node in it (read-only root file system)
+// answers /readyz as user 65532, passes its own HEALTHCHECK command and stops
+// gracefully on SIGTERM.
 func TestDeployImage(t *testing.T) {
 	buildah, podman := Tool(t, "buildah"), Tool(t, "podman")
 	Tool(t, "runc")
@@ -103,10 +104,11 @@ func TestDeployImage(t *testing.T) {
 		t.Fatalf("outpost version in the image: want %s for linux/amd64, got %q", version, out)
 	}
 
-	// A node in the container, on the image's own volume (/data, owned by the user).
+	// A node in the container, on the image's own volume (/data, owned by the
+	// user), with a read-only root file system as the Helm chart runs it.
 	httpAddr, gwAddr := freeAddr(t), freeAddr(t)
 	name := "outpost-imagetest-" + strconv.Itoa(os.Getpid())
-	runArgs := append(append([]string{"run", "-d", "--name", name}, containerRun...), ref,
+	runArgs := append(append([]string{"run", "-d", "--read-only", "--name", name}, containerRun...), ref,
 		"serve", "--data", "/data", "--addr", httpAddr, "--gateway-addr", gwAddr, "--log-format", "json")
 	MustRun(t, time.Minute, podman, podmanArgs(runArgs...)...)
 	t.Cleanup(func() { _, _ = Run(t, time.Minute, podman, podmanArgs("rm", "-f", "-v", name)...) })
