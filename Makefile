@@ -73,9 +73,12 @@ image:
 	  -f deploy/container/Containerfile .
 
 # Push the manifest list (every platform) to any registry, an Outpost node
-# included: make image-push IMAGE=registry.example:5000/outpost:1.0 [PUSH_FLAGS=--tls-verify=false]
+# included: make image-push IMAGE=registry.example:5000/outpost:1.0 [PUSH_TO=other
+# reference] [PUSH_FLAGS=--tls-verify=false]. Credentials: buildah login, or
+# REGISTRY_AUTH_FILE.
+PUSH_TO ?= $(IMAGE)
 image-push:
-	$(BUILDAH) manifest push --all --format v2s2 $(PUSH_FLAGS) $(IMAGE) docker://$(IMAGE)
+	$(BUILDAH) manifest push --all --format v2s2 $(PUSH_FLAGS) $(IMAGE) docker://$(PUSH_TO)
 
 # The Kubernetes and ServiceMonitor JSON schemas kubeconform checks the chart
 # against offline (committed; from pinned Go modules, see deploy/helm/schemas/gen).

@@ -30,7 +30,7 @@ func podmanArgs(args ...string) []string {
 var containerRun = []string{"--network", "host", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--health-cmd", "none"}
 
 // TestDeployImage: `make image` builds the linux/amd64 image from the sources;
-// the image has the non-root user, entrypoint, volume, health check and version
+// `make image-push` pushes it to an Outpost node; the image has the non-root user, entrypoint, volume, health check and version
 // labels; `outpost version` runs in it; a node in it (read-only root file system)
 // answers /readyz as user 65532, passes its own HEALTHCHECK command and stops
 // gracefully on SIGTERM.
@@ -97,6 +97,40 @@ func TestDeployImage(t *testing.T) {
 		if bad {
 			t.Errorf("image: want %s; config %+v, size %d", what, img.Config, img.Size)
 		}
+	}
+
+	// make image-push to an Outpost node: the list and the image arrive as built.
+	root := StartNode(t, NodeOptions{})
+	dest := root.Host + "/deploy/outpost:" + version
+	if out, err := Run(t, 5*time.Minute, "make", "-C", repoRoot(), "image-push", "IMAGE="+tag, "PUSH_TO="+dest, "PUSH_FLAGS=--tls-verify=false"); err != nil {
+		t.Fatalf("make image-push to an Outpost node: %v\n%s", err, out)
+	}
+	// (The pushed digests differ from the local ones: the layers are compressed on the way.)
+	var pushed struct {
+		Manifests []struct {
+			Digest   string
+			Platform struct{ Architecture, OS string }
+		}
+	}
+	crane := Tool(t, "crane")
+	if err := jsonOf(MustRun(t, time.Minute, crane, "manifest", "--insecure", dest), &pushed); err != nil ||
+		len(pushed.Manifests) != 1 || pushed.Manifests[0].Platform.Architecture != "amd64" {
+		t.Fatalf("the manifest list at the Outpost node: want one linux/amd64 image, got %+v (%v)", pushed, err)
+	}
+	var pushedCfg struct {
+		Config struct{ Labels map[string]string }
+	}
+	if err := jsonOf(MustRun(t, time.Minute, crane, "config", "--insecure", root.Host+"/deploy/outpost@"+pushed.Manifests[0].Digest), &pushedCfg); err != nil ||
+		pushedCfg.Config.Labels["org.opencontainers.image.version"] != version {
+		t.Fatalf("the image at the Outpost node: want version label %s, got %+v (%v)", version, pushedCfg, err)
+	}
+	var pushedImg struct{ Layers []struct{ Size int64 } }
+	if err := jsonOf(MustRun(t, time.Minute, crane, "manifest", "--insecure", root.Host+"/deploy/outpost@"+pushed.Manifests[0].Digest), &pushedImg); err == nil {
+		var n int64
+		for _, l := range pushedImg.Layers {
+			n += l.Size
+		}
+		t.Logf("pushed to an Outpost node: %d layers, %.1f MB compressed", len(pushedImg.Layers), float64(n)/1e6)
 	}
 
 	out := MustRun(t, time.Minute, podman, podmanArgs(append(append([]string{"run", "--rm"}, containerRun...), ref, "version")...)...)
