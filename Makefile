@@ -17,7 +17,7 @@ KUBECONFORM_VERSION := v0.8.0
 
 LDFLAGS := -s -w
 
-.PHONY: all build run test test-unit test-e2e test-faults soak bench tools system-deps lint clean release image image-push helm-schemas
+.PHONY: all build run test test-unit test-e2e test-faults soak bench tools system-deps lint clean release image image-push image-load helm-schemas
 
 # The version release binaries and images carry (`outpost version`).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -64,6 +64,10 @@ image:
 	  builder=$$($(BUILDAH) inspect --type image --format '{{.FromImageID}}' $(HOST_GO_IMAGE)); \
 	  lend="--volume $$($(GO) env GOMODCACHE):/go/pkg/mod --volume $$($(GO) env GOCACHE):/root/.cache/go-build"; \
 	fi; \
+	image='$(IMAGE)'; \
+	for d in $$($(BUILDAH) manifest inspect $(IMAGE) 2>/dev/null | awk -F'"' '/"digest"/{print $$4}'); do \
+	  id=$$($(BUILDAH) inspect --type image --format '{{.FromImageID}}' "$${image%:*}@$$d" 2>/dev/null) && \
+	  $(BUILDAH) rmi -f "$$id" >/dev/null 2>&1 || true; done; \
 	$(BUILDAH) manifest rm $(IMAGE) >/dev/null 2>&1 || true; \
 	echo "building $(IMAGE) for $(PLATFORMS)"; \
 	$(BUILDAH) build --isolation chroot --format docker --platform $(PLATFORMS) --manifest $(IMAGE) \
@@ -71,6 +75,17 @@ image:
 	  --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
 	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
 	  -f deploy/container/Containerfile .
+
+# Copy this machine's platform of the image into podman's own store (or
+# LOAD_TO=containers-storage:[driver@root+runroot]), for podman run and compose.
+LOAD_TO ?= containers-storage:
+image-load:
+	@set -e; arch=$$($(GO) env GOARCH); \
+	digest=$$($(BUILDAH) manifest inspect $(IMAGE) | awk -F'"' -v a=$$arch '/"digest"/{d=$$4} /"architecture"/{if ($$4==a) print d}'); \
+	[ -n "$$digest" ] || { echo "$(IMAGE) has no linux/$$arch image: make image first"; exit 1; }; \
+	image='$(IMAGE)'; \
+	id=$$($(BUILDAH) inspect --type image --format '{{.FromImageID}}' "$${image%:*}@$$digest"); \
+	skopeo copy "containers-storage:[vfs@$(IMAGE_ROOT)/root+$(IMAGE_ROOT)/run]@$$id" "$(LOAD_TO)$(IMAGE)"
 
 # Push the manifest list (every platform) to any registry, an Outpost node
 # included: make image-push IMAGE=registry.example:5000/outpost:1.0 [PUSH_TO=other

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -35,36 +36,11 @@ var containerRun = []string{"--network", "host", "--ulimit", "nofile=4096:4096",
 // answers /readyz as user 65532, passes its own HEALTHCHECK command and stops
 // gracefully on SIGTERM.
 func TestDeployImage(t *testing.T) {
-	buildah, podman := Tool(t, "buildah"), Tool(t, "podman")
+	podman := Tool(t, "podman")
 	Tool(t, "runc")
-	version := "v0.0.0-imagetest." + strconv.Itoa(os.Getpid())
-	tag := "localhost/outpost:imagetest-" + strconv.Itoa(os.Getpid())
-	bah := func(args ...string) []string {
-		return append([]string{"--root", imageStore + "/root", "--runroot", imageStore + "/run", "--storage-driver", "vfs"}, args...)
-	}
-	start := time.Now()
-	if out, err := Run(t, 20*time.Minute, "make", "-C", repoRoot(), "image", "PLATFORMS=linux/amd64", "IMAGE="+tag, "VERSION="+version); err != nil {
-		t.Fatalf("make image: %v\n%s", err, out)
-	}
-	t.Logf("make image (linux/amd64): %s", time.Since(start).Round(100*time.Millisecond))
-
-	var list struct {
-		Manifests []struct {
-			Digest   string
-			Platform struct{ Architecture, OS string }
-		}
-	}
-	if err := jsonOf(MustRun(t, time.Minute, buildah, bah("manifest", "inspect", tag)...), &list); err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Manifests) != 1 || list.Manifests[0].Platform.Architecture != "amd64" || list.Manifests[0].Platform.OS != "linux" {
-		t.Fatalf("manifest list %s: want one linux/amd64 image, got %+v", tag, list.Manifests)
-	}
+	img0 := buildTestImage(t)
+	tag, version, list := img0.tag, img0.version, img0.list
 	ref := "localhost/outpost@" + list.Manifests[0].Digest
-	t.Cleanup(func() {
-		_, _ = Run(t, time.Minute, buildah, bah("manifest", "rm", tag)...)
-		_, _ = Run(t, time.Minute, buildah, bah("rmi", "-f", ref)...)
-	})
 
 	var images []struct {
 		Size   int64
@@ -169,7 +145,7 @@ func TestDeployImage(t *testing.T) {
 	if out, err := Run(t, time.Minute, podman, podmanArgs("exec", name, "/usr/local/bin/outpost", "healthcheck", "--server", "http://"+httpAddr)...); err != nil {
 		t.Errorf("the image's HEALTHCHECK command: %v\n%s", err, out)
 	}
-	start = time.Now()
+	start := time.Now()
 	MustRun(t, time.Minute, podman, podmanArgs("stop", "--time", "30", name)...)
 	code := strings.TrimSpace(MustRun(t, time.Minute, podman, podmanArgs("inspect", "--format", "{{.State.ExitCode}}", name)...))
 	if code != "0" {
@@ -179,6 +155,55 @@ func TestDeployImage(t *testing.T) {
 		t.Fatalf("the node's log does not say it stopped:\n%s", l)
 	}
 	t.Logf("graceful stop in the container: %s", time.Since(start).Round(10*time.Millisecond))
+}
+
+// manifestList is what `buildah manifest inspect` says of a list.
+type manifestList struct {
+	Manifests []struct {
+		Digest   string
+		Platform struct{ Architecture, OS string }
+	}
+}
+
+// testImage is the linux/amd64 image `make image` builds once per test process,
+// as localhost/outpost:test (a later build replaces it and its image).
+var testImage builtImage
+
+type builtImage struct {
+	once    sync.Once
+	tag     string
+	version string
+	list    manifestList
+	err     error
+}
+
+func buildTestImage(t *testing.T) *builtImage {
+	t.Helper()
+	Tool(t, "buildah")
+	testImage.once.Do(func() {
+		testImage.tag, testImage.version = "localhost/outpost:test", "v0.0.0-imagetest."+strconv.Itoa(os.Getpid())
+		start := time.Now()
+		out, err := Run(t, 20*time.Minute, "make", "-C", repoRoot(), "image", "PLATFORMS=linux/amd64",
+			"IMAGE="+testImage.tag, "VERSION="+testImage.version)
+		if err != nil {
+			testImage.err = fmt.Errorf("make image: %v\n%s", err, out)
+			return
+		}
+		t.Logf("make image (linux/amd64): %s", time.Since(start).Round(100*time.Millisecond))
+		out, err = Run(t, time.Minute, "buildah", "--root", imageStore+"/root", "--runroot", imageStore+"/run", "--storage-driver", "vfs",
+			"manifest", "inspect", testImage.tag)
+		if err != nil || jsonOf(out, &testImage.list) != nil {
+			testImage.err = fmt.Errorf("buildah manifest inspect %s: %v\n%s", testImage.tag, err, out)
+			return
+		}
+		if m := testImage.list.Manifests; len(m) != 1 || m[0].Platform.Architecture != "amd64" || m[0].Platform.OS != "linux" {
+			testImage.err = fmt.Errorf("manifest list %s: want one linux/amd64 image, got %+v", testImage.tag, m)
+		}
+	})
+	if testImage.err != nil {
+		t.Fatal(testImage.err)
+	}
+	return &testImage
 }
 
 // freeAddr is a free 127.0.0.1 port for a process the test starts outside the

@@ -54,7 +54,7 @@ up() {
     fi
     started+=("$name")
   done
-  $COMPOSE up -d "${started[@]}"
+  $COMPOSE up -d --no-deps "${started[@]}"
   echo "bootstrap: up: root, ${started[*]}"
 }
 
