@@ -30,25 +30,32 @@ secrets() {
   done
 }
 
+# The CLI's exit code does not survive podman-compose exec (1.0.3 drops it), and
+# podman-compose prints its podman command lines on stdout: judge by the lines
+# the CLI prints.
+nodes() { $OUTPOST node list 2>/dev/null | grep -E '^[A-Za-z][A-Za-z0-9]* ' || true; }
+
 up() {
   secrets
   $COMPOSE up -d root
   echo "bootstrap: waiting for the root"
   for i in $(seq 1 60); do
-    if $OUTPOST node list >/dev/null 2>&1; then break; fi
+    if nodes | grep -q '^NAME '; then break; fi
     [ "$i" = 60 ] && { echo "bootstrap: the root does not answer: $COMPOSE logs root" >&2; exit 1; }
     sleep 1
   done
   started=()
   for site in $SITES; do
     IFS=: read -r name mode repo <<<"$site"
-    if ! $OUTPOST node show "$name" >/dev/null 2>&1; then
-      $OUTPOST node create "$name" --mode "$mode" --repository "$repo" >/dev/null
+    if ! nodes | grep -q "^$name "; then
+      out=$($OUTPOST node create "$name" --mode "$mode" --repository "$repo" 2>&1 || true)
+      nodes | grep -q "^$name " || { echo "bootstrap: could not define $name at the root: $out" >&2; exit 1; }
       echo "bootstrap: defined $name ($mode, $repo) at the root"
     fi
     if ! grep -q '^OUTPOST_CONNECTION_STRING=.' "secrets/$name.env"; then
       # Passwords are kept as hashes only: a lost file gets a new password 1.
-      cs=$($OUTPOST node get-settings "$name" --generate-password 1)
+      cs=$($OUTPOST node get-settings "$name" --generate-password 1 2>&1 | grep "^ConnectedRegistryName=$name;" | tail -n 1 || true)
+      [ -n "$cs" ] || { echo "bootstrap: the root gave no connection string for $name" >&2; exit 1; }
       (umask 077; printf 'OUTPOST_CONNECTION_STRING=%s\n' "$cs" > "secrets/$name.env")
       echo "bootstrap: connection string of $name written to secrets/$name.env"
     fi
