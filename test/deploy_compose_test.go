@@ -121,8 +121,9 @@ func TestDeployComposeConfig(t *testing.T) {
 //
 // podman here needs what TestDeployImage says (runc, cgroupfs, ulimits at the
 // machine's own) and netavark named (with a fresh store podman 4.3 picks CNI,
-// whose networks have no DNS: the sites could not resolve "root"), all given
-// through CONTAINERS_CONF; the compose file and the script are as shipped.
+// whose networks have no DNS: the sites could not resolve "root") with its
+// network definitions in the test's store, all given through CONTAINERS_CONF;
+// the compose file and the script are as shipped.
 func TestDeployComposeUp(t *testing.T) {
 	Tool(t, "podman-compose")
 	Tool(t, "skopeo")
@@ -134,8 +135,10 @@ func TestDeployComposeUp(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(store) })
 	conf := map[string]string{
-		"containers.conf": "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n[network]\nnetwork_backend = \"netavark\"\n",
-		"storage.conf":    fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n", store+"/r", store+"/u"),
+		"containers.conf": fmt.Sprintf("[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n"+
+			"[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n"+
+			"[network]\nnetwork_backend = \"netavark\"\nnetwork_config_dir = %q\n", store+"/net"),
+		"storage.conf": fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n", store+"/r", store+"/u"),
 	}
 	for name, body := range conf {
 		if err := os.WriteFile(filepath.Join(store, name), []byte(body), 0o600); err != nil {
