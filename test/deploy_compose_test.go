@@ -171,6 +171,13 @@ func TestDeployComposeUp(t *testing.T) {
 		if err != nil {
 			t.Logf("podman-compose down: %v\n%s", err, out)
 		}
+		// Whatever down left (a container caught restarting) goes too, before the
+		// store does: a container left running keeps its port forwarding.
+		for _, args := range [][]string{{"rm", "-a", "-f", "-t", "0"}, {"network", "prune", "-f"}, {"volume", "prune", "-f"}} {
+			if out, err := RunEnv(t, time.Minute, env, "podman", args...); err != nil {
+				t.Errorf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
 	})
 	bootstrap := func() string {
 		start := time.Now()
