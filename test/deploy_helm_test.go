@@ -1,7 +1,9 @@
 package test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -144,4 +146,120 @@ func serveFlagNames(t *testing.T) map[string]bool {
 		names[m[1]] = true
 	}
 	return names
+}
+
+// TestDeployHelmSiteRuns: what the chart renders for the ReadOnly site with a
+// private CA runs. The container's args, the rendered outpost.yaml and the CA at
+// the path where the chart mounts its Secret start a real site (addresses moved
+// to 127.0.0.1, the mounts to files), with its connection string in
+// OUTPOST_CONNECTION_STRING as the Secret reference gives it; the site reaches
+// its root over https with that CA and the root lists it Online, ReadOnly.
+func TestDeployHelmSiteRuns(t *testing.T) {
+	helm := Tool(t, "helm")
+	values := filepath.Join(deployDir("helm", "outpost"), "examples", "site-readonly-private-ca.yaml")
+	rendered, err := RunEnv(t, time.Minute, helmEnv(t), helm, "template", "store42", deployDir("helm", "outpost"), "-f", values)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, rendered)
+	}
+	objs := renderedObjects(t, rendered)
+	var sts struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Args         []string
+						VolumeMounts []struct {
+							Name      string
+							MountPath string `yaml:"mountPath"`
+						} `yaml:"volumeMounts"`
+					}
+				}
+			}
+		}
+	}
+	data, err := yaml.Marshal(objs["StatefulSet"])
+	if err != nil || yaml.Unmarshal(data, &sts) != nil || len(sts.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("StatefulSet: %v\n%s", err, data)
+	}
+	c := sts.Spec.Template.Spec.Containers[0]
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	var cfg map[string]string
+	cm, _ := objs["ConfigMap"]["data"].(map[string]any)
+	if err := yaml.Unmarshal([]byte(cm["outpost.yaml"].(string)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(cfg["parent-ca"], mounts["parent-ca"]+"/") {
+		t.Fatalf("outpost.yaml's parent-ca %q is not in the CA Secret's mount %q", cfg["parent-ca"], mounts["parent-ca"])
+	}
+
+	ca := NewTestCA(t)
+	root := StartNode(t, NodeOptions{CA: ca, Args: []string{"--tls-cert", ca.Cert, "--tls-key", ca.Key}})
+	root.MustCLI(t, "node", "create", "store42", "--mode", "ReadOnly", "--repository", "retail/*")
+	cs := strings.TrimSpace(root.MustCLI(t, "node", "get-settings", "store42"))
+	if !strings.Contains(cs, "ParentEndpointProtocol=https") {
+		t.Fatalf("connection string of a TLS root: want https, got protocol %q", csField(cs, "ParentEndpointProtocol"))
+	}
+
+	// The pod's file system, in the test's directory.
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, strings.TrimPrefix(cfg["parent-ca"], "/"))
+	if err := os.MkdirAll(filepath.Dir(caFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(ca.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, gwAddr := freeAddr(t), freeAddr(t)
+	cfg["parent-ca"], cfg["addr"], cfg["gateway-addr"] = caFile, httpAddr, gwAddr
+	cfgData, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "outpost.yaml")
+	if err := os.WriteFile(cfgFile, cfgData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := make([]string, 0, len(c.Args))
+	for _, a := range c.Args {
+		switch a {
+		case mounts["config"]:
+			a = cfgFile
+		case mounts["data"]:
+			a = filepath.Join(dir, "data")
+		}
+		args = append(args, a)
+	}
+	cmd := exec.Command(Binary(t), args...)
+	cmd.Env = append(os.Environ(), "OUTPOST_CONNECTION_STRING="+cs)
+	p := startProc(t, cmd)
+	t.Cleanup(func() {
+		if err := p.stop(time.Minute); err != nil {
+			t.Errorf("the site after SIGTERM: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("site:\n%s", p.output())
+		}
+	})
+	Eventually(t, time.Minute, func() error {
+		if p.exited() {
+			t.Fatalf("the site exited: %v\n%s", p.err, p.output())
+		}
+		list, err := root.CLI(t, "node", "list")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if strings.HasPrefix(line, "store42 ") && strings.Contains(line, "Online") && strings.Contains(line, "ReadOnly") {
+				return nil
+			}
+		}
+		return fmt.Errorf("the root does not list store42 Online, ReadOnly:\n%s", list)
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -161,21 +162,16 @@ func TestDeploySystemdSite(t *testing.T) {
 		}
 		args = append(args, a)
 	}
-	start := func(envFile []byte) (*exec.Cmd, *bytes.Buffer) {
+	start := func(envFile []byte) *proc {
 		cmd := exec.Command(Binary(t), args...)
 		cmd.Env = append(systemdEnv(t, envFile), "PATH=/usr/local/bin:/usr/bin:/bin")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &out
+		return startProc(t, cmd)
 	}
 
 	// As shipped: the line is there but empty, which must not start a root.
-	cmd, out := start(envExample)
-	if err := waitExit(cmd, 30*time.Second); err == nil || !strings.Contains(out.String(), "OUTPOST_CONNECTION_STRING is set but empty") {
-		t.Fatalf("the example environment file, unedited: want a refusal naming the empty OUTPOST_CONNECTION_STRING, got %v:\n%s", err, out)
+	p := start(envExample)
+	if err := p.wait(30 * time.Second); err == nil || !strings.Contains(p.output(), "OUTPOST_CONNECTION_STRING is set but empty") {
+		t.Fatalf("the example environment file, unedited: want a refusal naming the empty OUTPOST_CONNECTION_STRING, got %v:\n%s", err, p.output())
 	}
 
 	root := StartNode(t, NodeOptions{})
@@ -185,11 +181,10 @@ func TestDeploySystemdSite(t *testing.T) {
 	if filled == string(envExample) {
 		t.Fatal("outpost.env.example has no `OUTPOST_CONNECTION_STRING=` line to fill in")
 	}
-	cmd, out = start([]byte(filled))
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	p = start([]byte(filled))
 	Eventually(t, time.Minute, func() error {
-		if cmd.ProcessState != nil {
-			return fmt.Errorf("exited: %s", out)
+		if p.exited() {
+			t.Fatalf("the site exited: %v\n%s", p.err, p.output())
 		}
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err != nil {
@@ -207,27 +202,77 @@ func TestDeploySystemdSite(t *testing.T) {
 		}
 		return fmt.Errorf("the root does not list edgebox1 Online:\n%s", list)
 	})
-	if strings.Contains(out.String(), "SyncTokenPassword="+csField(cs, "SyncTokenPassword")) {
-		t.Errorf("the site logged its sync password:\n%s", out)
+	if strings.Contains(p.output(), csField(cs, "SyncTokenPassword")) {
+		t.Errorf("the site logged its sync password:\n%s", p.output())
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
 	begin := time.Now()
-	if err := waitExit(cmd, unit.StopTimeout); err != nil {
-		t.Fatalf("SIGTERM: want a clean exit within TimeoutStopSec (%s): %v\n%s", unit.StopTimeout, err, out)
+	if err := p.stop(unit.StopTimeout); err != nil {
+		t.Fatalf("SIGTERM: want a clean exit within TimeoutStopSec (%s): %v\n%s", unit.StopTimeout, err, p.output())
 	}
 	t.Logf("site under the unit's settings: graceful stop in %s", time.Since(begin).Round(10*time.Millisecond))
 }
 
-// waitExit waits for cmd to exit and returns how it exited.
-func waitExit(cmd *exec.Cmd, timeout time.Duration) error {
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+// proc is a process a deploy test starts outside the harness (as systemd or a
+// pod would start it); it is killed when the test ends if still running.
+type proc struct {
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error // how it exited, once done is closed
+	cmd  *exec.Cmd
+}
+
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{done: make(chan struct{}), cmd: cmd}
+	cmd.Stdout, cmd.Stderr = p, p
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		if !p.exited() {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// output is what the process printed so far.
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func (p *proc) exited() bool {
 	select {
-	case err := <-done:
-		return err
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits up to timeout for the process to exit and returns how it exited.
+func (p *proc) wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
 	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		<-done
 		return fmt.Errorf("still running after %s", timeout)
 	}
+}
+
+// stop sends SIGTERM, as systemd and Kubernetes stop a service, and waits.
+func (p *proc) stop(timeout time.Duration) error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	return p.wait(timeout)
 }
