@@ -157,8 +157,9 @@ $(BIN)/kubeconform:
 
 # From Debian: skopeo and podman (clients under test), gcc (for -race), prlimit and
 # mount (the file descriptor and full-disk tests); for the deploy checks buildah and
-# a static busybox (the image), runc (runs it: crun refuses hybrid cgroups), systemd (systemd-analyze) and podman-compose. As root
-# they are installed; otherwise we say how.
+# a static busybox (the image), runc (runs it: crun refuses hybrid cgroups), systemd
+# (systemd-analyze) and podman-compose. As root they are installed; otherwise we say
+# how.
 system-deps:
 	@missing=""; command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	  command -v podman >/dev/null || missing="$$missing podman"; \
