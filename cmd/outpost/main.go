@@ -44,6 +44,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd(), newEventsCmd(), newRepositoryCmd(), newNodeCmd(), newTokenCmd(), newSyncCmd(), newScrubCmd(), newStatusCmd(), newGCCmd())
+	addVersion(root) // version.go: --version, version, healthcheck
 	hintUsage(root)
 	return root
 }
