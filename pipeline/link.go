@@ -472,15 +472,13 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 		}
 		_ = g.Wait()
 	}
-	var applied, settled uint64
+	var applied uint64
 	for _, d := range ds {
 		if d.Settled() {
 			applied = max(applied, d.Sequence)
-			settled++
 		}
 	}
 	seqs.done(applied)
-	l.record(func(s *LinkState) { s.counts(direction).Applied += settled })
 	if failed.Load() {
 		return
 	}
@@ -561,11 +559,16 @@ func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp 
 		retryAll(retry.Next())
 		return false
 	}
+	var acked uint64
 	for _, x := range grp {
 		if err := x.AckAsync(); err != nil {
 			l.fail(direction, fmt.Errorf("ack %s: %w", x.Event.ID, err))
+			continue
 		}
+		acked++
 	}
+	// Counted as each group completes, so that progress shows within a batch.
+	l.record(func(s *LinkState) { s.counts(direction).Applied += acked })
 	l.cfg.Logger.Debug("link: applied", "direction", direction, "action", d.Event.Action,
 		"repository", d.Event.Repository, "tag", d.Event.Tag, "digest", d.Event.Digest, "coalesced", len(grp))
 	return true

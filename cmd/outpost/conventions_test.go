@@ -76,7 +76,7 @@ func TestEveryResourceCommandPrintsTableJSONAndYAML(t *testing.T) {
 		field string // a JSON field the resource has
 	}{
 		{[]string{"node", "list"}, "factory1  root    ReadWrite  Online", "name"},
-		{[]string{"node", "show", "factory1"}, "settings:", "settings"},
+		{[]string{"node", "show", "factory1"}, "factory1  root    ReadWrite  Online", "settings"},
 		{[]string{"node", "create", "factory1", "--mode", "ReadWrite", "--repository", "plant/*"}, "NAME", "name"},
 		{[]string{"node", "update", "factory1", "--log-level", "debug"}, "factory1", "parent"},
 		{[]string{"token", "list"}, "ci    true", "enabled"},

@@ -94,7 +94,7 @@ digits, starting with a letter (factory1, ship42; no dashes). A node is ReadOnly
 			if err := c.do(cmd.Context(), http.MethodPost, "/outpost/v1/nodes", req, &v); err != nil {
 				return fmt.Errorf("create node %s: %w", args[0], err)
 			}
-			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error { return printNodeTable(w, []hierarchy.NodeView{v}) })
+			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error { return printNodeRow(w, v) })
 		},
 	}
 	c.addServerFlag(cmd.Flags())
@@ -194,7 +194,7 @@ func newNodeUpdateCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodPatch, "/outpost/v1/nodes/"+args[0], req, &v); err != nil {
 				return fmt.Errorf("update node %s: %w", args[0], err)
 			}
-			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error { return printNodeTable(w, []hierarchy.NodeView{v}) })
+			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error { return printNodeRow(w, v) })
 		},
 	}
 	c.addServerFlag(cmd.Flags())
@@ -245,6 +245,12 @@ func newNodeListCmd() *cobra.Command {
 	cmd.Flags().StringVar(&parent, "parent", "", "list only this node's subtree")
 	out.add(cmd.Flags(), formatTable)
 	return cmd
+}
+
+// printNodeRow is the table of one node, not indented by its depth.
+func printNodeRow(w io.Writer, v hierarchy.NodeView) error {
+	v.Depth = 1
+	return printNodeTable(w, []hierarchy.NodeView{v})
 }
 
 func printNodeTable(w io.Writer, vs []hierarchy.NodeView) error {
@@ -311,7 +317,42 @@ func simpleAdminCmd(use, short, method, prefix, action string) *cobra.Command {
 }
 
 func newNodeShowCmd() *cobra.Command {
-	return simpleNodeCmd("show", "One node's definition and status", http.MethodGet, "")
+	var (
+		c   apiClient
+		out outputFlag
+	)
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "One node's definition and status",
+		Example: `  outpost node show factory1                 # JSON: everything the root knows
+  outpost node show factory1 -o table        # its row of node list, then its status details`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
+			var v hierarchy.NodeView
+			if err := c.do(cmd.Context(), http.MethodGet, "/outpost/v1/nodes/"+args[0], nil, &v); err != nil {
+				return fmt.Errorf("show %s: %w", args[0], err)
+			}
+			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error {
+				if err := printNodeRow(w, v); err != nil {
+					return err
+				}
+				if v.Status == nil {
+					return nil
+				}
+				for _, d := range v.Status.Details {
+					fmt.Fprintf(w, "  %s (%s): %s\n", d.Code, d.Time.Format(time.RFC3339), d.Message)
+				}
+				return nil
+			})
+		},
+	}
+	c.addServerFlag(cmd.Flags())
+	c.addTokenFlag(cmd.Flags())
+	out.add(cmd.Flags(), formatJSON)
+	return cmd
 }
 
 func newNodeDeleteCmd() *cobra.Command {
