@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,6 +177,23 @@ func TestExitCodesTellFailuresApart(t *testing.T) {
 		if code != c.code || !strings.Contains(stderr, c.msg) {
 			t.Errorf("outpost %v: exit %d, stderr %q; want exit %d and %q", c.args, code, stderr, c.code, c.msg)
 		}
+	}
+	// serve: another process holds the data directory (here the test holds its
+	// lock, as a running serve does), or another process is active for the node.
+	data := t.TempDir()
+	lock, err := os.OpenFile(filepath.Join(data, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI(t, "serve", "--data", data, "--addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"); code != exitConflict || !strings.Contains(stderr, "is in use by") {
+		t.Errorf("serve on a data directory in use: exit %d %s", code, stderr)
+	}
+	if code := exitCode(fmt.Errorf("activate: %w", hierarchy.ErrAlreadyActivated)); code != exitConflict {
+		t.Errorf("ALREADY_ACTIVATED: exit %d", code)
 	}
 	_, help, _ := runCLI(t, "--help")
 	for code := range 7 {

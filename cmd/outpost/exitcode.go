@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/node"
 )
 
 // Exit codes: what a script can tell apart without reading the message. Every
@@ -17,7 +20,7 @@ const (
 	exitAuth        = 3 // no credentials, or the node refused them (401, 403)
 	exitNotFound    = 4 // what the command names does not exist there (404)
 	exitUnreachable = 5 // no answer: connection refused, timed out, a TLS failure, or the node is not ready (503)
-	exitConflict    = 6 // the request conflicts with the node's state: already exists, already active, another run in progress (409)
+	exitConflict    = 6 // the request conflicts with the node's state: already exists, already active, another run in progress (409); serve: ALREADY_ACTIVATED, or the data directory is in use
 )
 
 // exitCodesHelp is the table `outpost --help` and the README show.
@@ -28,7 +31,8 @@ const exitCodesHelp = `Exit codes:
   3  authentication: no token, or the node refused it (401, 403)
   4  not found: what the command names does not exist there (404)
   5  unreachable: no answer from --server (refused, timed out, TLS), or the node is not ready (503)
-  6  conflict: already exists, already active, or another run in progress (409)`
+  6  conflict: already exists, already active, or another run in progress (409);
+     serve: another process is active for the node (ALREADY_ACTIVATED) or holds its data directory`
 
 // APIError is a node's error answer: its HTTP status and its own message.
 type APIError struct {
@@ -81,6 +85,8 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ue), isCobraUsage(err):
 		return exitUsage
+	case errors.Is(err, hierarchy.ErrAlreadyActivated), errors.Is(err, node.ErrDataDirInUse):
+		return exitConflict // serve: another process runs this node or holds its data
 	case errors.As(err, &api):
 		switch {
 		case api.Status == http.StatusBadRequest || api.Status == http.StatusMisdirectedRequest || api.Status == http.StatusMethodNotAllowed:
