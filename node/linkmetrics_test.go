@@ -134,12 +134,30 @@ func TestLinkMetricsAndAlertRules(t *testing.T) {
 	})
 }
 
-// checkAlertRules reads a Prometheus rule file and checks each rule's shape and
+// checkAlertRules fails the test with every problem alertRuleProblems finds, and
+// makes sure the check itself catches a rule naming a series nobody exports.
+func checkAlertRules(t *testing.T, file string, exported ...map[string]*dto.MetricFamily) {
+	t.Helper()
+	for _, p := range alertRuleProblems(t, file, exported...) {
+		t.Error(p)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	rule := "groups:\n  - name: g\n    rules:\n      - alert: Bogus\n        expr: outpost_no_such_series_total > (0\n        for: 5x\n"
+	if err := os.WriteFile(bad, []byte(rule), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(alertRuleProblems(t, bad, exported...), "\n"); !strings.Contains(got, "outpost_no_such_series_total") ||
+		!strings.Contains(got, "unbalanced") || !strings.Contains(got, `for "5x"`) || !strings.Contains(got, "severity") {
+		t.Errorf("the rule check passes a rule it should refuse:\n%s", got)
+	}
+}
+
+// alertRuleProblems reads a Prometheus rule file and checks each rule's shape and
 // that every outpost_* series its expression names is among the exported families
 // (a histogram's _bucket/_count/_sum by its family). Without promtool (the
 // prometheus module is far too heavy to import for this), the expression's
 // syntax is checked only for balanced brackets.
-func checkAlertRules(t *testing.T, file string, exported ...map[string]*dto.MetricFamily) {
+func alertRuleProblems(t *testing.T, file string, exported ...map[string]*dto.MetricFamily) []string {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -160,35 +178,37 @@ func checkAlertRules(t *testing.T, file string, exported ...map[string]*dto.Metr
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&rf); err != nil {
-		t.Fatalf("%s: %v", file, err)
+		return []string{fmt.Sprintf("%s: %v", file, err)}
 	}
+	var problems []string
 	names := regexp.MustCompile(`\boutpost_[a-z_]+`)
 	rules := 0
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
 			rules++
 			if r.Alert == "" || strings.TrimSpace(r.Expr) == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
-				t.Errorf("%s/%s: a rule needs alert, expr, labels.severity and annotations.summary", g.Name, r.Alert)
+				problems = append(problems, fmt.Sprintf("%s/%s: a rule needs alert, expr, labels.severity and annotations.summary", g.Name, r.Alert))
 			}
 			if r.For != "" {
 				if _, err := model.ParseDuration(r.For); err != nil {
-					t.Errorf("%s: for %q: %v", r.Alert, r.For, err)
+					problems = append(problems, fmt.Sprintf("%s: for %q: %v", r.Alert, r.For, err))
 				}
 			}
 			if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") || strings.Count(r.Expr, "{") != strings.Count(r.Expr, "}") ||
 				strings.Count(r.Expr, "[") != strings.Count(r.Expr, "]") {
-				t.Errorf("%s: unbalanced brackets in %q", r.Alert, r.Expr)
+				problems = append(problems, fmt.Sprintf("%s: unbalanced brackets in %q", r.Alert, r.Expr))
 			}
 			for _, name := range names.FindAllString(r.Expr, -1) {
 				if !exportedFamily(name, exported) {
-					t.Errorf("%s names %s, which neither the root nor the site exports", r.Alert, name)
+					problems = append(problems, fmt.Sprintf("%s names %s, which neither the root nor the site exports", r.Alert, name))
 				}
 			}
 		}
 	}
-	if rules < 5 {
-		t.Errorf("%s: %d rules, want the sync, error and health rules", file, rules)
+	if rules < 5 && !strings.HasSuffix(file, "bad.yaml") {
+		problems = append(problems, fmt.Sprintf("%s: %d rules, want the sync, error and health rules", file, rules))
 	}
+	return problems
 }
 
 func exportedFamily(name string, exported []map[string]*dto.MetricFamily) bool {
