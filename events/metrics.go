@@ -19,7 +19,7 @@ func newLogMetrics(reg prometheus.Registerer, l *Log) (*logMetrics, error) {
 			Help: "Events appended to the node's event log, by result.",
 		}, []string{"result"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "outpost_event_publish_seconds",
+			Name:    "outpost_event_publish_duration_seconds",
 			Help:    "Time from publish to JetStream acknowledgement.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}),

@@ -120,6 +120,24 @@ func (o *Outbox) Pending(ctx context.Context) (Pending, error) {
 		FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
 }
 
+// OutboxPending reads what waits in an existing outbox without creating or
+// updating it (for scrapes); an outbox that does not exist yet holds nothing.
+func OutboxPending(ctx context.Context, nc *nats.Conn, name string) (Pending, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return Pending{}, err
+	}
+	st, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return Pending{}, nil
+	}
+	if err != nil {
+		return Pending{}, fmt.Errorf("outbox %s: %w", name, err)
+	}
+	info := st.CachedInfo()
+	return Pending{Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
+}
+
 // DeleteOutbox removes an outbox and what waits in it (a deleted child).
 func DeleteOutbox(ctx context.Context, nc *nats.Conn, name string) error {
 	js, err := jetstream.New(nc)
@@ -163,6 +181,17 @@ func (q *Queue) Bounds(ctx context.Context) (first, last uint64, err error) {
 	}
 	info := st.CachedInfo()
 	return info.State.FirstSeq, info.State.LastSeq, nil
+}
+
+// Pending reads what waits in the queue's stream (at a parent: one stream info
+// request, which a child may make for its own outbox).
+func (q *Queue) Pending(ctx context.Context) (Pending, error) {
+	st, err := q.js.Stream(ctx, q.stream)
+	if err != nil {
+		return Pending{}, fmt.Errorf("outbox %s: %w", q.stream, err)
+	}
+	info := st.CachedInfo()
+	return Pending{Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
 }
 
 // Consume returns a queue over the event log for the node's router.

@@ -46,6 +46,8 @@ type Status struct {
 	Reported        time.Time `json:"reported"`
 	// GC is what the node's last garbage collection reclaimed; nil before the first.
 	GC *GCStatus `json:"gc,omitempty"`
+	// Counters are what the node's link did since its process started (counters.go).
+	Counters *LinkCounters `json:"counters,omitempty"`
 }
 
 // GCStatus is a node's last garbage collection (not a dry run) and its next.

@@ -21,11 +21,23 @@ import (
 )
 
 // registryAuth gives the registry the node's access rules.
-type registryAuth struct{ a *hierarchy.Access }
+type registryAuth struct {
+	a *hierarchy.Access
+	// site is set at a node that is not the root, where "admin" is no user.
+	site bool
+}
+
+// errAdminAtSite is why the admin token fails at a site: people try it first.
+var errAdminAtSite = fmt.Errorf("%w: the admin token works only at the root; at a site, sign in with a client token bound to it "+
+	"(at the root: outpost token create NAME --repository 'REPO=pull,push', then outpost node update SITE --add-client-tokens NAME)",
+	registry.ErrBadCredentials)
 
 func (r registryAuth) Login(user, password string) (registry.Principal, error) {
 	g, err := r.a.Login(user, password)
 	if errors.Is(err, hierarchy.ErrLogin) {
+		if r.site && user == "admin" {
+			return registry.Principal{}, errAdminAtSite
+		}
 		return registry.Principal{}, registry.ErrBadCredentials
 	}
 	return principal(g), err

@@ -139,6 +139,9 @@ func (n *Node) runConnected(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := n.metrics.Register(linkCollector{n}); err != nil { // linkmetrics.go
+		return err
+	}
 	if b, _, err := n.local.Get(ctx, "last-open-window"); err == nil {
 		if t, err := time.Parse(time.RFC3339, string(b)); err == nil {
 			n.link.RecoverMissed(t)
@@ -425,6 +428,7 @@ func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 	if n.link != nil {
 		ls := n.link.State()
 		st.LastSync, st.LastActivity = ls.LastSync, ls.LastActivity
+		st.Counters = linkCounters(ls, n.ledger) // linkmetrics.go
 		if now.Sub(ls.LastActivity) < 5*time.Second {
 			st.State = hierarchy.Syncing
 		}

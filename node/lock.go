@@ -10,6 +10,15 @@ import (
 	"time"
 )
 
+// ErrDataDirInUse is matched (errors.Is) by the error of a process started on a
+// data directory another process holds.
+var ErrDataDirInUse = errors.New("data directory in use")
+
+type dataDirInUse string
+
+func (e dataDirInUse) Error() string      { return string(e) }
+func (dataDirInUse) Is(target error) bool { return target == ErrDataDirInUse }
+
 // lockDataDir takes DATA/lock for this process's lifetime: an exclusive flock, so
 // that a second `outpost serve` on the same data directory stops before it opens
 // the store, naming the process that holds it. The kernel releases the lock when
@@ -27,7 +36,7 @@ func lockDataDir(data string, now time.Time) (*os.File, error) {
 		}
 		_ = f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data directory %s is in use by %s: stop it first, or give this process another --data", data, holder)
+			return nil, dataDirInUse(fmt.Sprintf("data directory %s is in use by %s: stop it first, or give this process another --data", data, holder))
 		}
 		return nil, fmt.Errorf("data directory %s: lock %s: %w", data, file, err)
 	}

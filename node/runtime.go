@@ -153,6 +153,7 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	}
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
 	n.tokens = hierarchy.NewTokenStore(tokensB)
+	n.metrics.MustRegister(childCollector{n}) // linkmetrics.go
 	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", n.cfg.HTTPAddr, err)
 	}
@@ -252,7 +253,7 @@ func (n *Node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 	n.reg, err = registry.New(ctx, registry.Config{Tier: tier,
 		Dir: filepath.Join(n.cfg.DataDir, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
-		InternalPassword: n.internalPw, Auth: registryAuth{access},
+		InternalPassword: n.internalPw, Auth: registryAuth{a: access, site: n.connected()},
 		TokenKeyFile: filepath.Join(n.cfg.DataDir, "token-key.pem"), Scrub: n.cfg.Scrub.ScrubConfig, MinFreeBytes: n.cfg.MinFreeDisk,
 		GC: n.cfg.GC, Storage: n.cfg.Storage,
 	})
@@ -342,9 +343,11 @@ func (n *Node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	go n.scrubLoop(ctx, n.cfg.Scrub.Interval)
 	mux.Handle("/outpost/v1/gc", n.operatorOnly(n.reg.GCHandler())) // registry/gc.go
 	go n.reg.RunGCSchedule(ctx)
-	if n.admin != nil {
-		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
+	for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
+		if n.admin != nil {
 			mux.Handle(p, n.admin)
+		} else {
+			mux.HandleFunc(p, n.serveNotRoot) // notroot.go
 		}
 	}
 	// Every route but the events stream (a --follow waits for events without
@@ -380,19 +383,6 @@ func (n *Node) shutdown() {
 	defer cancel()
 	if err := n.httpSrv.Shutdown(ctx); err != nil {
 		n.logger.Warn("http shutdown", "err", err)
-	}
-}
-
-// serveSyncNow opens a connected node's link at once: `outpost sync now`.
-func (n *Node) serveSyncNow(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.Method != http.MethodPost:
-		http.Error(w, "POST only", http.StatusMethodNotAllowed)
-	case n.link == nil:
-		http.Error(w, "node "+n.name+" has no parent link to sync", http.StatusBadRequest)
-	default:
-		n.link.SyncNow()
-		fmt.Fprintln(w, "syncing")
 	}
 }
 

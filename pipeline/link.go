@@ -79,9 +79,10 @@ type Link struct {
 	mu          sync.Mutex
 	state       LinkState
 	window      Window
-	forcedUntil time.Time // a `sync now` or recovered window, in the link's clock
-	parentID    string    // the parent process's NATS server id, last seen
-	restarted   string    // why a reconcile is due once the downstream queue drains
+	forcedUntil time.Time     // a `sync now` or recovered window, in the link's clock
+	parentID    string        // the parent process's NATS server id, last seen
+	restarted   string        // why a reconcile is due once the downstream queue drains
+	downQ       *events.Queue // the parent's outbox for this node, once open
 }
 
 // LinkState is what the link reports in the node's status.
@@ -103,6 +104,26 @@ type LinkState struct {
 	// WindowError says why the link's window settings were refused: the link then
 	// stays closed (except when forced) until the root sends working ones.
 	WindowError string
+	// Down and Up count what each direction did since the process started.
+	Down, Up DirectionCounts
+}
+
+// DirectionCounts is what one direction of a link did since the process started
+// (metrics, `outpost sync now --wait`).
+type DirectionCounts struct {
+	// Applied counts the messages applied and acknowledged.
+	Applied uint64
+	// CopyErrors counts the copies that failed (each is retried).
+	CopyErrors uint64
+	// Drained is the last time the direction found its queue empty.
+	Drained time.Time
+}
+
+func (s *LinkState) counts(direction string) *DirectionCounts {
+	if direction == "upstream" {
+		return &s.Up
+	}
+	return &s.Down
 }
 
 // NewLink builds the link's copiers.
@@ -270,7 +291,22 @@ func (l *Link) RunDownstream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.downQ = q
+	l.mu.Unlock()
 	return l.drain(ctx, "downstream", q, l.down)
+}
+
+// DownstreamPending reads what waits for this node in its outbox at the parent
+// (one request to the parent's gateway); an error before the queue is open.
+func (l *Link) DownstreamPending(ctx context.Context) (events.Pending, error) {
+	l.mu.Lock()
+	q := l.downQ
+	l.mu.Unlock()
+	if q == nil {
+		return events.Pending{}, errors.New("the downstream outbox at the parent is not open yet")
+	}
+	return q.Pending(ctx)
 }
 
 // sequences tracks, per direction, the highest sequence applied and finds gaps.
@@ -413,6 +449,7 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 		return
 	}
 	if len(ds) == 0 {
+		l.record(func(s *LinkState) { s.counts(direction).Drained = time.Now().UTC() })
 		if direction == "downstream" {
 			l.record(func(s *LinkState) { s.LastSync = time.Now().UTC() })
 			l.drained()
@@ -449,6 +486,9 @@ func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue
 	last := ds[len(ds)-1]
 	l.record(func(s *LinkState) {
 		s.LastActivity, s.LastError = time.Now().UTC(), ""
+		if last.Pending == 0 {
+			s.counts(direction).Drained = s.LastActivity
+		}
 		if last.Pending == 0 && direction == "downstream" {
 			s.LastSync = s.LastActivity
 		}
@@ -514,15 +554,21 @@ func (l *Link) applyGroup(ctx context.Context, direction string, c *Copier, grp 
 			retryAll(heldRetry)
 			return true
 		}
+		l.record(func(s *LinkState) { s.counts(direction).CopyErrors++ })
 		l.fail(direction, fmt.Errorf("%s %s %s: %w", d.Event.Action, d.Event.Repository, d.Event.ID, err))
 		retryAll(retry.Next())
 		return false
 	}
+	var acked uint64
 	for _, x := range grp {
 		if err := x.AckAsync(); err != nil {
 			l.fail(direction, fmt.Errorf("ack %s: %w", x.Event.ID, err))
+			continue
 		}
+		acked++
 	}
+	// Counted as each group completes, so that progress shows within a batch.
+	l.record(func(s *LinkState) { s.counts(direction).Applied += acked })
 	l.cfg.Logger.Debug("link: applied", "direction", direction, "action", d.Event.Action,
 		"repository", d.Event.Repository, "tag", d.Event.Tag, "digest", d.Event.Digest, "coalesced", len(grp))
 	return true

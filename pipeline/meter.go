@@ -15,6 +15,20 @@ import (
 type Meter struct {
 	moved   *prometheus.CounterVec // by direction; nil counts nothing
 	limiter atomic.Pointer[rate.Limiter]
+	// down and up count the same bytes for Moved (a CounterVec is not for reading).
+	down, up atomic.Uint64
+}
+
+// Moved is the content bytes moved in direction ("downstream", "upstream") since
+// the meter was made.
+func (m *Meter) Moved(direction string) uint64 {
+	if m == nil {
+		return 0
+	}
+	if direction == "upstream" {
+		return m.up.Load()
+	}
+	return m.down.Load()
 }
 
 // NewMeter returns an unlimited meter counting into moved (labels: direction).
@@ -78,6 +92,11 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		if b.t.m.moved != nil {
 			b.t.m.moved.WithLabelValues(b.t.direction).Add(float64(n))
+		}
+		if b.t.direction == "upstream" {
+			b.t.m.up.Add(uint64(n))
+		} else {
+			b.t.m.down.Add(uint64(n))
 		}
 		if l != nil {
 			if werr := l.WaitN(b.ctx, n); werr != nil && err == nil {

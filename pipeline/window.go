@@ -107,3 +107,23 @@ func (w Window) Previous(t time.Time) (start, end time.Time, ok bool) {
 		}
 	}
 }
+
+// AllowedLag is how long a link on this window may go without a sync at t: from
+// the start of the window before the one open at t (or the next one) to the end of
+// that one, as a link that syncs once in each window can. Zero for a link that is
+// always open; ok is false for a broken schedule. Alert rules compare the time
+// since the last sync with it.
+func (w Window) AllowedLag(t time.Time) (lag time.Duration, ok bool) {
+	if w.always {
+		return 0, true
+	}
+	_, start, end := w.At(t)
+	if start.IsZero() {
+		return 0, false
+	}
+	prev, _, ok := w.Previous(start.Add(-time.Second))
+	if !ok {
+		return end.Sub(t), true // the first window: due by its end
+	}
+	return end.Sub(prev), true
+}

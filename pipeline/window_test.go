@@ -155,3 +155,36 @@ func TestBrokenWindowStaysClosedAndSaysWhy(t *testing.T) {
 		t.Error("a window without a schedule has a previous window")
 	}
 }
+
+func TestWindowAllowedLag(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	always, _ := NewWindow("* * * * *", 0)
+	nightly, err := NewWindow("0 2 * * *", 3*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		w    Window
+		t    string
+		want time.Duration
+	}{
+		{always, "2026-11-27T12:00:00Z", 0},
+		// Closed at noon: the next window ends 05:00 tomorrow, the one before started 02:00 today.
+		{nightly, "2026-11-27T12:00:00Z", 27 * time.Hour},
+		// Open at 03:00: this window ends 05:00, the one before started 02:00 yesterday.
+		{nightly, "2026-11-27T03:00:00Z", 27 * time.Hour},
+	} {
+		if got, ok := c.w.AllowedLag(at(c.t)); !ok || got != c.want {
+			t.Errorf("AllowedLag(%s) = %s %v, want %s", c.t, got, ok, c.want)
+		}
+	}
+	if _, ok := BrokenWindow(errors.New("bad")).AllowedLag(at("2026-11-27T12:00:00Z")); ok {
+		t.Error("a broken window has an allowed lag")
+	}
+}

@@ -23,7 +23,7 @@ func newRequestMetrics(reg prometheus.Registerer) (*requestMetrics, error) {
 			Help: "OCI API requests by route, method and status code.",
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "outpost_http_request_seconds",
+			Name:    "outpost_http_request_duration_seconds",
 			Help:    "OCI API request duration by route and method.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "method"}),

@@ -271,20 +271,21 @@ func TestGCReclaimsDiskAtRootAndSiteWhilePushesAndCopiesRun(t *testing.T) {
 		}
 	}
 
-	// Exit codes: 0 above; 1 with the reason for a wrong token, a node that is not
-	// there and a usage mistake.
+	// Exit codes (outpost --help): 0 above; 3 for a wrong token, 5 for a node that is
+	// not there, 2 for a usage mistake, each with the reason.
 	for _, c := range []struct {
 		args []string
 		want string
+		code string
 	}{
-		{[]string{"gc", "--server", site.URL, "--token", "wrong"}, "operator token"},
-		{[]string{"gc", "--server", "http://127.0.0.1:1"}, "Try: is `outpost serve` running there?"},
-		{[]string{"gc", "extra", "--server", site.URL}, "Try: see the examples in `outpost gc --help`"},
-		{[]string{"gc", "--last", "--dry-run", "--server", site.URL}, "give one of them"},
+		{[]string{"gc", "--server", site.URL, "--token", "wrong"}, "operator token", "exit status 3"},
+		{[]string{"gc", "--server", "http://127.0.0.1:1"}, "Try: is `outpost serve` running there?", "exit status 5"},
+		{[]string{"gc", "extra", "--server", site.URL}, "Try: see the examples in `outpost gc --help`", "exit status 2"},
+		{[]string{"gc", "--last", "--dry-run", "--server", site.URL}, "give one of them", "exit status 2"},
 	} {
 		out, err := Run(t, time.Minute, Binary(t), c.args...)
-		if err == nil || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(out, c.want) {
-			t.Errorf("outpost %v: %v\n%s\nwant exit status 1 saying %q", c.args, err, out, c.want)
+		if err == nil || !strings.Contains(err.Error(), c.code) || !strings.Contains(out, c.want) {
+			t.Errorf("outpost %v: %v\n%s\nwant %s saying %q", c.args, err, out, c.code, c.want)
 		}
 	}
 }

@@ -46,9 +46,9 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 		fmt.Sprintf(`outpost_events_published_total{result="ok"} %d`, pushes),
 		fmt.Sprintf(`outpost_event_log_messages %d`, pushes),
 		fmt.Sprintf(`outpost_http_requests_total{code="201",method="PUT",route="manifests"} %d`, pushes),
-		fmt.Sprintf(`outpost_event_publish_seconds_count %d`, pushes),
+		fmt.Sprintf(`outpost_event_publish_duration_seconds_count %d`, pushes),
 		`outpost_event_log_bytes `,
-		`outpost_http_request_seconds_bucket{method="PUT",route="manifests",le="+Inf"} 3`,
+		`outpost_http_request_duration_seconds_bucket{method="PUT",route="manifests",le="+Inf"} 3`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q", want)

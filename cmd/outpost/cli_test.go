@@ -106,17 +106,18 @@ func TestTypicalMistakesPrintATryHint(t *testing.T) {
 	for _, c := range []struct {
 		args      []string
 		err, hint string
+		code      int
 	}{
-		{[]string{"node", "show"}, "accepts 1 arg(s), received 0", "outpost node show --help"},
-		{[]string{"node", "create", "a", "b"}, "accepts 1 arg(s), received 2", "outpost node create --help"},
-		{[]string{"node", "list", "--server", refused}, "connection refused", "is `outpost serve` running there?"},
-		{[]string{"node", "list", "--server", unauthorized.URL, "--token", ""}, "needs the admin token", "--token or OUTPOST_TOKEN"},
-		{[]string{"serve", "--connection-string", "x"}, "sync password in every process listing", "--connection-string-file"},
-		{[]string{"events", "--bogus"}, "unknown flag: --bogus", "outpost events --help"},
-		{[]string{"nodes", "list"}, `unknown command "nodes"`, "outpost --help"},
+		{[]string{"node", "show"}, "accepts 1 arg(s), received 0", "outpost node show --help", exitUsage},
+		{[]string{"node", "create", "a", "b"}, "accepts 1 arg(s), received 2", "outpost node create --help", exitUsage},
+		{[]string{"node", "list", "--server", refused}, "connection refused", "is `outpost serve` running there?", exitUnreachable},
+		{[]string{"node", "list", "--server", unauthorized.URL, "--token", ""}, "needs the admin token", "--token or OUTPOST_TOKEN", exitAuth},
+		{[]string{"serve", "--connection-string", "x"}, "sync password in every process listing", "--connection-string-file", exitUsage},
+		{[]string{"events", "--bogus"}, "unknown flag: --bogus", "outpost events --help", exitUsage},
+		{[]string{"nodes", "list"}, `unknown command "nodes"`, "outpost --help", exitUsage},
 	} {
 		code, _, stderr := runCLI(t, c.args...)
-		if code != 1 || !strings.Contains(stderr, "Error: ") || !strings.Contains(stderr, c.err) ||
+		if code != c.code || !strings.Contains(stderr, "Error: ") || !strings.Contains(stderr, c.err) ||
 			!strings.Contains(stderr, "\nTry: ") || !strings.Contains(stderr, c.hint) {
 			t.Errorf("outpost %v: exit %d, stderr:\n%s\nwant %q and a Try: line with %q", c.args, code, stderr, c.err, c.hint)
 		}

@@ -104,33 +104,38 @@ func (c *apiClient) send(ctx context.Context, method, path string, body any) (*h
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, url, err)
+		return nil, reachError(method, url, err)
 	}
 	if resp.StatusCode < 300 {
 		return resp, nil
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	err = answerError(method, url, resp.Status, data)
-	if resp.StatusCode == http.StatusUnauthorized {
-		err = withHint(err, "give the node's operator token with --token or OUTPOST_TOKEN: the admin token at the root (DATA/admin-token), DATA/operator-token elsewhere")
-	}
-	return nil, err
+	return nil, answerError(method, url, resp.StatusCode, data)
 }
 
-// answerError reads a node's error answer: its own message when it gave one.
-func answerError(method, url, status string, data []byte) error {
+// answerError reads a node's error answer into an APIError: its own message when
+// it gave one, with what to try for the common ones.
+func answerError(method, url string, status int, data []byte) error {
+	e := &APIError{Method: method, URL: url, Status: status}
 	var answer struct {
 		Error  string                           `json:"error"`
+		Code   string                           `json:"code"`
 		Errors []struct{ Code, Message string } `json:"errors"`
 	}
-	if json.Unmarshal(data, &answer) == nil {
-		if answer.Error != "" {
-			return fmt.Errorf("%s", answer.Error)
-		}
-		if len(answer.Errors) > 0 {
-			return fmt.Errorf("%s: %s", answer.Errors[0].Code, answer.Errors[0].Message)
-		}
+	switch {
+	case json.Unmarshal(data, &answer) == nil && answer.Error != "":
+		e.Code, e.Message = answer.Code, answer.Error
+	case len(answer.Errors) > 0:
+		e.Code, e.Message = answer.Errors[0].Code, answer.Errors[0].Code+": "+answer.Errors[0].Message
+	default:
+		e.Message = fmt.Sprintf("%s %s: %d %s %s", method, url, status, http.StatusText(status), strings.TrimSpace(string(data)))
 	}
-	return fmt.Errorf("%s %s: %s %s", method, url, status, strings.TrimSpace(string(data)))
+	switch status {
+	case http.StatusUnauthorized:
+		return withHint(e, "give the node's operator token with --token or OUTPOST_TOKEN: the admin token at the root (DATA/admin-token), DATA/operator-token elsewhere")
+	case http.StatusServiceUnavailable:
+		return withHint(e, "the node is starting or not ready: its log and its /readyz say why")
+	}
+	return e
 }

@@ -17,7 +17,7 @@ func newEventsCmd() *cobra.Command {
 		c      apiClient
 		last   uint64
 		follow bool
-		output string
+		out    outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "events",
@@ -27,8 +27,8 @@ func newEventsCmd() *cobra.Command {
   outpost events --output json --server http://127.0.0.1:5001`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("output %q: want text or json", output)
+			if err := out.check(); err != nil {
+				return err
 			}
 			q := url.Values{}
 			if last > 0 {
@@ -45,13 +45,19 @@ func newEventsCmd() *cobra.Command {
 			if d := resp.Header.Get(events.DamageHeader); d != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", d)
 			}
-			out := cmd.OutOrStdout()
-			enc := json.NewEncoder(out)
+			w := cmd.OutOrStdout()
+			enc := json.NewEncoder(w)
 			err = events.ReadStream(cmd.Context(), resp.Body, func(e *events.Event) error {
-				if output == "json" {
-					return enc.Encode(e)
+				switch out.format {
+				case formatJSON:
+					return enc.Encode(e) // one event per line (NDJSON), for streams
+				case formatYAML:
+					if _, err := fmt.Fprintln(w, "---"); err != nil {
+						return err
+					}
+					return printYAML(w, e)
 				}
-				_, err := fmt.Fprintln(out, e.String())
+				_, err := fmt.Fprintln(w, e.String())
 				return err
 			})
 			if err != nil && cmd.Context().Err() != nil {
@@ -65,7 +71,7 @@ func newEventsCmd() *cobra.Command {
 	c.addTokenFlag(f)
 	f.Uint64Var(&last, "last", 0, "print only the newest N events (0: all)")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
-	f.StringVarP(&output, "output", "o", "text", "text or json (one event per line)")
+	out.add(f, formatTable) // json: one event per line; yaml: one document per event
 	cmd.AddCommand(newEventsRepairCmd())
 	return cmd
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +38,7 @@ func parseGCSettings(o serveOptions, now func() time.Time) (registry.GCConfig, e
 func newGCCmd() *cobra.Command {
 	var (
 		c      apiClient
-		output string
+		out    outputFlag
 		dryRun bool
 		last   bool
 	)
@@ -56,20 +55,20 @@ Safe while pushes and replication run: a blob written, linked or named by a requ
 within the last hour (the grace period) is kept, so a push or a copy in progress keeps
 what it needs. A node collects on its own with serve --gc-schedule.
 
-Exit codes: 0 when the collection finished (a dry run too), 1 when it could not run or
-stopped early (the node unreachable, a wrong token, another collection running, a
-storage error; the message says which).`,
+Exit codes: 0 when the collection finished (a dry run too), 1 when it stopped early
+(a storage error; the message says which), 5 when the node is unreachable, 3 for a
+wrong token, 6 when another collection is running (outpost --help lists them all).`,
 		Example: `  outpost gc --dry-run                         # what would go, removing nothing
   outpost gc                                   # collect now on the node at 127.0.0.1:5000
   outpost gc --last --output json              # the last collection's report, scheduled or not
   outpost gc --server http://127.0.0.1:5001 --token "$(cat /var/lib/outpost/operator-token)"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return withHint(fmt.Errorf("output %q: want text or json", output), "outpost gc --output json")
+			if err := out.check(); err != nil {
+				return err
 			}
 			if last && dryRun {
-				return withHint(errors.New("--last prints the last report and --dry-run runs one: give one of them"), "outpost gc --help")
+				return usage(errors.New("--last prints the last report and --dry-run runs one: give one of them"), "outpost gc --help")
 			}
 			method, path := http.MethodPost, "/outpost/v1/gc"
 			switch {
@@ -82,12 +81,7 @@ storage error; the message says which).`,
 			if err := c.do(cmd.Context(), method, path, nil, &ans); err != nil {
 				return fmt.Errorf("gc: %w", err)
 			}
-			out := cmd.OutOrStdout()
-			if output == "json" {
-				_ = json.NewEncoder(out).Encode(ans)
-			} else {
-				printGC(out, ans)
-			}
+			_ = out.print(cmd.OutOrStdout(), ans, func(w io.Writer) error { printGC(w, ans); return nil })
 			if ans.Error != "" {
 				return fmt.Errorf("gc: %s", ans.Error)
 			}
@@ -99,7 +93,7 @@ storage error; the message says which).`,
 	c.addTokenFlag(f)
 	f.BoolVar(&dryRun, "dry-run", false, "find and count what would be removed; remove nothing")
 	f.BoolVar(&last, "last", false, "print the last collection's report instead of collecting now")
-	f.StringVarP(&output, "output", "o", "text", "text or json")
+	out.add(f, formatTable)
 	return cmd
 }
 

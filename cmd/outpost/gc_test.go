@@ -21,8 +21,8 @@ func TestGCScheduleErrorsSayWhatIsWrong(t *testing.T) {
 		{"61 3 * * *", `gc-schedule "61 3 * * *": end of range (61) above maximum (59)`},
 	} {
 		code, _, stderr := runCLI(t, "serve", "--data", t.TempDir(), "--addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--gc-schedule", c.spec)
-		if code != 1 || !strings.Contains(stderr, c.want) || !strings.Contains(stderr, `Try: --gc-schedule "0 3 * * *"`) {
-			t.Errorf("serve --gc-schedule %q: exit %d\n%s\nwant exit 1 saying %q and an example", c.spec, code, stderr, c.want)
+		if code != exitUsage || !strings.Contains(stderr, c.want) || !strings.Contains(stderr, `Try: --gc-schedule "0 3 * * *"`) {
+			t.Errorf("serve --gc-schedule %q: exit %d\n%s\nwant exit 2 (usage) saying %q and an example", c.spec, code, stderr, c.want)
 		}
 		if strings.Contains(stderr, "sync schedule") {
 			t.Errorf("serve --gc-schedule %q speaks of a sync schedule:\n%s", c.spec, stderr)
@@ -77,7 +77,7 @@ func TestGCCommandPrintsAndExits(t *testing.T) {
 	if code, out, _ := runCLI(t, "gc", "--dry-run", "--server", url); code != 0 || asked() != "POST /outpost/v1/gc?dry-run=true" || !strings.HasPrefix(out, "dry run, nothing removed: would remove 4 blobs") {
 		t.Errorf("outpost gc --dry-run: exit %d, asked %q\n%s", code, asked(), out)
 	}
-	if code, out, _ := runCLI(t, "gc", "--last", "--output", "json", "--server", url); code != 0 || asked() != "GET /outpost/v1/gc" || !strings.Contains(out, `"blobs":4`) {
+	if code, out, _ := runCLI(t, "gc", "--last", "--output", "json", "--server", url); code != 0 || asked() != "GET /outpost/v1/gc" || !strings.Contains(out, `"blobs": 4`) {
 		t.Errorf("outpost gc --last --output json: exit %d, asked %q\n%s", code, asked(), out)
 	}
 
@@ -89,16 +89,16 @@ func TestGCCommandPrintsAndExits(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "stopped early: sweep blobs") || !strings.Contains(stderr, "Error: gc: gc: sweep blobs: remove blob sha256:ab: permission denied") {
 		t.Errorf("a collection that failed: exit %d\n%s%s", code, out, stderr)
 	}
-	// Another collection running: 409, exit 1 with the node's words.
+	// Another collection running: 409, exit 6 (conflict) with the node's words.
 	url, _ = gcNode(t, http.StatusConflict, registry.GCAnswer{Error: "a garbage collection is already running at node root"})
-	if code, _, stderr := runCLI(t, "gc", "--server", url); code != 1 || !strings.Contains(stderr, "already running") {
+	if code, _, stderr := runCLI(t, "gc", "--server", url); code != exitConflict || !strings.Contains(stderr, "already running") {
 		t.Errorf("a collection running: exit %d\n%s", code, stderr)
 	}
-	// Usage mistakes ask the node nothing.
+	// Usage mistakes ask the node nothing and exit 2.
 	url, asked = gcNode(t, http.StatusOK, registry.GCAnswer{Report: rep})
-	for _, args := range [][]string{{"gc", "--output", "yaml"}, {"gc", "--last", "--dry-run"}, {"gc", "now"}} {
+	for _, args := range [][]string{{"gc", "--output", "xml"}, {"gc", "--last", "--dry-run"}, {"gc", "now"}} {
 		code, _, stderr := runCLI(t, append(args, "--server", url)...)
-		if code != 1 || !strings.Contains(stderr, "Try:") || asked() != "" {
+		if code != exitUsage || !strings.Contains(stderr, "Try:") || asked() != "" {
 			t.Errorf("outpost %v: exit %d, asked %q\n%s", args, code, asked(), stderr)
 		}
 	}

@@ -44,7 +44,8 @@ func hintFor(err error) (string, bool) {
 		return "outpost --help", true
 	}
 	var op *net.OpError
-	if errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial") {
+	var unreachable *UnreachableError
+	if errors.As(err, &unreachable) && (errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial")) {
 		return "is `outpost serve` running there? Name the node with --server URL or OUTPOST_SERVER (default http://127.0.0.1:5000)", true
 	}
 	return "", false
@@ -53,13 +54,13 @@ func hintFor(err error) (string, bool) {
 // hintUsage makes argument and flag mistakes on every command point at its help.
 func hintUsage(root *cobra.Command) {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return withHint(err, c.CommandPath()+" --help")
+		return usage(err, c.CommandPath()+" --help")
 	})
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		if args := c.Args; args != nil {
 			c.Args = func(c *cobra.Command, a []string) error {
-				return withHint(args(c, a), "see the examples in `"+c.CommandPath()+" --help`")
+				return usage(args(c, a), "see the examples in `"+c.CommandPath()+" --help`")
 			}
 		}
 		for _, sub := range c.Commands() {

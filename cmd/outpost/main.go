@@ -19,8 +19,8 @@ func main() {
 	os.Exit(code)
 }
 
-// run executes one command line and returns the exit code; an error is printed
-// with its hint ("Try: ...").
+// run executes one command line and returns the exit code (exitcode.go); an
+// error is printed with its hint ("Try: ...").
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
@@ -31,15 +31,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if hint, ok := hintFor(err); ok {
 			fmt.Fprintln(stderr, "Try:", hint)
 		}
-		return 1
+		return exitCode(err)
 	}
-	return 0
+	return exitOK
 }
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "outpost",
-		Short:         "A connected container registry for sites at the edge",
+		Use:   "outpost",
+		Short: "A connected container registry for sites at the edge",
+		Long: `A connected container registry for sites at the edge.
+
+Commands that print a resource take --output table, json or yaml. Client commands
+name their node with --server (OUTPOST_SERVER) and its operator token with --token
+(OUTPOST_TOKEN); every serve flag can also come from an OUTPOST_* variable
+(outpost serve --help).
+
+` + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

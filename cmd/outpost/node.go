@@ -53,6 +53,7 @@ func newNodeCreateCmd() *cobra.Command {
 	var (
 		c      apiClient
 		f      nodeFlags
+		out    outputFlag
 		parent string
 		mode   string
 		repos  []string
@@ -60,11 +61,17 @@ func newNodeCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create NAME --repository R...",
 		Short: "Define a node under the root or under --parent",
+		Long: `Define a node under the root or under --parent. Its name is 5 to 50 letters and
+digits, starting with a letter (factory1, ship42; no dashes). A node is ReadOnly unless
+--mode ReadWrite (a root started with serve is ReadWrite by default).`,
 		Example: `  outpost node create factory1 --mode ReadWrite --repository 'plant/*' --repository base/alpine
   outpost node create line7 --parent factory1 --repository 'plant/line7/*'
   outpost node create ship42 --repository 'fleet/*' --sync-schedule "0 2 * * *" --sync-window PT3H`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			req := hierarchy.CreateRequest{Name: args[0], Parent: parent, Settings: hierarchy.Settings{
 				Mode: hierarchy.Mode(mode), SyncSchedule: f.schedule, LogLevel: f.logLevel,
 				BandwidthLimit: f.bandwidth,
@@ -75,26 +82,27 @@ func newNodeCreateCmd() *cobra.Command {
 			var err error
 			if f.window != "" {
 				if req.Settings.SyncWindow, err = parseDurationFlag("sync-window", f.window); err != nil {
-					return err
+					return usage(err, "")
 				}
 			}
 			if f.ttl != "" {
 				if req.Settings.MessageTTL, err = parseDurationFlag("sync-message-ttl", f.ttl); err != nil {
-					return err
+					return usage(err, "")
 				}
 			}
 			var v hierarchy.NodeView
 			if err := c.do(cmd.Context(), http.MethodPost, "/outpost/v1/nodes", req, &v); err != nil {
 				return fmt.Errorf("create node %s: %w", args[0], err)
 			}
-			return printJSON(cmd.OutOrStdout(), v)
+			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error { return printNodeRow(w, v) })
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
 	f.add(cmd)
+	out.add(cmd.Flags(), formatJSON)
 	cmd.Flags().StringVar(&parent, "parent", "", "the parent node (default: the root)")
-	cmd.Flags().StringVar(&mode, "mode", "ReadOnly", "ReadWrite or ReadOnly")
+	cmd.Flags().StringVar(&mode, "mode", "ReadOnly", "ReadWrite or ReadOnly; ReadOnly by default, unlike serve's --mode (a root or standalone node is ReadWrite by default)")
 	cmd.Flags().StringArrayVar(&repos, "repository", nil, "a repository or pattern (team/*) the node syncs; repeat for more")
 	return cmd
 }
@@ -108,6 +116,7 @@ func newNodeUpdateCmd() *cobra.Command {
 		addTokens    []string
 		removeTokens []string
 		anonymous    bool
+		out          outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "update NAME",
@@ -127,14 +136,17 @@ func newNodeUpdateCmd() *cobra.Command {
 				err = fl.Parse(expanded)
 			}
 			if err != nil {
-				return withHint(err, cmd.CommandPath()+" --help")
+				return usage(err, cmd.CommandPath()+" --help")
 			}
 			if help, _ := fl.GetBool("help"); help {
 				return cmd.Help()
 			}
+			if err := out.check(); err != nil {
+				return err
+			}
 			args := fl.Args()
 			if len(args) != 1 {
-				return withHint(fmt.Errorf("node update: want one NAME, got %d (%s)", len(args), strings.Join(args, " ")),
+				return usage(fmt.Errorf("node update: want one NAME, got %d (%s)", len(args), strings.Join(args, " ")),
 					"outpost node update NAME --add-client-tokens a b: NAME first; a token list takes every word after it up to the next flag")
 			}
 			var req hierarchy.UpdateRequest
@@ -150,14 +162,14 @@ func newNodeUpdateCmd() *cobra.Command {
 			if fl.Changed("sync-window") {
 				d, err := parseDurationFlag("sync-window", f.window)
 				if err != nil {
-					return err
+					return usage(err, "")
 				}
 				req.SyncWindow = &d
 			}
 			if fl.Changed("sync-message-ttl") {
 				d, err := parseDurationFlag("sync-message-ttl", f.ttl)
 				if err != nil {
-					return err
+					return usage(err, "")
 				}
 				req.MessageTTL = &d
 			}
@@ -182,12 +194,13 @@ func newNodeUpdateCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodPatch, "/outpost/v1/nodes/"+args[0], req, &v); err != nil {
 				return fmt.Errorf("update node %s: %w", args[0], err)
 			}
-			return printJSON(cmd.OutOrStdout(), v)
+			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error { return printNodeRow(w, v) })
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
 	f.add(cmd)
+	out.add(cmd.Flags(), formatJSON)
 	cmd.Flags().StringArrayVar(&add, "add-repository", nil, "a repository or pattern to add; repeat for more")
 	cmd.Flags().StringArrayVar(&remove, "remove-repository", nil, "a repository or pattern to remove; repeat for more")
 	cmd.Flags().StringSliceVar(&addTokens, "add-client-tokens", nil, "client tokens that may use this node: names after it, space or comma separated, or the flag repeated")
@@ -204,7 +217,7 @@ func newNodeListCmd() *cobra.Command {
 	var (
 		c      apiClient
 		parent string
-		output string
+		out    outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -213,6 +226,9 @@ func newNodeListCmd() *cobra.Command {
   outpost node list --parent factory1 --output json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			path := "/outpost/v1/nodes"
 			if parent != "" {
 				path += "?parent=" + parent
@@ -221,20 +237,20 @@ func newNodeListCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodGet, path, nil, &vs); err != nil {
 				return fmt.Errorf("list nodes: %w", err)
 			}
-			switch output {
-			case "json":
-				return printJSON(cmd.OutOrStdout(), vs)
-			case "table":
-				return printNodeTable(cmd.OutOrStdout(), vs)
-			}
-			return fmt.Errorf("output %q: want table or json", output)
+			return out.print(cmd.OutOrStdout(), vs, func(w io.Writer) error { return printNodeTable(w, vs) })
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
 	cmd.Flags().StringVar(&parent, "parent", "", "list only this node's subtree")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	out.add(cmd.Flags(), formatTable)
 	return cmd
+}
+
+// printNodeRow is the table of one node, not indented by its depth.
+func printNodeRow(w io.Writer, v hierarchy.NodeView) error {
+	v.Depth = 1
+	return printNodeTable(w, []hierarchy.NodeView{v})
 }
 
 func printNodeTable(w io.Writer, vs []hierarchy.NodeView) error {
@@ -268,32 +284,75 @@ func simpleNodeCmd(use, short, method, action string) *cobra.Command {
 	return simpleAdminCmd(use, short, method, "/outpost/v1/nodes/", action)
 }
 
-// simpleAdminCmd is a management call on one named thing, printing the answer.
+// simpleAdminCmd is a management call on one named thing, printing the answer
+// (JSON by default, as it always did; table prints its fields).
 func simpleAdminCmd(use, short, method, prefix, action string) *cobra.Command {
-	var c apiClient
+	var (
+		c   apiClient
+		out outputFlag
+	)
 	cmd := &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			path := prefix + args[0]
 			if action != "" {
 				path += "/" + action
 			}
-			var out any
-			if err := c.do(cmd.Context(), method, path, nil, &out); err != nil {
+			var v json.RawMessage
+			if err := c.do(cmd.Context(), method, path, nil, &v); err != nil {
 				return fmt.Errorf("%s %s: %w", use, args[0], err)
 			}
-			return printJSON(cmd.OutOrStdout(), out)
+			return out.print(cmd.OutOrStdout(), v, nil)
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
+	out.add(cmd.Flags(), formatJSON)
 	return cmd
 }
 
 func newNodeShowCmd() *cobra.Command {
-	return simpleNodeCmd("show", "One node's definition and status", http.MethodGet, "")
+	var (
+		c   apiClient
+		out outputFlag
+	)
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "One node's definition and status",
+		Example: `  outpost node show factory1                 # JSON: everything the root knows
+  outpost node show factory1 -o table        # its row of node list, then its status details`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
+			var v hierarchy.NodeView
+			if err := c.do(cmd.Context(), http.MethodGet, "/outpost/v1/nodes/"+args[0], nil, &v); err != nil {
+				return fmt.Errorf("show %s: %w", args[0], err)
+			}
+			return out.print(cmd.OutOrStdout(), v, func(w io.Writer) error {
+				if err := printNodeRow(w, v); err != nil {
+					return err
+				}
+				if v.Status == nil {
+					return nil
+				}
+				for _, d := range v.Status.Details {
+					fmt.Fprintf(w, "  %s (%s): %s\n", d.Code, d.Time.Format(time.RFC3339), d.Message)
+				}
+				return nil
+			})
+		},
+	}
+	c.addServerFlag(cmd.Flags())
+	c.addTokenFlag(cmd.Flags())
+	out.add(cmd.Flags(), formatJSON)
+	return cmd
 }
 
 func newNodeDeleteCmd() *cobra.Command {
@@ -365,10 +424,4 @@ func expandListFlags(args []string, names ...string) ([]string, error) {
 		i = j - 1
 	}
 	return out, nil
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

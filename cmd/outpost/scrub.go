@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -57,9 +58,9 @@ func newStatusCmd() *cobra.Command {
 
 func newScrubCmd() *cobra.Command {
 	var (
-		c      apiClient
-		output string
-		last   bool
+		c    apiClient
+		out  outputFlag
+		last bool
 	)
 	cmd := &cobra.Command{
 		Use:   "scrub",
@@ -73,8 +74,8 @@ a client pushes it again. Exits non-zero while a corrupt blob is not healed.`,
   outpost scrub --server http://127.0.0.1:5001 --token "$(cat /var/lib/outpost/operator-token)"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("output %q: want text or json", output)
+			if err := out.check(); err != nil {
+				return err
 			}
 			method := http.MethodPost
 			if last {
@@ -84,12 +85,7 @@ a client pushes it again. Exits non-zero while a corrupt blob is not healed.`,
 			if err := c.do(cmd.Context(), method, "/outpost/v1/scrub", nil, &ans); err != nil {
 				return fmt.Errorf("scrub: %w", err)
 			}
-			out := cmd.OutOrStdout()
-			if output == "json" {
-				_ = json.NewEncoder(out).Encode(ans)
-			} else {
-				printScrub(out, ans)
-			}
+			_ = out.print(cmd.OutOrStdout(), ans, func(w io.Writer) error { printScrub(w, ans); return nil })
 			if n := len(ans.Quarantined); n > 0 {
 				return fmt.Errorf("%d corrupt blobs are not healed and not served", n)
 			}
@@ -100,7 +96,7 @@ a client pushes it again. Exits non-zero while a corrupt blob is not healed.`,
 	c.addServerFlag(f)
 	c.addTokenFlag(f)
 	f.BoolVar(&last, "last", false, "print the last scrub's report instead of scrubbing now")
-	f.StringVarP(&output, "output", "o", "text", "text or json")
+	out.add(f, formatTable)
 	return cmd
 }
 

@@ -98,25 +98,40 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node: an OCI registry with its embedded NATS JetStream event log",
+		Long: `Run a node: an OCI registry with its embedded NATS JetStream event log.
+
+Every flag can also come from an environment variable, OUTPOST_ and the flag's name in
+upper case with dashes as underscores (--gateway-addr: OUTPOST_GATEWAY_ADDR), and from
+the --config file (OUTPOST_CONFIG). A flag wins over its variable, the variable over the
+file, the file over the default. Secrets have variables and no flag:
+OUTPOST_CONNECTION_STRING (or --connection-string-file), OUTPOST_ADMIN_TOKEN (a root's
+first start), OUTPOST_OPERATOR_TOKEN (a site's first start).`,
 		Example: `  outpost serve                                  # root node on 127.0.0.1:5000, data in ./data
   outpost serve --data /var/lib/outpost --mode ReadOnly
   outpost serve --config /etc/outpost/outpost.yaml --log-level debug   # flags win over the file
   outpost node get-settings factory1 > factory1.cs                     # at the root, then at the site:
-  outpost serve --data /var/lib/outpost --connection-string-file factory1.cs`,
+  outpost serve --data /var/lib/outpost --connection-string-file factory1.cs
+  OUTPOST_DATA=/var/lib/outpost OUTPOST_LOG_FORMAT=json outpost serve   # every flag has its OUTPOST_* variable`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts := defaultServeOptions()
 			if f := cmd.Flags().Lookup("connection-string"); f.Changed {
-				return connectionStringOnCommandLine(f.Value.String())
+				return usage(connectionStringOnCommandLine(f.Value.String()), "")
 			}
 			if f := cmd.Flags().Lookup("connection-string-file"); f.Changed && strings.TrimSpace(f.Value.String()) == "" {
 				// An unset variable in --connection-string-file "$FILE" must not start a root.
 				return withHint(errors.New(`--connection-string-file "": no file named`), "outpost serve --connection-string-file PATH (the file `outpost node get-settings NAME` was written to)")
 			}
+			if !cmd.Flags().Changed("config") {
+				configFile = os.Getenv(envName("config"))
+			}
 			if configFile != "" {
 				if err := loadServeConfig(configFile, &opts); err != nil {
-					return err
+					return usage(err, "")
 				}
+			}
+			if err := overrideFromEnv(&opts); err != nil { // serveenv.go
+				return err
 			}
 			cmd.Flags().Visit(func(f *pflag.Flag) { overrideFromFlag(&opts, &flagOpts, f.Name) })
 			cs, err := connectionString(opts)
@@ -124,11 +139,11 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			opts.ConnectionString = cs
-			return runServe(cmd.Context(), opts)
+			return runNode(cmd.Context(), opts)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "YAML file with any of the flags below as keys; flags win")
+	f.StringVar(&configFile, "config", "", "YAML file with any of the flags below as keys; flags and their OUTPOST_* variables win over it")
 	f.StringVar(&flagOpts.Data, "data", flagOpts.Data, "data directory: registry storage and the NATS store")
 	f.StringVar(&flagOpts.Addr, "addr", flagOpts.Addr, "HTTP listen address: OCI API, /metrics, /healthz, /readyz")
 	f.StringVar(&flagOpts.GatewayAddr, "gateway-addr", flagOpts.GatewayAddr, "NATS listen address for this node's children")
@@ -138,7 +153,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.LogLevel, "log-level", flagOpts.LogLevel, "debug, info, warn or error")
 	f.StringVar(&flagOpts.LogFormat, "log-format", flagOpts.LogFormat, "text or json")
 	f.StringVar(&flagOpts.ConnectionStringFile, "connection-string-file", "",
-		"run as a connected node under a parent: a file (mode 0600) holding the line `outpost node get-settings` printed (or env "+envConnectionString+"); mode and settings then come from the root")
+		"run as a connected node under a parent: a file (mode 0600) holding the line 'outpost node get-settings' printed (or env "+envConnectionString+"); mode and settings then come from the root")
 	var refused string
 	f.StringVar(&refused, "connection-string", "", "refused: the sync password would be in every process listing; use --connection-string-file or env "+envConnectionString)
 	_ = f.MarkHidden("connection-string")
@@ -166,6 +181,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
 	addClusterFlags(f, &flagOpts.clusterOptions)
+	documentEnv(f) // serveenv.go
 	return cmd
 }
 
@@ -264,16 +280,20 @@ func overrideFromFlag(opts, flags *serveOptions, name string) {
 	}
 }
 
+// runNode is what serve runs with its resolved settings; tests replace it to see
+// what the flags, variables and config file resolved to.
+var runNode = runServe
+
 // runServe runs a node until ctx ends, then shuts it down in order: stop taking
 // requests and finish those in flight, then close the event log and NATS.
 func runServe(ctx context.Context, opts serveOptions) error {
 	cfg, err := nodeConfig(opts)
 	if err != nil {
-		return err
+		return usage(err, "") // a setting's value: exit 2
 	}
 	n, err := node.New(cfg)
 	if err != nil {
-		return err
+		return usage(err, "")
 	}
 	return n.Run(ctx)
 }

@@ -35,6 +35,7 @@ func newTokenCreateCmd() *cobra.Command {
 	var (
 		c     apiClient
 		rules []string
+		out   outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME --repository REPO=ACTIONS...",
@@ -43,19 +44,23 @@ func newTokenCreateCmd() *cobra.Command {
   outpost node update factory1 --add-client-tokens ci    # then it works at factory1 too`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			m, err := parseScopeRules(rules)
 			if err != nil {
-				return err
+				return usage(err, "")
 			}
 			var v hierarchy.TokenView
 			if err := c.do(cmd.Context(), http.MethodPost, "/outpost/v1/tokens", hierarchy.TokenCreateRequest{Name: args[0], Repositories: m}, &v); err != nil {
 				return fmt.Errorf("create token %s: %w", args[0], err)
 			}
-			return printJSON(cmd.OutOrStdout(), v)
+			return out.print(cmd.OutOrStdout(), v, nil)
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
+	out.add(cmd.Flags(), formatJSON)
 	cmd.Flags().StringArrayVar(&rules, "repository", nil, "REPO=ACTIONS: a repository or pattern (team/*) and pull, push, delete; repeat for more")
 	return cmd
 }
@@ -66,6 +71,7 @@ func newTokenUpdateCmd() *cobra.Command {
 		rules   []string
 		remove  []string
 		enabled bool
+		out     outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "update NAME",
@@ -74,9 +80,12 @@ func newTokenUpdateCmd() *cobra.Command {
   outpost token update ci --remove-repository tools/lint --enabled=false`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			m, err := parseScopeRules(rules)
 			if err != nil {
-				return err
+				return usage(err, "")
 			}
 			req := hierarchy.TokenUpdateRequest{Repositories: m}
 			for _, p := range remove {
@@ -89,11 +98,12 @@ func newTokenUpdateCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodPatch, "/outpost/v1/tokens/"+args[0], req, &v); err != nil {
 				return fmt.Errorf("update token %s: %w", args[0], err)
 			}
-			return printJSON(cmd.OutOrStdout(), v)
+			return out.print(cmd.OutOrStdout(), v, nil)
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
+	out.add(cmd.Flags(), formatJSON)
 	cmd.Flags().StringArrayVar(&rules, "repository", nil, "REPO=ACTIONS to set (replaces that pattern's rule); repeat for more")
 	cmd.Flags().StringArrayVar(&remove, "remove-repository", nil, "a pattern whose rule to drop; repeat for more")
 	cmd.Flags().BoolVar(&enabled, "enabled", true, "enable or disable the token")
@@ -102,30 +112,27 @@ func newTokenUpdateCmd() *cobra.Command {
 
 func newTokenListCmd() *cobra.Command {
 	var (
-		c      apiClient
-		output string
+		c   apiClient
+		out outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List client tokens, their repositories and nodes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			var vs []hierarchy.TokenView
 			if err := c.do(cmd.Context(), http.MethodGet, "/outpost/v1/tokens", nil, &vs); err != nil {
 				return fmt.Errorf("list tokens: %w", err)
 			}
-			switch output {
-			case "json":
-				return printJSON(cmd.OutOrStdout(), vs)
-			case "table":
-				return printTokenTable(cmd.OutOrStdout(), vs)
-			}
-			return fmt.Errorf("output %q: want table or json", output)
+			return out.print(cmd.OutOrStdout(), vs, func(w io.Writer) error { return printTokenTable(w, vs) })
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	out.add(cmd.Flags(), formatTable)
 	return cmd
 }
 
@@ -154,6 +161,7 @@ func newTokenPasswordCmd() *cobra.Command {
 	var (
 		c        apiClient
 		generate int
+		out      outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:     "password NAME --generate 1|2",
@@ -161,18 +169,22 @@ func newTokenPasswordCmd() *cobra.Command {
 		Example: `  outpost token password ci --generate 2`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
 			if generate != 1 && generate != 2 {
-				return fmt.Errorf("--generate %d: must be 1 or 2", generate)
+				return usage(fmt.Errorf("--generate %d: must be 1 or 2", generate), "outpost token password NAME --generate 2")
 			}
 			var v hierarchy.TokenView
 			if err := c.do(cmd.Context(), http.MethodPost, fmt.Sprintf("/outpost/v1/tokens/%s/password?generate=%d", args[0], generate), nil, &v); err != nil {
 				return fmt.Errorf("token password %s: %w", args[0], err)
 			}
-			return printJSON(cmd.OutOrStdout(), v)
+			return out.print(cmd.OutOrStdout(), v, nil)
 		},
 	}
 	c.addServerFlag(cmd.Flags())
 	c.addTokenFlag(cmd.Flags())
+	out.add(cmd.Flags(), formatJSON)
 	cmd.Flags().IntVar(&generate, "generate", 0, "which password to make: 1 or 2")
 	return cmd
 }

@@ -116,7 +116,7 @@ func newHealthcheckCmd() *cobra.Command {
 			defer cancel()
 			resp, err := c.send(ctx, http.MethodGet, "/healthz", nil)
 			if err != nil {
-				return fmt.Errorf("healthcheck: %w", err)
+				return &unhealthyError{fmt.Errorf("healthcheck: %w", err)}
 			}
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 			_ = resp.Body.Close()
