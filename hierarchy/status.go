@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/notify"
 )
 
 // State is a node's connection state as its parent sees it.
@@ -46,6 +47,8 @@ type Status struct {
 	Reported        time.Time `json:"reported"`
 	// GC is what the node's last garbage collection reclaimed; nil before the first.
 	GC *GCStatus `json:"gc,omitempty"`
+	// Webhooks are the webhooks this node delivers: backlog and last error.
+	Webhooks []notify.Status `json:"webhooks,omitempty"`
 }
 
 // GCStatus is a node's last garbage collection (not a dry run) and its next.

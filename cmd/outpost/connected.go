@@ -90,7 +90,7 @@ func (n *node) runConnected(ctx context.Context) error {
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
-		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence,
+		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence, Webhooks: n.webhooks,
 		OnActivation: func(ctx context.Context, child string) {
 			if g := n.gateway; g != nil {
 				g.Fence(ctx, child)
@@ -144,6 +144,7 @@ func (n *node) runConnected(ctx context.Context) error {
 		}
 	}
 	go n.runRouter(ctx)
+	go n.runNotify(ctx) // notify.go
 	go n.runWorker(work, "downstream", n.link.RunDownstream)
 	if mode == registry.ReadWrite {
 		go n.runWorker(work, "upstream", n.link.RunUpstream)
@@ -476,6 +477,7 @@ func (n *node) selfStatus(ctx context.Context) hierarchy.Status {
 			st.Details = append(st.Details, hierarchy.Detail{Code: "UNHEALTHY", Message: err.Error(), Time: now})
 		}
 	}
+	st.Webhooks = n.webhookStatus(ctx) // notify.go
 	return st
 }
 

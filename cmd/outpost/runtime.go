@@ -22,6 +22,7 @@ import (
 
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/notify"
 	"github.com/outpost-edge/outpost/pipeline"
 	"github.com/outpost-edge/outpost/registry"
 )
@@ -53,6 +54,9 @@ type node struct {
 	status  *hierarchy.StatusStore
 	local   *events.Bucket
 	gateway *hierarchy.Gateway
+	// webhooks and notifier: notify.go
+	webhooks *hierarchy.WebhookStore
+	notifier atomic.Pointer[notify.Dispatcher]
 
 	httpLn     net.Listener
 	conns      *connLimiter
@@ -153,6 +157,8 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	var nodesB, statusB, tokensB *events.Bucket
 	buckets[events.BucketNodes], buckets[events.BucketStatus], buckets[events.BucketLocal] = &nodesB, &statusB, &n.local
 	buckets[events.BucketTokens] = &tokensB
+	var webhooksB *events.Bucket
+	buckets[events.BucketWebhooks] = &webhooksB
 	for name, b := range buckets {
 		if *b, err = events.OpenBucket(ctx, n.nc, name); err != nil {
 			return err
@@ -160,6 +166,7 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 	}
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
 	n.tokens = hierarchy.NewTokenStore(tokensB)
+	n.webhooks = hierarchy.NewWebhookStore(webhooksB)
 	if n.httpLn, err = net.Listen("tcp", n.opts.Addr); err != nil {
 		return fmt.Errorf("listen %s: %w", n.opts.Addr, err)
 	}
@@ -266,7 +273,7 @@ func (n *node) startGateway(activator hierarchy.Activator) error {
 	var err error
 	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
 		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
-		Disconnect: n.ns.DisconnectChild,
+		Disconnect: n.ns.DisconnectChild, Webhooks: n.webhooks,
 		Pending: func(ctx context.Context, child string) (events.Pending, error) {
 			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL)
 			if err != nil {
@@ -348,6 +355,7 @@ func (n *node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 		for _, p := range []string{"/outpost/v1/nodes", "/outpost/v1/nodes/", "/outpost/v1/tokens", "/outpost/v1/tokens/"} {
 			mux.Handle(p, n.admin)
 		}
+		n.mountWebhookAPI(mux) // notify.go
 	}
 	// Every route but the events stream (a --follow waits for events without
 	// writing) must keep moving once its headers are in.
@@ -439,6 +447,7 @@ func (n *node) runRoot(ctx context.Context, mode registry.Mode) error {
 		return err
 	}
 	go n.runRouter(ctx)
+	go n.runNotify(ctx) // notify.go
 	return n.serveHTTP(ctx, mode)
 }
 

@@ -1,0 +1,377 @@
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/notify"
+	"github.com/outpost-edge/outpost/test/content"
+)
+
+// hookReceiver is a webhook receiver: a real HTTP server on 127.0.0.1 that
+// verifies every signature and records what it got, per webhook. It can go away
+// (its listener closed: connections are refused) and come back on the same port.
+type hookReceiver struct {
+	t       *testing.T
+	addr    string
+	secrets map[string]string // webhook -> secret
+
+	mu   sync.Mutex
+	ln   net.Listener
+	srv  *http.Server
+	got  []received
+	bad  []string
+	down bool
+}
+
+type received struct {
+	webhook string
+	ce      notify.CloudEvent
+}
+
+func startHookReceiver(t *testing.T, secrets map[string]string) *hookReceiver {
+	r := &hookReceiver{t: t, secrets: secrets}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	r.serve(ln)
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func (r *hookReceiver) serve(ln net.Listener) {
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}
+	r.mu.Lock()
+	r.ln, r.srv, r.down = ln, srv, false
+	r.mu.Unlock()
+	go func() { _ = srv.Serve(ln) }()
+}
+
+// stop closes the listener and every connection: the receiver is gone.
+func (r *hookReceiver) stop() {
+	r.mu.Lock()
+	srv := r.srv
+	r.down = true
+	r.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+// restart listens again on the same address.
+func (r *hookReceiver) restart() {
+	var ln net.Listener
+	var err error
+	for range 50 { // the port may take a moment to be free again
+		if ln, err = net.Listen("tcp", r.addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		r.t.Fatalf("receiver back on %s: %v", r.addr, err)
+	}
+	r.serve(ln)
+}
+
+func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	hook := req.Header.Get(notify.HeaderWebhook)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	secret, ok := r.secrets[hook]
+	if !ok {
+		r.bad = append(r.bad, "request for unknown webhook "+hook)
+		http.Error(w, "unknown webhook", http.StatusBadRequest)
+		return
+	}
+	if err := notify.Verify(secret, req.Header.Get(notify.HeaderTimestamp), req.Header.Get(notify.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
+		r.bad = append(r.bad, fmt.Sprintf("%s: %v", hook, err))
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	var ce notify.CloudEvent
+	if err := json.Unmarshal(body, &ce); err != nil || ce.SpecVersion != "1.0" || ce.ID == "" {
+		r.bad = append(r.bad, fmt.Sprintf("%s: not a CloudEvent: %s", hook, body))
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	if req.Header.Get("Content-Type") != notify.ContentType {
+		r.bad = append(r.bad, "content type "+req.Header.Get("Content-Type"))
+	}
+	r.got = append(r.got, received{webhook: hook, ce: ce})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (r *hookReceiver) received() []received {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+// nodeEvents reads n's whole event log.
+func nodeEvents(t *testing.T, n *Node) []events.Event {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, n.URL+"/outpost/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+n.operatorToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []events.Event
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e events.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil || e.ID == "" {
+			t.Fatalf("event log of %s: %s", n.opts.Name, sc.Text())
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// nodeStatus reads GET /outpost/v1/status at n.
+func nodeStatus(t *testing.T, n *Node) (st struct {
+	Webhooks []notify.Status
+}) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, n.URL+"/outpost/v1/status", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+n.operatorToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func webhookStatus(t *testing.T, n *Node, name string) (notify.Status, bool) {
+	for _, s := range nodeStatus(t, n).Webhooks {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return notify.Status{}, false
+}
+
+// TestWebhooksGetEveryMatchingChangeAcrossOutageAndRestarts is the must-show of
+// issue 12, section 3: a tree-wide webhook and one for a single site, a receiver
+// that goes away for 30 s, a site killed and started again, the root restarted.
+// Every push and delete that happened at a node in a webhook's scope and matches
+// its patterns reaches it (the node's event log is the oracle), nothing else does,
+// a repeat carries the same id, every signature verifies.
+func TestWebhooksGetEveryMatchingChangeAcrossOutageAndRestarts(t *testing.T) {
+	root := StartNode(t, NodeOptions{})
+	ship := StartChild(t, root, Child{Name: "ship42", Mode: "ReadWrite", Repositories: []string{"hooks/*"}})
+
+	secrets := map[string]string{"treehook": "tree-secret-0123456789abcdef", "shiphook": "ship-secret-0123456789abcdef"}
+	rcv := startHookReceiver(t, secrets)
+	dir := t.TempDir()
+	for name, s := range secrets {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Tree-wide: pushes and deletes of hooks/app at every node. For ship42 only:
+	// pushes of v* tags of any hooks/ repository (its deletes are not wanted).
+	root.MustCLI(t, "webhook", "create", "treehook", "--url", "http://"+rcv.addr+"/tree",
+		"--pattern", "hooks/app:*", "--secret-file", filepath.Join(dir, "treehook"))
+	root.MustCLI(t, "webhook", "create", "shiphook", "--node", "ship42", "--url", "http://"+rcv.addr+"/ship",
+		"--pattern", "hooks/*:v*:push", "--secret-file", filepath.Join(dir, "shiphook"))
+	list := root.MustCLI(t, "webhook", "list", "--output", "json")
+	for _, s := range secrets {
+		if strings.Contains(list, s) {
+			t.Fatalf("webhook list shows a secret:\n%s", list)
+		}
+	}
+	Eventually(t, 30*time.Second, func() error {
+		for _, h := range []string{"treehook", "shiphook"} {
+			if _, ok := webhookStatus(t, ship, h); !ok {
+				return fmt.Errorf("ship42's status does not list webhook %s yet", h)
+			}
+		}
+		if _, ok := webhookStatus(t, root, "shiphook"); ok {
+			return errors.New("the root delivers shiphook, which is ship42's only")
+		}
+		return nil
+	})
+
+	del := func(n *Node, ref string) {
+		t.Helper()
+		if err := remote.Delete(mustRef(t, n, ref), Auth); err != nil {
+			t.Fatalf("delete %s at %s: %v", ref, n.opts.Name, err)
+		}
+	}
+	// Phase 1, all up: pushes at the root (matching and not) reach ship42 too; a
+	// local push at ship42 goes up to the root.
+	d1 := push(t, root, "hooks/app:v1", content.Image(t, 1))
+	push(t, root, "hooks/other:latest", content.Image(t, 1))   // matches neither
+	d9 := push(t, root, "hooks/other:v9", content.Image(t, 1)) // shiphook at ship42 only
+	dl := push(t, ship, "hooks/app:local1", content.Image(t, 1))
+	eventuallyAt(t, "hooks/app:v1", d1, ship)
+	eventuallyAt(t, "hooks/app:local1", dl, root)
+	eventuallyAt(t, "hooks/other:v9", d9, ship)
+
+	// Phase 2: the receiver goes away for 30 s. Meanwhile: a push, a tag delete at
+	// the root, a delete at ship42; ship42 is killed (no clean stop) and started
+	// again with its backlog waiting.
+	rcv.stop()
+	outage := time.Now()
+	d2 := push(t, root, "hooks/app:v2", content.Image(t, 1))
+	del(root, "hooks/app:v1")
+	eventuallyAt(t, "hooks/app:v2", d2, ship)
+	eventuallyAt(t, "hooks/app:v1", "", ship)
+	del(ship, "hooks/app:local1")
+	eventuallyAt(t, "hooks/app:local1", "", root)
+	Eventually(t, 30*time.Second, func() error {
+		st, _ := webhookStatus(t, root, "treehook")
+		if st.PendingMessages == 0 || st.LastError == "" {
+			return fmt.Errorf("root's status of treehook shows no backlog or no error while the receiver is down: %+v", st)
+		}
+		if v := metric(t, root, `outpost_webhook_pending_messages{webhook="treehook"}`); v < 1 {
+			return fmt.Errorf("outpost_webhook_pending_messages{webhook=treehook} = %v at the root", v)
+		}
+		return nil
+	})
+	ship.Kill()
+	ship.Start()
+	d3 := push(t, root, "hooks/app:v3", content.Image(t, 1))
+	eventuallyAt(t, "hooks/app:v3", d3, ship)
+	if st, _ := webhookStatus(t, ship, "shiphook"); st.PendingMessages == 0 {
+		t.Errorf("ship42's backlog for shiphook after its restart: %+v, want the waiting pushes", st)
+	}
+	time.Sleep(time.Until(outage.Add(30 * time.Second))) // the outage is the scenario: 30 s
+	t.Logf("receiver down for %s", time.Since(outage).Round(time.Second))
+	rcv.restart()
+
+	// Phase 3: the root restarts (a clean stop), then more changes.
+	root.Stop()
+	root.Start()
+	d4 := push(t, root, "hooks/app:v4", content.Image(t, 1))
+	eventuallyAt(t, "hooks/app:v4", d4, ship)
+	del(root, "hooks/app:v2")
+	eventuallyAt(t, "hooks/app:v2", "", ship)
+
+	// The oracle: what each node's log says happened there.
+	type want struct{ webhook, source, id string }
+	expect := map[want]events.Event{}
+	var nonMatching int
+	hooks := map[string]*notify.Webhook{
+		"treehook": {Patterns: []string{"hooks/app:*"}},
+		"shiphook": {Patterns: []string{"hooks/*:v*:push"}, Node: "ship42"},
+	}
+	for _, n := range []*Node{root, ship} {
+		for _, e := range nodeEvents(t, n) {
+			for name, h := range hooks {
+				if h.InScope(n.opts.Name) && h.Matches(&e) {
+					expect[want{name, "/outpost/" + n.opts.Name, e.ID}] = e
+				} else {
+					nonMatching++
+				}
+			}
+		}
+	}
+	Eventually(t, 60*time.Second, func() error {
+		got := map[want]bool{}
+		for _, r := range rcv.received() {
+			got[want{r.webhook, r.ce.Source, r.ce.ID}] = true
+		}
+		var missing []string
+		for w, e := range expect {
+			if !got[w] {
+				missing = append(missing, fmt.Sprintf("%s %s %s", w.webhook, w.source, e.String()))
+			}
+		}
+		if len(missing) > 0 {
+			sort.Strings(missing)
+			return fmt.Errorf("%d of %d notifications not received yet:\n%s", len(missing), len(expect), strings.Join(missing, "\n"))
+		}
+		return nil
+	})
+
+	// Nothing else came, and a repeat is the same notification (same id, same
+	// content).
+	seen := map[want]notify.CloudEvent{}
+	dups := 0
+	for _, r := range rcv.received() {
+		w := want{r.webhook, r.ce.Source, r.ce.ID}
+		e, ok := expect[w]
+		if !ok {
+			t.Errorf("%s got a notification it should not: %+v", r.webhook, r.ce)
+			continue
+		}
+		if r.ce.Data.Repository != e.Repository || r.ce.Data.Tag != e.Tag || r.ce.Data.Digest != e.Digest || r.ce.Data.Action != string(e.Action) {
+			t.Errorf("notification %s does not describe event %s: %+v", r.ce.ID, e.String(), r.ce.Data)
+		}
+		if prev, ok := seen[w]; ok {
+			dups++
+			if prev.Data != r.ce.Data || prev.Type != r.ce.Type {
+				t.Errorf("repeat of %s differs: %+v then %+v", r.ce.ID, prev, r.ce)
+			}
+		}
+		seen[w] = r.ce
+	}
+	rcv.mu.Lock()
+	if len(rcv.bad) > 0 {
+		t.Errorf("receiver refused %d requests: %v", len(rcv.bad), rcv.bad)
+	}
+	rcv.mu.Unlock()
+
+	// The valuable case is there: the image that arrived at ship42 by replication.
+	arrived := false
+	for w, e := range expect {
+		if w.source == "/outpost/ship42" && w.webhook == "shiphook" && e.Tag == "v1" && e.From == "root" {
+			arrived = true
+		}
+	}
+	if !arrived {
+		t.Errorf("no notification that hooks/app:v1 arrived at ship42 by replication")
+	}
+	counts := map[string]int{}
+	for w, e := range expect {
+		counts[w.webhook+" "+w.source+" "+string(notify.ActionOf(e.Action))]++
+	}
+	t.Logf("expected notifications %d (%v), received %d requests, %d repeats, %d event/webhook pairs not matching",
+		len(expect), counts, len(rcv.received()), dups, nonMatching)
+	for _, n := range []*Node{root, ship} {
+		for _, h := range nodeStatus(t, n).Webhooks {
+			t.Logf("%s: %+v", n.opts.Name, h)
+		}
+	}
+	if v := metric(t, root, `outpost_webhook_deliveries_total{result="success",webhook="treehook"}`); v < 1 {
+		t.Errorf("outpost_webhook_deliveries_total{treehook,success} at the root = %v", v)
+	}
+}
