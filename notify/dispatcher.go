@@ -319,28 +319,37 @@ type Status struct {
 	// PendingMessages is the backlog: events waiting for the receiver.
 	PendingMessages uint64 `json:"pendingMessages"`
 	// Delivered, Failed and Expired count attempts since the process started.
-	Delivered     uint64    `json:"delivered"`
-	Failed        uint64    `json:"failed"`
-	Expired       uint64    `json:"expired"`
-	LastSuccess   time.Time `json:"lastSuccess,omitzero"`
+	Delivered   uint64    `json:"delivered"`
+	Failed      uint64    `json:"failed"`
+	Expired     uint64    `json:"expired"`
+	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	// Failing: the last attempt failed (LastError says why).
+	Failing       bool      `json:"failing"`
 	LastError     string    `json:"lastError,omitempty"`
 	LastErrorTime time.Time `json:"lastErrorTime,omitzero"`
 }
 
-// Status lists the webhooks this node delivers, by name.
+// Status lists the webhooks this node delivers, by name, with their backlog read
+// now.
 func (d *Dispatcher) Status(ctx context.Context) []Status {
 	hooks, err := d.mine(ctx)
 	if err != nil {
 		return nil
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	workers := map[string]*worker{}
+	for name, w := range d.workers {
+		workers[name] = w
+	}
+	d.mu.Unlock()
 	out := make([]Status, 0, len(hooks))
 	for _, h := range hooks {
 		st := Status{Name: h.Name, Enabled: h.Enabled}
-		if w, ok := d.workers[h.Name]; ok {
+		if w, ok := workers[h.Name]; ok {
+			w.measure(ctx)
 			st = w.status()
 		}
+		st.Failing = st.LastErrorTime.After(st.LastSuccess)
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -162,7 +162,7 @@ func TestDispatcherDeliversRetriesAndExpires(t *testing.T) {
 	second := publish(events.ActionPush, "app", "v2")
 	waitFor(t, 10*time.Second, func() error {
 		st := d.Status(ctx)[0]
-		if st.Failed < 2 || !strings.Contains(st.LastError, "503") || st.PendingMessages != 1 {
+		if st.Failed < 2 || !strings.Contains(st.LastError, "503") || st.PendingMessages != 1 || !st.Failing {
 			return errString("status does not yet show the failures and the backlog: " + st.LastError)
 		}
 		return nil
@@ -174,6 +174,9 @@ func TestDispatcherDeliversRetriesAndExpires(t *testing.T) {
 	waitFor(t, 10*time.Second, func() error {
 		if got := rcv.events(); len(got) != 2 || got[1].ID != second.ID {
 			return errString("the event that waited was not delivered once the receiver came back")
+		}
+		if st := d.Status(ctx)[0]; st.Failing || st.PendingMessages != 0 {
+			return errString("status still failing or with a backlog after the delivery")
 		}
 		return nil
 	})

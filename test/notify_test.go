@@ -258,7 +258,7 @@ func TestWebhooksGetEveryMatchingChangeAcrossOutageAndRestarts(t *testing.T) {
 	eventuallyAt(t, "hooks/app:local1", "", root)
 	Eventually(t, 30*time.Second, func() error {
 		st, _ := webhookStatus(t, root, "treehook")
-		if st.PendingMessages == 0 || st.LastError == "" {
+		if st.PendingMessages == 0 || st.LastError == "" || !st.Failing {
 			return fmt.Errorf("root's status of treehook shows no backlog or no error while the receiver is down: %+v", st)
 		}
 		if v := metric(t, root, `outpost_webhook_pending_messages{webhook="treehook"}`); v < 1 {
@@ -373,5 +373,103 @@ func TestWebhooksGetEveryMatchingChangeAcrossOutageAndRestarts(t *testing.T) {
 	}
 	if v := metric(t, root, `outpost_webhook_deliveries_total{result="success",webhook="treehook"}`); v < 1 {
 		t.Errorf("outpost_webhook_deliveries_total{treehook,success} at the root = %v", v)
+	}
+}
+
+// TestWebhookCLI: `outpost webhook` at a real root: bad definitions are refused
+// with the reason, a secret is never taken from the command line nor shown, and
+// create/list/show/update/delete work.
+func TestWebhookCLI(t *testing.T) {
+	root := StartNode(t, NodeOptions{})
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	short := filepath.Join(dir, "short")
+	const secret = "cli-secret-0123456789abcdef"
+	if err := os.WriteFile(good, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("tooshort\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"webhook", "create", "clihook", "--url", "http://127.0.0.1:9/hook", "--pattern", "hello-world:*:push"}
+	with := func(args ...string) []string {
+		out := slices.Clone(base)
+		for i := 0; i+1 < len(args); i += 2 {
+			if j := slices.Index(out, args[i]); j >= 0 {
+				out[j+1] = args[i+1]
+				continue
+			}
+			out = append(out, args[i], args[i+1])
+		}
+		if len(args)%2 == 1 {
+			out = append(out, args[len(args)-1])
+		}
+		return out
+	}
+	refusals := []struct {
+		args []string
+		want string
+	}{
+		{with("--pattern", "hello-world:*:pull", "--secret-file", good), `action "pull" is not push, delete or *`},
+		{with("--pattern", "Hello:*", "--secret-file", good), `repository "Hello" is not a repository name`},
+		{with("--url", "ftp://127.0.0.1/hook", "--secret-file", good), "scheme must be http or https"},
+		{with("--url", "https://user:pw@example.com/", "--secret-file", good), "must not carry a user or password"},
+		{with("--ttl", "P91D", "--secret-file", good), "ttl P91D: must be from P1D to P90D"},
+		{with("--node", "ship99", "--secret-file", good), "node ship99 does not exist"},
+		{with("--secret", secret), "--secret: a secret on the command line shows in every process listing"},
+		{with("--secret-file", short), "secret: 8 characters, at least 16 needed"},
+		{base, "no secret: a webhook signs its notifications with one"},
+		{[]string{"webhook", "create", "clihook", "--url", "http://127.0.0.1:9/", "--secret-file", good}, "patterns: at least one"},
+		{[]string{"webhook", "create", "ab", "--url", "http://127.0.0.1:9/", "--pattern", "*:*", "--secret-file", good}, `name "ab": 5 to 50 letters and digits`},
+		{[]string{"webhook", "show", "nohook"}, "not found: webhook nohook"},
+		{[]string{"webhook", "delete", "nohook"}, "not found: webhook nohook"},
+	}
+	for _, r := range refusals {
+		out, err := root.CLI(t, r.args...)
+		if err == nil || !strings.Contains(out, r.want) {
+			t.Errorf("outpost %s: %v, want a refusal saying %q; got:\n%s", strings.Join(r.args, " "), err, r.want, out)
+		}
+		if strings.Contains(out, secret) {
+			t.Errorf("outpost %s shows the secret:\n%s", strings.Join(r.args, " "), out)
+		}
+	}
+	if out, err := root.CLI(t, "webhook", "list", "--token", "wrong-token"); err == nil || !strings.Contains(out, "admin token") {
+		t.Errorf("webhook list with a wrong token: %v\n%s", err, out)
+	}
+
+	out := root.MustCLI(t, with("--secret-file", good, "--ttl", "P7D")...)
+	var created notify.Webhook
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Name != "clihook" || created.TTL != "P7D" || !created.Enabled {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	t.Setenv("OUTPOST_WEBHOOK_SECRET", "env-secret-0123456789abcdef")
+	root.MustCLI(t, "webhook", "create", "envhook", "--url", "http://127.0.0.1:9/", "--pattern", "*:*")
+	out, err := root.CLI(t, "webhook", "create", "clihook", "--url", "http://127.0.0.1:9/", "--pattern", "*:*")
+	if err == nil || !strings.Contains(out, "webhook clihook already exists") {
+		t.Errorf("second create of clihook: %v\n%s", err, out)
+	}
+	root.MustCLI(t, "webhook", "update", "clihook", "--enabled=false", "--pattern", "a/*:*", "--pattern", "b:v1:delete")
+	show := root.MustCLI(t, "webhook", "show", "clihook")
+	var shown notify.Webhook
+	if err := json.Unmarshal([]byte(show), &shown); err != nil || shown.Enabled || !slices.Equal(shown.Patterns, []string{"a/*:*", "b:v1:delete"}) {
+		t.Errorf("show after update: %v\n%s", err, show)
+	}
+	table := root.MustCLI(t, "webhook", "list")
+	for _, want := range []string{"NAME", "clihook", "envhook", "(all)", "a/*:* b:v1:delete"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("webhook list lacks %q:\n%s", want, table)
+		}
+	}
+	for _, s := range []string{secret, "env-secret-0123456789abcdef"} {
+		if strings.Contains(show+table+out+root.MustCLI(t, "webhook", "list", "-o", "json"), s) {
+			t.Errorf("a secret is shown")
+		}
+	}
+	if strings.Contains(root.Output(), secret) {
+		t.Errorf("the root logged a webhook secret")
+	}
+	root.MustCLI(t, "webhook", "delete", "clihook")
+	if out, err := root.CLI(t, "webhook", "show", "clihook"); err == nil {
+		t.Errorf("show after delete: %s", out)
 	}
 }
