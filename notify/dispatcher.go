@@ -102,7 +102,10 @@ type Dispatcher struct {
 	cfg     Config
 	metrics *metrics
 
+	ready chan struct{}
+
 	mu       sync.Mutex
+	runCtx   context.Context // Run's: the workers' parent
 	workers  map[string]*worker
 	outboxes map[string]*events.Outbox
 }
@@ -112,7 +115,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Dispatcher{cfg: cfg, workers: map[string]*worker{}, outboxes: map[string]*events.Outbox{}}
+	d := &Dispatcher{cfg: cfg, ready: make(chan struct{}), workers: map[string]*worker{}, outboxes: map[string]*events.Outbox{}}
 	if cfg.Registerer != nil {
 		m, err := newMetrics(cfg.Registerer)
 		if err != nil {
@@ -125,10 +128,14 @@ func New(cfg Config) (*Dispatcher, error) {
 
 // Run feeds the outboxes and runs the workers until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	d.mu.Lock()
+	d.runCtx = ctx
+	d.mu.Unlock()
 	q, err := d.cfg.Log.ConsumeFromNow(ctx, events.NotifyConsumer)
 	if err != nil {
 		return err
 	}
+	close(d.ready)
 	d.refresh(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); d.feed(ctx, q) }()
@@ -152,6 +159,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Ready is closed once the dispatcher reads the event log: the events published
+// from then on are delivered.
+func (d *Dispatcher) Ready() <-chan struct{} { return d.ready }
 
 // mine lists the enabled webhooks this node delivers.
 func (d *Dispatcher) mine(ctx context.Context) ([]*Webhook, error) {
@@ -211,8 +222,27 @@ func (d *Dispatcher) route(ctx context.Context, e *events.Event) error {
 		if err := ob.Append(ctx, e, e.ID+"."+h.Name); err != nil {
 			return err
 		}
+		// A webhook that arrived since the last refresh starts delivering now.
+		d.ensureWorker(h)
 	}
 	return nil
+}
+
+// ensureWorker starts the worker of an enabled webhook, or hands a running one the
+// current definition (a new URL, secret or TTL applies to its next attempt).
+func (d *Dispatcher) ensureWorker(h *Webhook) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if w, ok := d.workers[h.Name]; ok {
+		w.def.Store(h)
+		return
+	}
+	if !h.Enabled || d.runCtx == nil || d.runCtx.Err() != nil {
+		return
+	}
+	w := d.newWorker(d.runCtx, h)
+	d.workers[h.Name] = w
+	go w.run()
 }
 
 func (d *Dispatcher) outbox(ctx context.Context, h *Webhook) (*events.Outbox, error) {
@@ -255,18 +285,11 @@ func (d *Dispatcher) refresh(ctx context.Context) {
 			d.metrics.forget(name)
 		}
 	}
+	d.mu.Unlock()
 	for _, h := range hooks {
-		if w, ok := d.workers[h.Name]; ok {
-			w.def.Store(h) // a new URL, secret or TTL applies to the next attempt
-			continue
-		}
-		if !h.Enabled {
-			continue
-		}
-		w := d.newWorker(ctx, h)
-		d.workers[h.Name] = w
-		go w.run()
+		d.ensureWorker(h)
 	}
+	d.mu.Lock()
 	workers := make([]*worker, 0, len(d.workers))
 	for _, w := range d.workers {
 		workers = append(workers, w)
@@ -348,6 +371,11 @@ func (d *Dispatcher) Status(ctx context.Context) []Status {
 		if w, ok := workers[h.Name]; ok {
 			w.measure(ctx)
 			st = w.status()
+		} else if ob, err := d.outbox(ctx, h); err == nil {
+			// Disabled, or not started yet: what waits is still its backlog.
+			if p, err := ob.Pending(ctx); err == nil {
+				st.PendingMessages = p.Messages
+			}
 		}
 		st.Failing = st.LastErrorTime.After(st.LastSuccess)
 		out = append(out, st)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -266,6 +267,9 @@ func TestWebhooksGetEveryMatchingChangeAcrossOutageAndRestarts(t *testing.T) {
 		}
 		return nil
 	})
+	if out := ship.MustCLI(t, "status"); !regexp.MustCompile(`shiphook: [1-9]\d* pending, .*failing since .*connection refused`).MatchString(out) {
+		t.Errorf("outpost status at ship42 does not show shiphook's backlog and error:\n%s", out)
+	}
 	ship.Kill()
 	ship.Start()
 	d3 := push(t, root, "hooks/app:v3", content.Image(t, 1))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -240,4 +241,25 @@ func newWebhookShowCmd() *cobra.Command {
 
 func newWebhookDeleteCmd() *cobra.Command {
 	return simpleAdminCmd("delete", "Delete a webhook; each node drops its backlog at its next sync", http.MethodDelete, "/outpost/v1/webhooks/", "")
+}
+
+// printWebhookStatus writes the webhooks a node delivers, for `outpost status`.
+func printWebhookStatus(w io.Writer, sts []notify.Status) {
+	if len(sts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "webhooks:")
+	for _, st := range sts {
+		state := "ok"
+		switch {
+		case !st.Enabled:
+			state = "disabled"
+		case st.Failing:
+			state = fmt.Sprintf("failing since %s: %s", st.LastErrorTime.Format(time.RFC3339), st.LastError)
+		case !st.LastSuccess.IsZero():
+			state = "ok, last delivered " + st.LastSuccess.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  %s: %d pending, %d delivered, %d failed, %d expired since start; %s\n",
+			st.Name, st.PendingMessages, st.Delivered, st.Failed, st.Expired, state)
+	}
 }
