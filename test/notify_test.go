@@ -39,6 +39,9 @@ type hookReceiver struct {
 	got  []received
 	bad  []string
 	down bool
+	// dropNext is how many of the next requests are recorded and then answered by
+	// closing the connection: taken, but the sender cannot know (a lost ack).
+	dropNext int
 }
 
 type received struct {
@@ -123,6 +126,13 @@ func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.bad = append(r.bad, "content type "+req.Header.Get("Content-Type"))
 	}
 	r.got = append(r.got, received{webhook: hook, ce: ce})
+	if r.dropNext > 0 {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			r.dropNext--
+			_ = conn.Close()
+			return
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -279,6 +289,9 @@ func TestWebhooksGetEveryMatchingChangeAcrossOutageAndRestarts(t *testing.T) {
 	}
 	time.Sleep(time.Until(outage.Add(30 * time.Second))) // the outage is the scenario: 30 s
 	t.Logf("receiver down for %s", time.Since(outage).Round(time.Second))
+	rcv.mu.Lock()
+	rcv.dropNext = 3 // the first three it takes back, their answers lost
+	rcv.mu.Unlock()
 	rcv.restart()
 
 	// Phase 3: the root restarts (a clean stop), then more changes.
@@ -351,6 +364,9 @@ func TestWebhooksGetEveryMatchingChangeAcrossOutageAndRestarts(t *testing.T) {
 	rcv.mu.Lock()
 	if len(rcv.bad) > 0 {
 		t.Errorf("receiver refused %d requests: %v", len(rcv.bad), rcv.bad)
+	}
+	if rcv.dropNext != 0 || dups < 3 {
+		t.Errorf("%d answers still to drop, %d repeats: the three notifications whose answer was lost must come again", rcv.dropNext, dups)
 	}
 	rcv.mu.Unlock()
 
