@@ -210,6 +210,12 @@ func TestDispatcherDeliversRetriesAndExpires(t *testing.T) {
 	if n := testutil.ToFloat64(d.metrics.deliveries.WithLabelValues("pushes", "success")); n != 2 {
 		t.Errorf("deliveries_total{result=success} = %v, want 2", n)
 	}
+	if n := testutil.ToFloat64(d.metrics.deliveries.WithLabelValues("pushes", "failure")); n < 4 {
+		t.Errorf("deliveries_total{result=failure} = %v, want at least 4", n)
+	}
+	if ts := testutil.ToFloat64(d.metrics.lastSuccess.WithLabelValues("pushes")); ts < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last_success_timestamp_seconds = %v, want within the last minute", ts)
+	}
 	rcv.mu.Lock()
 	if len(rcv.bad) > 0 {
 		t.Errorf("receiver refused: %v", rcv.bad)
