@@ -68,8 +68,9 @@ type GatewayConfig struct {
 
 // StartGateway subscribes to the children's control requests.
 func StartGateway(cfg GatewayConfig) (*Gateway, error) {
-	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, webhooks: cfg.Webhooks, status: cfg.Status, activator: cfg.Activator,
+	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, status: cfg.Status, activator: cfg.Activator,
 		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect}
+	g.webhooks = cfg.Webhooks // webhooks.go
 	sub, err := cfg.Conn.Subscribe(events.ControlSubscription, g.handle)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
