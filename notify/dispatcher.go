@@ -54,6 +54,10 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Poll is how long a worker waits for a message before looking again; default 1 s.
 	Poll time.Duration
+	// ListAge is how long the feeder reuses the definitions it read (a burst of
+	// events costs one read, not one each); default 250 ms. A webhook hears of the
+	// changes made from at most this long after it reached the node.
+	ListAge time.Duration
 }
 
 // DefaultConfig returns the defaults; Node, Conn, Log and Webhooks must be set.
@@ -66,6 +70,7 @@ func DefaultConfig() Config {
 		MinBackoff: 500 * time.Millisecond,
 		MaxBackoff: 10 * time.Second,
 		Poll:       time.Second,
+		ListAge:    250 * time.Millisecond,
 	}
 }
 
@@ -82,8 +87,8 @@ func (c *Config) Validate() error {
 		return errors.New("notify: Webhooks is nil")
 	case c.Logger == nil, c.Client == nil, c.Now == nil:
 		return errors.New("notify: Logger, Client and Now must be set (start from DefaultConfig)")
-	case c.Refresh <= 0, c.Poll <= 0:
-		return fmt.Errorf("notify: Refresh %s and Poll %s must be positive", c.Refresh, c.Poll)
+	case c.Refresh <= 0, c.Poll <= 0, c.ListAge < 0:
+		return fmt.Errorf("notify: Refresh %s and Poll %s must be positive, ListAge %s not negative", c.Refresh, c.Poll, c.ListAge)
 	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
 		return fmt.Errorf("notify: backoff %s..%s: want 0 < MinBackoff <= MaxBackoff", c.MinBackoff, c.MaxBackoff)
 	}
@@ -183,6 +188,10 @@ func (d *Dispatcher) mine(ctx context.Context) ([]*Webhook, error) {
 // the event is acked in the log only when every append is durable.
 func (d *Dispatcher) feed(ctx context.Context, q *events.Queue) {
 	retry := d.backoff()
+	var (
+		hooks []*Webhook
+		read  time.Time
+	)
 	for ctx.Err() == nil {
 		del, err := q.Next(ctx, d.cfg.Poll)
 		if err != nil {
@@ -193,7 +202,15 @@ func (d *Dispatcher) feed(ctx context.Context, q *events.Queue) {
 		if del == nil {
 			continue
 		}
-		if err := d.route(ctx, del.Event); err != nil {
+		if now := time.Now(); read.IsZero() || now.Sub(read) >= d.cfg.ListAge {
+			if hooks, err = d.mine(ctx); err != nil {
+				d.cfg.Logger.Warn("webhooks: read definitions", "err", err)
+				_ = del.Retry(retry.NextBackOff())
+				continue
+			}
+			read = now
+		}
+		if err := d.route(ctx, hooks, del.Event); err != nil {
 			d.cfg.Logger.Warn("webhooks: append to outbox", "event", del.Event.ID, "err", err)
 			_ = del.Retry(retry.NextBackOff())
 			continue
@@ -206,11 +223,7 @@ func (d *Dispatcher) feed(ctx context.Context, q *events.Queue) {
 	}
 }
 
-func (d *Dispatcher) route(ctx context.Context, e *events.Event) error {
-	hooks, err := d.mine(ctx)
-	if err != nil {
-		return err
-	}
+func (d *Dispatcher) route(ctx context.Context, hooks []*Webhook, e *events.Event) error {
 	for _, h := range hooks {
 		if !h.Enabled || !h.Matches(e) {
 			continue
