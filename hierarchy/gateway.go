@@ -50,12 +50,10 @@ const loginCacheTTL = time.Minute
 
 // GatewayConfig configures a Gateway.
 type GatewayConfig struct {
-	Self   string
-	Conn   *nats.Conn // the node's own connection to its NATS server
-	Nodes  *Store
-	Tokens *TokenStore
-	// Webhooks are the definitions sent down with the config; nil sends none.
-	Webhooks  *WebhookStore
+	Self      string
+	Conn      *nats.Conn // the node's own connection to its NATS server
+	Nodes     *Store
+	Tokens    *TokenStore
 	Status    *StatusStore
 	Activator Activator
 	// Pending reads what waits in a child's outbox here, for its status.
@@ -64,6 +62,9 @@ type GatewayConfig struct {
 	// Disconnect closes the gateway connections of a child's sync token whose process
 	// instance keep refuses (events.Server.DisconnectChild). Optional.
 	Disconnect func(user string, keep func(instance string) bool) int
+	// Webhooks are the definitions sent down with the config (webhooks.go); nil
+	// sends none.
+	Webhooks *WebhookStore
 }
 
 // StartGateway subscribes to the children's control requests.
