@@ -90,12 +90,13 @@ func (n *node) runConnected(ctx context.Context) error {
 	n.reconcile = make(chan struct{}, 1)
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: statusInterval,
-		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence, Webhooks: n.webhooks,
+		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence,
 		OnActivation: func(ctx context.Context, child string) {
 			if g := n.gateway; g != nil {
 				g.Fence(ctx, child)
 			}
 		},
+		Webhooks: n.webhooks, // notify.go
 	})
 	// Everything that moves content or speaks for this node runs under work: a
 	// fenced process stops it, and keeps serving pulls of what it has.

@@ -164,9 +164,9 @@ func (n *node) start(ctx context.Context, ttl time.Duration) error {
 			return err
 		}
 	}
+	n.webhooks = hierarchy.NewWebhookStore(webhooksB)
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
 	n.tokens = hierarchy.NewTokenStore(tokensB)
-	n.webhooks = hierarchy.NewWebhookStore(webhooksB)
 	if n.httpLn, err = net.Listen("tcp", n.opts.Addr); err != nil {
 		return fmt.Errorf("listen %s: %w", n.opts.Addr, err)
 	}
