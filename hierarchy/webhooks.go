@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -35,6 +36,10 @@ func (s *WebhookStore) Replace(ctx context.Context, hooks []*notify.Webhook) err
 		return err
 	}
 	keep := map[string]bool{}
+	before := map[string]*notify.Webhook{}
+	for _, w := range old {
+		before[w.Name] = w
+	}
 	for _, w := range hooks {
 		// A parent's copy is checked like a definition: a bad one is not stored,
 		// and does not hold up the rest of the sync.
@@ -42,6 +47,9 @@ func (s *WebhookStore) Replace(ctx context.Context, hooks []*notify.Webhook) err
 			continue
 		}
 		keep[w.Name] = true
+		if reflect.DeepEqual(before[w.Name], w) {
+			continue // unchanged: no write every sync
+		}
 		if err := s.Put(ctx, w); err != nil {
 			return err
 		}

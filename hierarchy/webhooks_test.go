@@ -79,4 +79,23 @@ func TestWebhooksGoOnlyWhereTheirScopeIs(t *testing.T) {
 	if got := names(all); !slices.Equal(got, []string{"everyone"}) {
 		t.Errorf("after Replace the copy holds %v, want [everyone]", got)
 	}
+	// The same copy again is not written again (a sync every 2 s); a change is.
+	_, rev, err := store.Get(ctx, "everyone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Replace(ctx, []*notify.Webhook{hook("everyone", "")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, again, _ := store.Get(ctx, "everyone"); again != rev {
+		t.Errorf("an unchanged webhook was written again: revision %d -> %d", rev, again)
+	}
+	changed := hook("everyone", "")
+	changed.URL = "http://127.0.0.1:10/"
+	if err := store.Replace(ctx, []*notify.Webhook{changed}); err != nil {
+		t.Fatal(err)
+	}
+	if w, again, _ := store.Get(ctx, "everyone"); again == rev || w.URL != changed.URL {
+		t.Errorf("a changed webhook was not written: revision %d -> %d, url %s", rev, again, w.URL)
+	}
 }
