@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/notify"
 )
 
 // Activator activates a node: the root's Manager does it, a connected node forwards
@@ -31,6 +32,7 @@ type Gateway struct {
 	self      string
 	nodes     *Store // this node's subtree, or the whole tree at the root
 	tokens    *TokenStore
+	webhooks  *WebhookStore
 	status    *StatusStore
 	activator Activator
 	pending   func(ctx context.Context, child string) (events.Pending, error)
@@ -62,6 +64,9 @@ type GatewayConfig struct {
 	// Disconnect closes the gateway connections of a child's sync token whose process
 	// instance keep refuses (events.Server.DisconnectChild). Optional.
 	Disconnect func(user string, keep func(instance string) bool) int
+	// Webhooks are the definitions sent down with the config (webhooks.go); nil
+	// sends none.
+	Webhooks *WebhookStore
 }
 
 // StartGateway subscribes to the children's control requests, in a queue group: when
@@ -69,6 +74,7 @@ type GatewayConfig struct {
 func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, status: cfg.Status, activator: cfg.Activator,
 		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect, nc: cfg.Conn}
+	g.webhooks = cfg.Webhooks // webhooks.go
 	sub, err := cfg.Conn.QueueSubscribe(events.ControlSubscription, events.ControlQueue, g.handle)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -159,6 +165,9 @@ type controlReply struct {
 	Code   string         `json:"code,omitempty"`
 	Nodes  []*Node        `json:"nodes,omitempty"`
 	Tokens []*ClientToken `json:"tokens,omitempty"`
+	// Webhooks the subtree delivers or relays (webhooks.go); nil from a parent
+	// that keeps none.
+	Webhooks []*notify.Webhook `json:"webhooks,omitempty"`
 }
 
 type activateRequest struct {
@@ -244,7 +253,11 @@ func (g *Gateway) serve(ctx context.Context, child, verb, instance string, data 
 		if err != nil {
 			return controlReply{Error: err.Error()}
 		}
-		return controlReply{Nodes: subtree, Tokens: tokens}
+		hooks, err := webhooksFor(ctx, g.webhooks, subtree)
+		if err != nil {
+			return controlReply{Error: err.Error()}
+		}
+		return controlReply{Nodes: subtree, Tokens: tokens, Webhooks: hooks}
 	case events.VerbStatus:
 		var rep statusReport
 		if err := json.Unmarshal(data, &rep); err != nil {
@@ -347,14 +360,20 @@ func (u *Uplink) Activate(ctx context.Context, node, instance string, ep Endpoin
 // Config fetches this node's definition and its subtree's, this node first, and the
 // client tokens bound to them.
 func (u *Uplink) Config(ctx context.Context) ([]*Node, []*ClientToken, error) {
+	r, err := u.config(ctx)
+	return r.Nodes, r.Tokens, err
+}
+
+// config is Config with the whole reply (webhooks too).
+func (u *Uplink) config(ctx context.Context) (controlReply, error) {
 	r, err := u.request(ctx, events.VerbConfig, struct{}{})
 	if err != nil {
-		return nil, nil, err
+		return controlReply{}, err
 	}
 	if len(r.Nodes) == 0 || r.Nodes[0].Name != u.self {
-		return nil, nil, fmt.Errorf("config from parent does not describe %s", u.self)
+		return controlReply{}, fmt.Errorf("config from parent does not describe %s", u.self)
 	}
-	return r.Nodes, r.Tokens, nil
+	return r, nil
 }
 
 // Report sends statuses of this node and its subtree up.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/notify"
 )
 
 // State is a node's connection state as its parent sees it.
@@ -48,6 +49,8 @@ type Status struct {
 	GC *GCStatus `json:"gc,omitempty"`
 	// Counters are what the node's link did since its process started (counters.go).
 	Counters *LinkCounters `json:"counters,omitempty"`
+	// Webhooks are the webhooks this node delivers: backlog and last error.
+	Webhooks []notify.Status `json:"webhooks,omitempty"`
 }
 
 // GCStatus is a node's last garbage collection (not a dry run) and its next.

@@ -16,6 +16,9 @@ type SyncerConfig struct {
 	Nodes *Store
 	// Tokens is the local copy of the client tokens bound to the subtree.
 	Tokens *TokenStore
+	// Webhooks is the local copy of the webhooks this node delivers or relays;
+	// nil keeps none.
+	Webhooks *WebhookStore
 	// Status holds the subtree's statuses, relayed up with this node's own.
 	Status *StatusStore
 	// Interval is the time between exchanges. Default 2 s.
@@ -75,10 +78,11 @@ func (s *Syncer) Run(ctx context.Context) {
 func (s *Syncer) SyncOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	nodes, tokens, err := s.cfg.Uplink.Config(ctx)
+	r, err := s.cfg.Uplink.config(ctx)
 	if err != nil {
 		return err
 	}
+	nodes, tokens := r.Nodes, r.Tokens
 	// The parent answers only the active process; a definition that names no or
 	// another process (a parent that does not check) fences this one too.
 	if err := CheckInstance(nodes[0], s.cfg.Uplink.instance); err != nil {
@@ -91,6 +95,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	// stays refused while the parent is out of reach.
 	if err := s.cfg.Tokens.Replace(ctx, tokens); err != nil {
 		return err
+	}
+	if s.cfg.Webhooks != nil {
+		if err := s.cfg.Webhooks.Replace(ctx, r.Webhooks); err != nil {
+			return err
+		}
 	}
 	s.cfg.Apply(ctx, nodes[0])
 	statuses := []Status{s.cfg.SelfStatus(ctx)}

@@ -96,6 +96,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 				g.Fence(ctx, child)
 			}
 		},
+		Webhooks: n.webhooks, // notify.go
 	})
 	// Everything that moves content or speaks for this node runs under work: a
 	// fenced process stops it, and keeps serving pulls of what it has.
@@ -148,6 +149,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 		}
 	}
 	go n.runRouter(ctx)
+	go n.runNotify(ctx) // notify.go
 	go n.runWorker(work, "downstream", n.link.RunDownstream)
 	if mode == registry.ReadWrite {
 		go n.runWorker(work, "upstream", n.link.RunUpstream)
@@ -480,6 +482,7 @@ func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 			st.Details = append(st.Details, hierarchy.Detail{Code: "UNHEALTHY", Message: err.Error(), Time: now})
 		}
 	}
+	st.Webhooks = n.webhookStatus(ctx) // notify.go
 	return st
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/notify"
 	"github.com/outpost-edge/outpost/pipeline"
 	"github.com/outpost-edge/outpost/registry"
 )
@@ -48,6 +49,9 @@ type Node struct {
 	status  *hierarchy.StatusStore
 	local   *events.Bucket
 	gateway *hierarchy.Gateway
+	// webhooks and notifier: notify.go
+	webhooks *hierarchy.WebhookStore
+	notifier atomic.Pointer[notify.Dispatcher]
 
 	httpLn     net.Listener
 	conns      *connLimiter
@@ -146,11 +150,14 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	var nodesB, statusB, tokensB *events.Bucket
 	buckets[events.BucketNodes], buckets[events.BucketStatus], buckets[events.BucketLocal] = &nodesB, &statusB, &n.local
 	buckets[events.BucketTokens] = &tokensB
+	var webhooksB *events.Bucket
+	buckets[events.BucketWebhooks] = &webhooksB
 	for name, b := range buckets {
 		if *b, err = events.OpenBucket(ctx, n.nc, name, events.WithPlacement(n.ns.Placement())); err != nil {
 			return err
 		}
 	}
+	n.webhooks = hierarchy.NewWebhookStore(webhooksB)
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
 	n.tokens = hierarchy.NewTokenStore(tokensB)
 	n.metrics.MustRegister(childCollector{n}) // linkmetrics.go
@@ -264,7 +271,7 @@ func (n *Node) startGateway(activator hierarchy.Activator) error {
 	var err error
 	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
 		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
-		Disconnect: n.ns.DisconnectChild,
+		Disconnect: n.ns.DisconnectChild, Webhooks: n.webhooks,
 		Pending: func(ctx context.Context, child string) (events.Pending, error) {
 			// With the placement: in a tier this may be the call that makes the outbox.
 			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL, events.WithPlacement(n.ns.Placement()))
@@ -350,6 +357,12 @@ func (n *Node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 			mux.HandleFunc(p, n.serveNotRoot) // notroot.go
 		}
 	}
+	if n.admin != nil {
+		n.mountWebhookAPI(mux) // notify.go
+	} else {
+		mux.HandleFunc("/outpost/v1/webhooks", n.serveNotRoot)
+		mux.HandleFunc("/outpost/v1/webhooks/", n.serveNotRoot)
+	}
 	// Every route but the events stream (a --follow waits for events without
 	// writing) must keep moving once its headers are in.
 	bounded := progressDeadlines(mux, n.cfg.HTTP.BodyStall)
@@ -433,6 +446,7 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 		return err
 	}
 	go n.runRouter(ctx)
+	go n.runNotify(ctx) // notify.go
 	return n.serveHTTP(ctx, mode)
 }
 

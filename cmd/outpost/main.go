@@ -51,7 +51,7 @@ name their node with --server (OUTPOST_SERVER) and its operator token with --tok
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newEventsCmd(), newRepositoryCmd(), newNodeCmd(), newTokenCmd(), newSyncCmd(), newScrubCmd(), newStatusCmd(), newGCCmd())
+	root.AddCommand(newServeCmd(), newEventsCmd(), newRepositoryCmd(), newNodeCmd(), newTokenCmd(), newSyncCmd(), newScrubCmd(), newStatusCmd(), newGCCmd(), newWebhookCmd())
 	addVersion(root) // version.go: --version, version, healthcheck
 	hintUsage(root)
 	return root

@@ -44,7 +44,8 @@ func newStatusCmd() *cobra.Command {
 				for _, d := range st.Details {
 					fmt.Fprintf(out, "  %s (%s): %s\n", d.Code, d.Time.Format(time.RFC3339), d.Message)
 				}
-				printGCStatus(out, st.GC) // gc.go
+				printGCStatus(out, st.GC)            // gc.go
+				printWebhookStatus(out, st.Webhooks) // webhook.go
 				return nil
 			}
 			return fmt.Errorf("output %q: want text or json", output)
