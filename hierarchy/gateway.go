@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -129,6 +130,8 @@ type controlReply struct {
 	Code   string         `json:"code,omitempty"`
 	Nodes  []*Node        `json:"nodes,omitempty"`
 	Tokens []*ClientToken `json:"tokens,omitempty"`
+	// Pending answers a status report: what waits for the child here.
+	Pending *LinkStatus `json:"pending,omitempty"`
 }
 
 type activateRequest struct {
@@ -217,6 +220,7 @@ func (g *Gateway) serve(ctx context.Context, child, verb, instance string, data 
 		return controlReply{Nodes: subtree, Tokens: tokens}
 	case events.VerbStatus:
 		var rep statusReport
+		var pending *LinkStatus
 		if err := json.Unmarshal(data, &rep); err != nil {
 			return controlReply{Error: "status: " + err.Error()}
 		}
@@ -225,16 +229,17 @@ func (g *Gateway) serve(ctx context.Context, child, verb, instance string, data 
 				continue // a report may only speak for its own subtree
 			}
 			if st.Node == child && g.pending != nil {
-				// What waits for the child is known here, not there.
+				// What waits for the child is known here, not there: it is told so.
 				if p, err := g.pending(ctx, child); err == nil {
-					st.Links = append(st.Links, LinkStatus{Link: "downstream", PendingMessages: p.Messages, PendingBytes: p.Bytes})
+					st = st.WithDownstream(p.Messages, p.Bytes)
+					pending = &LinkStatus{Link: "downstream", PendingMessages: p.Messages, PendingBytes: p.Bytes}
 				}
 			}
 			if err := g.status.Put(ctx, st); err != nil {
 				return controlReply{Error: err.Error()}
 			}
 		}
-		return controlReply{}
+		return controlReply{Pending: pending}
 	}
 	return controlReply{Error: fmt.Sprintf("unknown control verb %q", verb)}
 }
@@ -266,6 +271,7 @@ type Uplink struct {
 	nc       *nats.Conn
 	self     string
 	instance string
+	lastDown atomic.Pointer[LinkStatus]
 }
 
 // NewUplink wraps a connection to the parent's gateway, for one process instance.
@@ -327,8 +333,18 @@ func (u *Uplink) Config(ctx context.Context) ([]*Node, []*ClientToken, error) {
 	return r.Nodes, r.Tokens, nil
 }
 
-// Report sends statuses of this node and its subtree up.
+// Report sends statuses of this node and its subtree up. The parent answers what
+// waits for this node there (LastDownstream).
 func (u *Uplink) Report(ctx context.Context, sts []Status) error {
-	_, err := u.request(ctx, events.VerbStatus, statusReport{Statuses: sts})
+	r, err := u.request(ctx, events.VerbStatus, statusReport{Statuses: sts})
+	if err == nil && r.Pending != nil {
+		p := *r.Pending
+		p.AsOf = time.Now().UTC()
+		u.lastDown.Store(&p)
+	}
 	return err
 }
+
+// LastDownstream is what waited for this node at its parent at the last status
+// report the parent answered (AsOf says when); nil before the first.
+func (u *Uplink) LastDownstream() *LinkStatus { return u.lastDown.Load() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,23 @@ import (
 type Meter struct {
 	moved   *prometheus.CounterVec // by direction; nil counts nothing
 	limiter atomic.Pointer[rate.Limiter]
+	totals  sync.Map // direction -> *atomic.Uint64, for rates (Moved)
+}
+
+// Moved is how many content bytes the meter counted in direction since it was made.
+func (m *Meter) Moved(direction string) uint64 {
+	if v, ok := m.totals.Load(direction); ok {
+		return v.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
+func (m *Meter) count(direction string, n int) {
+	v, ok := m.totals.Load(direction)
+	if !ok {
+		v, _ = m.totals.LoadOrStore(direction, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(uint64(n))
 }
 
 // NewMeter returns an unlimited meter counting into moved (labels: direction).
@@ -79,6 +97,7 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 		if b.t.m.moved != nil {
 			b.t.m.moved.WithLabelValues(b.t.direction).Add(float64(n))
 		}
+		b.t.m.count(b.t.direction, n)
 		if l != nil {
 			if werr := l.WaitN(b.ctx, n); werr != nil && err == nil {
 				err = werr

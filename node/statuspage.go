@@ -1,0 +1,20 @@
+package node
+
+import (
+	"github.com/outpost-edge/outpost/events"
+	"github.com/outpost-edge/outpost/statuspage"
+)
+
+// statusPage builds the page served at `/` (package statuspage), signed in with
+// the node's operator token (the admin token at the root).
+func (n *Node) statusPage() (*statuspage.Page, error) {
+	cfg := n.cfg.StatusPage
+	cfg.Source = pageSource{n}
+	cfg.Check = n.isOperator
+	cfg.Secure = n.tls != nil
+	cfg.Logger = n.logger
+	if cfg.Limiter == nil {
+		cfg.Limiter = events.NewLoginLimiter()
+	}
+	return statuspage.New(cfg)
+}
