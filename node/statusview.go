@@ -226,7 +226,7 @@ func (n *Node) selfMode() string {
 func (n *Node) row(st hierarchy.Status, parent string, depth int, mode string) statuspage.Row {
 	r := statuspage.Row{Name: st.Node, Parent: parent, Depth: depth, State: string(st.State), Mode: mode,
 		LastSync: st.LastSync, LastActivity: st.LastActivity, Reported: st.Reported, Version: st.Version}
-	if parent != "" && !st.Reported.IsZero() {
+	if parent != "" && !st.Reported.IsZero() && st.State != hierarchy.Offline {
 		r.Window = statuspage.Window{Known: true, Open: st.WindowOpen, Until: st.WindowUntil, NextStart: st.NextWindowStart, NextEnd: st.NextWindowEnd}
 	}
 	for i := range st.Links {

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,9 +141,7 @@ func New(cfg Config) (*Page, error) {
 		"rate":  func(r float64) string { return humanBytes(uint64(r)) + "/s" },
 		"state": stateClass,
 		"hint":  Hint,
-		"indent": func(depth int) template.CSS {
-			return template.CSS(fmt.Sprintf("padding-left: %.1frem", 0.6+1.4*float64(depth)))
-		},
+		"lower": strings.ToLower,
 		"seconds": func(d time.Duration) int { return int(d.Seconds()) },
 		// The one script: reload every data-refresh seconds, allowed by its hash.
 		"refreshScript": func() template.HTML { return template.HTML("<script>" + refreshScript + "</script>") },

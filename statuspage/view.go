@@ -23,6 +23,28 @@ type Overview struct {
 	Note string
 }
 
+// StateCount is how many rows are in one state.
+type StateCount struct {
+	State string
+	Count int
+}
+
+// Summary counts the rows by state, in the order states first appear.
+func (o Overview) Summary() []StateCount {
+	var out []StateCount
+	idx := map[string]int{}
+	for _, r := range o.Nodes {
+		i, ok := idx[r.State]
+		if !ok {
+			i = len(out)
+			idx[r.State] = i
+			out = append(out, StateCount{State: r.State})
+		}
+		out[i].Count++
+	}
+	return out
+}
+
 // ParentLink is a site's link to its parent, as the site sees it.
 type ParentLink struct {
 	Name      string
