@@ -135,13 +135,13 @@ func New(cfg Config) (*Page, error) {
 	}
 	p := &Page{cfg: cfg, tmpl: map[string]*template.Template{}, sessions: map[string]session{}, build: Version()}
 	funcs := template.FuncMap{
-		"ago":   p.ago,
-		"at":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
-		"bytes": humanBytes,
-		"rate":  func(r float64) string { return humanBytes(uint64(r)) + "/s" },
-		"state": stateClass,
-		"hint":  Hint,
-		"lower": strings.ToLower,
+		"ago":     p.ago,
+		"at":      func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+		"bytes":   humanBytes,
+		"rate":    func(r float64) string { return humanBytes(uint64(r)) + "/s" },
+		"state":   stateClass,
+		"hint":    Hint,
+		"lower":   strings.ToLower,
 		"seconds": func(d time.Duration) int { return int(d.Seconds()) },
 		// The one script: reload every data-refresh seconds, allowed by its hash.
 		"refreshScript": func() template.HTML { return template.HTML("<script>" + refreshScript + "</script>") },
