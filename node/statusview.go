@@ -65,6 +65,12 @@ func (n *Node) statusAnswer(ctx context.Context) (StatusAnswer, error) {
 			p.Downstream = n.uplink.LastDownstream()
 		}
 		ans.Parent = p
+		if !p.Connected && n.fenced.Load() == nil {
+			// Seen from here, as its parent sees it: cut off, whatever else holds.
+			ans.State = hierarchy.Offline
+			ans.Details = append(ans.Details, hierarchy.Detail{Code: "PARENT_UNREACHABLE", Time: time.Now().UTC(), Message: fmt.Sprintf(
+				"no connection to parent %s's gateway %s: content waits here and at the parent until it is back", p.Name, n.cs.ParentGateway)})
+		}
 	}
 	rows, err := n.subtreeStatuses(ctx)
 	ans.Children = rows
@@ -266,7 +272,7 @@ func (s pageSource) Node(ctx context.Context, name string) (statuspage.NodePage,
 	if err != nil {
 		return statuspage.NodePage{}, err
 	}
-	var np statuspage.NodePage
+	np := statuspage.NodePage{Server: n.name}
 	found := false
 	for _, r := range ov.Nodes {
 		if r.Name == name {

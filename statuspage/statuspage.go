@@ -315,7 +315,7 @@ func (p *Page) serveNode(w http.ResponseWriter, r *http.Request, s session) {
 			Error: "the node could not read " + name + ": " + err.Error()})
 		return
 	}
-	p.render(w, http.StatusOK, "node", viewData{Title: name, Self: name, CSRF: s.csrf, SignedIn: true, Node: np})
+	p.render(w, http.StatusOK, "node", viewData{Title: name, Self: np.Server, CSRF: s.csrf, SignedIn: true, Node: np})
 }
 
 var loginNotices = map[string]string{

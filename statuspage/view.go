@@ -133,6 +133,8 @@ type NodePage struct {
 	Events []Event
 	// Where says whose registry and log the lists come from.
 	Where string
+	// Server is the node serving the page.
+	Server string
 }
 
 // Repository is a stored repository and its tags.
@@ -192,6 +194,7 @@ var hints = map[string]string{
 	"FENCED":                "Another process is active for this node. Stop this one.",
 	"UNHEALTHY":             "See /readyz at the node for the reason.",
 	"GC_FAILED":             "The last garbage collection stopped early; run outpost gc at the node to see why.",
+	"PARENT_UNREACHABLE":    "Check the parent's process and the network path to its gateway; the node keeps serving what it has and catches up when the link is back.",
 	"OFFLINE":               "The node has not reported within the stale interval: its process is down or its link to its parent is cut.",
 }
 

@@ -206,3 +206,81 @@ func TestStatusPageInChromium(t *testing.T) {
 	b.Screenshot(filepath.Join(dir, "statuspage-site.png"))
 	t.Logf("screenshots in %s", dir)
 }
+
+// TestStatusAtASiteWithItsParentStopped runs `outpost status` at a site whose
+// parent is stopped: it answers from the site itself, with the link down, what
+// waits to go up (messages, and the image's content: the parent cannot be asked
+// what it has, and never was) and what waits for its stopped child.
+func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
+	root := StartNode(t, NodeOptions{})
+	site := StartChild(t, root, Child{Name: "shopone", Mode: "ReadWrite", Repositories: []string{"shop/*"}})
+	leaf := StartChild(t, root, Child{Name: "tillone", Parent: "shopone", Mode: "ReadOnly", Repositories: []string{"shop/*"}})
+	d := push(t, root, "shop/a:1", content.Image(t, 1))
+	eventuallyAt(t, "shop/a:1", d, site, leaf)
+	leaf.Stop()
+	root.Stop()
+
+	img := content.Image(t, 2)
+	push(t, site, "shop/b:1", img)
+	want := imageBytes(t, img)
+
+	type link struct {
+		PendingMessages uint64
+		PendingBytes    uint64
+	}
+	var st struct {
+		Node   string
+		State  string
+		Parent *struct {
+			Name      string
+			Connected bool
+			Upstream  link
+		}
+		Children []struct {
+			Node   string
+			Parent string
+			State  string
+			Links  []struct {
+				Link string
+				link
+			}
+		}
+	}
+	Eventually(t, 60*time.Second, func() error {
+		out, err := site.CLI(t, "status", "--output", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := jsonOf(out, &st); err != nil {
+			return err
+		}
+		switch {
+		case st.Parent == nil || st.Parent.Name != "root" || st.Parent.Connected:
+			return fmt.Errorf("parent link: %+v, want root not connected", st.Parent)
+		case st.Parent.Upstream.PendingMessages != 1 || st.Parent.Upstream.PendingBytes != want:
+			return fmt.Errorf("upstream pending %+v, want 1 message and the image's %d bytes", st.Parent.Upstream, want)
+		case len(st.Children) != 1 || st.Children[0].Node != "tillone" || st.Children[0].State != "Offline":
+			return fmt.Errorf("children %+v, want tillone Offline", st.Children)
+		}
+		for _, l := range st.Children[0].Links {
+			if l.Link == "downstream" && l.PendingMessages == 1 && l.PendingBytes == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("tillone's links %+v: want 1 message and %d bytes waiting for it", st.Children[0].Links, want)
+	})
+
+	out := site.MustCLI(t, "status")
+	t.Logf("outpost status at shopone with root stopped:\n%s", out)
+	for _, w := range []string{
+		"shopone: Offline",
+		"PARENT_UNREACHABLE",
+		"parent root: NOT connected",
+		fmt.Sprintf("upstream (here, for root):   1 messages, %d bytes", want),
+		"tillone", "Offline", fmt.Sprintf("1 messages, %d bytes", want),
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("outpost status lacks %q", w)
+		}
+	}
+}
