@@ -38,7 +38,19 @@ type contentEstimator struct {
 	mu     sync.Mutex
 	blobs  map[string][]blobSize // manifest digest -> the blobs it needs (children's included)
 	has    map[string]hasEntry   // destination key + blob digest
+	last   map[string]lastEstimate
+	reuse  time.Duration // estimateReuse; tests set 0
 }
+
+// lastEstimate is an outbox's last answer: reused while the outbox holds the
+// same sequences, for estimateReuse (status is asked every few seconds, and a
+// closed window can hold thousands of messages).
+type lastEstimate struct {
+	p  events.Pending
+	at time.Time
+}
+
+const estimateReuse = 10 * time.Second
 
 type blobSize struct {
 	digest string
@@ -54,7 +66,7 @@ type hasEntry struct {
 type endpointGetter func(ctx context.Context, repo, digest string) ([]byte, error)
 
 func newContentEstimator(get endpointGetter) *contentEstimator {
-	return &contentEstimator{source: get, blobs: map[string][]blobSize{}, has: map[string]hasEntry{}}
+	return &contentEstimator{source: get, blobs: map[string][]blobSize{}, has: map[string]hasEntry{}, last: map[string]lastEstimate{}, reuse: estimateReuse}
 }
 
 // estimate reads an outbox's pending messages and the content they will move
@@ -67,6 +79,13 @@ func (c *contentEstimator) estimate(ctx context.Context, ob *events.Outbox, dest
 	p.Bytes = 0
 	if p.Messages == 0 {
 		return p, nil
+	}
+	key := ob.Name() + " " + destKey
+	c.mu.Lock()
+	l, ok := c.last[key]
+	c.mu.Unlock()
+	if ok && time.Since(l.at) < c.reuse && l.p.FirstSeq == p.FirstSeq && l.p.LastSeq == p.LastSeq && l.p.Messages == p.Messages {
+		return l.p, nil
 	}
 	evs, err := ob.Peek(ctx, peekMax)
 	if err != nil && len(evs) == 0 {
@@ -100,6 +119,12 @@ func (c *contentEstimator) estimate(ctx context.Context, ob *events.Outbox, dest
 		total = total * p.Messages / n // past what was peeked: scaled
 	}
 	p.Bytes = total
+	c.mu.Lock()
+	if len(c.last) > cacheMax {
+		clear(c.last)
+	}
+	c.last[key] = lastEstimate{p: p, at: time.Now()}
+	c.mu.Unlock()
 	return p, nil
 }
 

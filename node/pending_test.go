@@ -38,6 +38,7 @@ func TestPendingContent(t *testing.T) {
 		}
 		return []byte(m), nil
 	})
+	est.reuse = 0 // each call estimates again
 	for i, e := range []events.Event{
 		{Action: events.ActionPush, Repository: "app/a", Tag: "1", Digest: "sha256:a"},
 		{Action: events.ActionPush, Repository: "app/b", Tag: "1", Digest: "sha256:b"},
