@@ -21,6 +21,7 @@ type Manager struct {
 	rootEndpoints Endpoints
 	now           func() time.Time
 	onActivation  func(ctx context.Context, node string)
+	pending       func(ctx context.Context, child string) (messages, bytes uint64, err error)
 
 	mu sync.Mutex
 }
@@ -37,6 +38,10 @@ type ManagerConfig struct {
 	// OnActivation is called after a node was activated or deactivated, so that the
 	// gateway closes the connections of a process that is fenced now. Optional.
 	OnActivation func(ctx context.Context, node string)
+	// Pending reads what waits at the root for a direct child, so that listings
+	// show it now, not as of the child's last report (an offline child's stays).
+	// Optional.
+	Pending func(ctx context.Context, child string) (messages, bytes uint64, err error)
 }
 
 // NewManager returns the root's manager.
@@ -45,7 +50,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg.Now = time.Now
 	}
 	return &Manager{store: cfg.Store, tokens: cfg.Tokens, status: cfg.Status, root: cfg.Root, rootMode: cfg.RootMode,
-		rootEndpoints: cfg.Endpoints, now: cfg.Now, onActivation: cfg.OnActivation}
+		rootEndpoints: cfg.Endpoints, now: cfg.Now, onActivation: cfg.OnActivation, pending: cfg.Pending}
 }
 
 // Tree reads the whole tree.
@@ -251,7 +256,13 @@ func (m *Manager) Statuses(ctx context.Context, staleAfter time.Duration) (map[s
 	}
 	out := map[string]Status{}
 	for _, st := range all {
-		out[st.Node] = st.Seen(m.now(), staleAfter)
+		st = st.Seen(m.now(), staleAfter)
+		if n, ok := t.Get(st.Node); ok && n.Parent == m.root && m.pending != nil {
+			if msgs, b, err := m.pending(ctx, st.Node); err == nil {
+				st = st.WithDownstream(msgs, b)
+			}
+		}
+		out[st.Node] = st
 	}
 	return out, nil
 }

@@ -426,6 +426,10 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 	}
 	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
 		RootMode: mode, Endpoints: n.endpoints(),
+		Pending: func(ctx context.Context, child string) (uint64, uint64, error) {
+			p, err := n.childPending(ctx, child)
+			return p.Messages, p.Bytes, err
+		},
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
 				g.Fence(ctx, node)

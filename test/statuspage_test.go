@@ -86,8 +86,8 @@ func pageState(b *Browser) (path, errText, body string, err error) {
 }
 
 // TestStatusPageInChromium loads the status page in headless Chromium for a
-// three-level tree (root, middle1, and under it shipone behind a closed window
-// and storetwo stopped) and checks the rendered DOM: sign-in refused
+// three-level tree (root; depotone under it, stopped; middle1, and under it
+// shipone behind a closed window and storetwo stopped) and checks the rendered DOM: sign-in refused
 // anonymously and with a wrong token, then every node's row with its state and
 // what waits for it, the stopped site Offline with its pending message, the
 // node page's repositories and events, and a site's own page with its parent
@@ -102,6 +102,8 @@ func TestStatusPageInChromium(t *testing.T) {
 		ServeArgs:  []string{"--clock-offset-file", clock.file}})
 	store := StartChild(t, root, Child{Name: "storetwo", Parent: "middle1", Mode: "ReadOnly", Repositories: []string{"fleet/*"}})
 	store.Stop()
+	depot := StartChild(t, root, Child{Name: "depotone", Mode: "ReadOnly", Repositories: []string{"fleet/*"}})
+	depot.Stop()
 
 	img := content.Image(t, 2)
 	d := push(t, root, "fleet/app:1", img)
@@ -152,7 +154,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 		wantRows := []struct{ node, state, down string }{
 			{"root", "Online", ""}, {"middle1", "", ""},
-			{"shipone", "Waiting", "1"}, {"storetwo", "Offline", "1"},
+			{"shipone", "Waiting", "1"}, {"storetwo", "Offline", "1"}, {"depotone", "Offline", "1"},
 		}
 		for _, w := range wantRows {
 			r, ok := rows[w.node]
@@ -173,6 +175,34 @@ func TestStatusPageInChromium(t *testing.T) {
 	})
 	if !strings.Contains(rows["storetwo"].Text, "OFFLINE") || !strings.Contains(rows["shipone"].Text, "closed") {
 		t.Errorf("row texts: storetwo %q, shipone %q", rows["storetwo"].Text, rows["shipone"].Text)
+	}
+	// The management API's listing shows what waits for the offline sites too:
+	// read at the root for its own child, relayed by middle1 for its child.
+	var list []struct {
+		Name   string
+		Status *struct {
+			State string
+			Links []struct {
+				Link            string
+				PendingMessages uint64
+				PendingBytes    uint64
+			}
+		}
+	}
+	if err := jsonOf(root.MustCLI(t, "node", "list", "--output", "json"), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range list {
+		if v.Name != "depotone" && v.Name != "storetwo" {
+			continue
+		}
+		ok := false
+		for _, l := range v.Status.Links {
+			ok = ok || (l.Link == "downstream" && l.PendingMessages == 1 && l.PendingBytes == want)
+		}
+		if v.Status.State != "Offline" || !ok {
+			t.Errorf("node list: %s %+v, want Offline with 1 message and %d bytes waiting for it", v.Name, *v.Status, want)
+		}
 	}
 	dir := screenshotDir(t)
 	b.Screenshot(filepath.Join(dir, "statuspage-root.png"))
