@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/events/eventstest"
+	"github.com/outpost-edge/outpost/pipeline"
 )
 
 // TestPendingContent checks the estimate of what an outbox will move: the union
@@ -78,5 +82,34 @@ func TestPendingContent(t *testing.T) {
 	_, _ = est.estimate(ctx, ob, "child1", check)
 	if asked != 0 {
 		t.Errorf("asked %d times again within the recheck interval", asked)
+	}
+}
+
+// TestLinkRates checks the rate over the last minute from the meter's counts.
+func TestLinkRates(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(make([]byte, 50_000))
+	}))
+	defer srv.Close()
+	m := pipeline.NewMeter(nil)
+	r := &rateMeter{m: m}
+	t0 := time.Now()
+	if up, down := r.rates(t0); up != 0 || down != 0 {
+		t.Fatalf("idle: %v %v", up, down)
+	}
+	c := &http.Client{Transport: m.Transport(http.DefaultTransport, "downstream")}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if up, down := r.rates(t0.Add(10 * time.Second)); up != 0 || down != 5000 {
+		t.Fatalf("50,000 bytes down in 10 s: up %v, down %v B/s", up, down)
+	}
+	// Past a minute, the old samples drop out: idle again.
+	r.rates(t0.Add(80 * time.Second))
+	if _, down := r.rates(t0.Add(150 * time.Second)); down != 0 {
+		t.Fatalf("a minute later: down %v B/s, want 0", down)
 	}
 }

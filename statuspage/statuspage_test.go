@@ -253,3 +253,27 @@ func TestDrainEstimate(t *testing.T) {
 		}
 	}
 }
+
+func TestCookiesSecureUnderTLS(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Source, cfg.Check, cfg.Secure = fakeSource{}, func(tok string) bool { return tok == "t" }, true
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(p)
+	defer srv.Close()
+	b := &browser{t: t, c: srv.Client(), base: srv.URL}
+	b.c.Jar, _ = cookiejar.New(nil)
+	b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, _ := b.signIn("t")
+	var session string
+	for _, h := range resp.Header.Values("Set-Cookie") {
+		if strings.HasPrefix(h, sessionCookie+"=") {
+			session = h
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || !strings.Contains(session, "; Secure") || !strings.Contains(session, "HttpOnly") {
+		t.Fatalf("sign-in under TLS: %s, session cookie %q", resp.Status, session)
+	}
+}

@@ -129,6 +129,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 		return nil
 	})
+	b.Screenshot(filepath.Join(screenshotDir(t), "statuspage-login-refused.png"))
 	signInThroughForm(t, b, AdminToken)
 	waitAt(t, b, "/")
 
