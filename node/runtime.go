@@ -87,8 +87,6 @@ type Node struct {
 	estimator *contentEstimator
 	rates     *rateMeter
 	parentTLS *tls.Config
-	// loginLimiter counts the status page's failed sign-ins.
-	loginLimiter *events.LoginLimiter
 
 	// lock holds the data directory for this process (DATA/lock).
 	lock *os.File

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/statuspage"
 )
 
@@ -14,7 +13,7 @@ func (n *Node) statusPage() (*statuspage.Page, error) {
 	cfg.Secure = n.tls != nil
 	cfg.Logger = n.logger
 	if cfg.Limiter == nil {
-		cfg.Limiter = events.NewLoginLimiter()
+		cfg.Limiter = n.reg.LoginLimiter() // one budget with the registry's logins
 	}
 	return statuspage.New(cfg)
 }
