@@ -263,9 +263,13 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 		Node   string
 		State  string
 		Parent *struct {
-			Name      string
-			Connected bool
-			Upstream  link
+			Name       string
+			Connected  bool
+			Upstream   link
+			Downstream *struct {
+				link
+				AsOf time.Time
+			}
 		}
 		Children []struct {
 			Node   string
@@ -290,6 +294,8 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 			return fmt.Errorf("parent link: %+v, want root not connected", st.Parent)
 		case st.Parent.Upstream.PendingMessages != 1 || st.Parent.Upstream.PendingBytes != want:
 			return fmt.Errorf("upstream pending %+v, want 1 message and the image's %d bytes", st.Parent.Upstream, want)
+		case st.Parent.Downstream == nil || st.Parent.Downstream.AsOf.IsZero() || st.Parent.Downstream.PendingMessages != 0:
+			return fmt.Errorf("downstream %+v, want what root last said waits there (nothing), with its time", st.Parent.Downstream)
 		case len(st.Children) != 1 || st.Children[0].Node != "tillone" || st.Children[0].State != "Offline":
 			return fmt.Errorf("children %+v, want tillone Offline", st.Children)
 		}
@@ -307,6 +313,7 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 		"shopone: Offline",
 		"PARENT_UNREACHABLE",
 		"parent root: NOT connected",
+		"downstream (at root, for this node): 0 messages, 0 bytes to move as of ",
 		fmt.Sprintf("upstream (here, for root):   1 messages, %d bytes", want),
 		"tillone", "Offline", fmt.Sprintf("1 messages, %d bytes", want),
 	} {
