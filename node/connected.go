@@ -24,7 +24,6 @@ import (
 	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/pipeline"
 	"github.com/outpost-edge/outpost/registry"
-	"github.com/outpost-edge/outpost/statuspage"
 )
 
 // runConnected runs a node under a parent: activation, settings from the parent, the
@@ -425,7 +424,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 	now := time.Now().UTC()
 	st := hierarchy.Status{Node: n.name, State: hierarchy.Online, LogLevel: strings.ToLower(n.level.Level().String()), Reported: now,
-		Version: statuspage.Version()}
+		Version: n.version()}
 	if self := n.getSelf(); self != nil {
 		st.Repositories = self.Settings.Repositories
 	}

@@ -74,6 +74,10 @@ type Config struct {
 	Scrub ScrubConfig
 	// GC schedules garbage collection (registry/gc.go); its clock defaults to Now.
 	GC registry.GCConfig
+	// Version is the build this node reports in its status and on its page
+	// (cmd/outpost: what `outpost version` prints); empty: read from the
+	// binary's build info.
+	Version string
 	// StatusPage sets the status page's sessions (TTL, clock, refresh); its
 	// source, token check and TLS flag are the node's.
 	StatusPage statuspage.Config

@@ -12,8 +12,17 @@ func (n *Node) statusPage() (*statuspage.Page, error) {
 	cfg.Check = n.isOperator
 	cfg.Secure = n.tls != nil
 	cfg.Logger = n.logger
+	cfg.Version = n.version()
 	if cfg.Limiter == nil {
 		cfg.Limiter = n.reg.LoginLimiter() // one budget with the registry's logins
 	}
 	return statuspage.New(cfg)
+}
+
+// version is the build this node reports (Config.Version, or the build info).
+func (n *Node) version() string {
+	if n.cfg.Version != "" {
+		return n.cfg.Version
+	}
+	return statuspage.Version()
 }

@@ -56,6 +56,8 @@ type Config struct {
 	Secure bool
 	// Refresh is how often the page reloads itself. Default 10 s.
 	Refresh time.Duration
+	// Version is the build shown in the header; empty: Version().
+	Version string
 	// Now is the clock sessions expire by. Default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -133,7 +135,10 @@ func New(cfg Config) (*Page, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Page{cfg: cfg, tmpl: map[string]*template.Template{}, sessions: map[string]session{}, build: Version()}
+	p := &Page{cfg: cfg, tmpl: map[string]*template.Template{}, sessions: map[string]session{}, build: cfg.Version}
+	if p.build == "" {
+		p.build = Version()
+	}
 	funcs := template.FuncMap{
 		"ago":     p.ago,
 		"at":      func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
