@@ -246,7 +246,16 @@ func (n *Node) row(st hierarchy.Status, parent string, depth int, mode string) s
 	if parent != "" && st.State == hierarchy.Offline {
 		r.Details = append(r.Details, statuspage.Detail{Code: "OFFLINE", Time: st.Reported, Message: offlineMessage(st.Reported)})
 	}
-	for _, d := range st.Details {
+	// A report is a child's word: a row shows a bounded part of it.
+	const maxDetails, maxMessage = 8, 500
+	for i, d := range st.Details {
+		if i == maxDetails {
+			r.Details = append(r.Details, statuspage.Detail{Code: "MORE", Message: fmt.Sprintf("%d more details: outpost status at %s", len(st.Details)-maxDetails, st.Node)})
+			break
+		}
+		if len(d.Message) > maxMessage {
+			d.Message = d.Message[:maxMessage] + "…"
+		}
 		r.Details = append(r.Details, statuspage.Detail{Code: d.Code, Message: d.Message, Time: d.Time, Hint: statuspage.Hint(d.Code)})
 	}
 	return r
