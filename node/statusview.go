@@ -254,7 +254,7 @@ func (n *Node) row(st hierarchy.Status, parent string, depth int, mode string) s
 			break
 		}
 		if len(d.Message) > maxMessage {
-			d.Message = d.Message[:maxMessage] + "…"
+			d.Message = strings.ToValidUTF8(d.Message[:maxMessage], "") + "…"
 		}
 		r.Details = append(r.Details, statuspage.Detail{Code: d.Code, Message: d.Message, Time: d.Time, Hint: statuspage.Hint(d.Code)})
 	}
