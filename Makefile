@@ -176,8 +176,8 @@ $(BIN)/kubeconform:
 # From Debian: skopeo and podman (clients under test), gcc (for -race), prlimit and
 # mount (the file descriptor and full-disk tests); for the deploy checks buildah and
 # a static busybox (the image), runc (runs it: crun refuses hybrid cgroups), systemd
-# (systemd-analyze) and podman-compose. As root they are installed; otherwise we say
-# how.
+# (systemd-analyze) and podman-compose; chromium (the status page test). As root they
+# are installed; otherwise we say how.
 system-deps:
 	@missing=""; command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	  command -v podman >/dev/null || missing="$$missing podman"; \
@@ -189,6 +189,7 @@ system-deps:
 	  command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	  command -v prlimit >/dev/null || missing="$$missing util-linux"; \
 	  command -v mount >/dev/null || missing="$$missing mount"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	    else echo "missing:$$missing; run: sudo apt-get install -y$$missing"; exit 1; fi; fi

@@ -308,3 +308,29 @@ func (d *Delivery) Retry(delay time.Duration) error { return d.msg.NakWithDelay(
 
 // InProgress extends the ack deadline during a long copy.
 func (d *Delivery) InProgress() error { return d.msg.InProgress() }
+
+// Peek returns up to max events waiting in the outbox, oldest first, without
+// consuming them (for status: what the waiting messages name).
+func (o *Outbox) Peek(ctx context.Context, max int) ([]*Event, error) {
+	info, err := o.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("outbox %s: %w", o.name, err)
+	}
+	var out []*Event
+	// Acked messages leave holes in a work queue: bound the probes too.
+	for seq, probes := info.State.FirstSeq, 0; seq <= info.State.LastSeq && len(out) < max && probes < 4*max; seq, probes = seq+1, probes+1 {
+		m, err := o.stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("outbox %s: read %d: %w", o.name, seq, err)
+		}
+		e, err := decode(m.Data, seq)
+		if err != nil {
+			continue // a message no worker could apply either
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

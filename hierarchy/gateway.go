@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -168,6 +169,8 @@ type controlReply struct {
 	// Webhooks the subtree delivers or relays (webhooks.go); nil from a parent
 	// that keeps none.
 	Webhooks []*notify.Webhook `json:"webhooks,omitempty"`
+	// Pending answers a status report: what waits for the child here.
+	Pending *LinkStatus `json:"pending,omitempty"`
 }
 
 type activateRequest struct {
@@ -260,6 +263,7 @@ func (g *Gateway) serve(ctx context.Context, child, verb, instance string, data 
 		return controlReply{Nodes: subtree, Tokens: tokens, Webhooks: hooks}
 	case events.VerbStatus:
 		var rep statusReport
+		var pending *LinkStatus
 		if err := json.Unmarshal(data, &rep); err != nil {
 			return controlReply{Error: "status: " + err.Error()}
 		}
@@ -268,16 +272,17 @@ func (g *Gateway) serve(ctx context.Context, child, verb, instance string, data 
 				continue // a report may only speak for its own subtree
 			}
 			if st.Node == child && g.pending != nil {
-				// What waits for the child is known here, not there.
+				// What waits for the child is known here, not there: it is told so.
 				if p, err := g.pending(ctx, child); err == nil {
-					st.Links = append(st.Links, LinkStatus{Link: "downstream", PendingMessages: p.Messages, PendingBytes: p.Bytes})
+					st = st.WithDownstream(p.Messages, p.Bytes)
+					pending = &LinkStatus{Link: "downstream", PendingMessages: p.Messages, PendingBytes: p.Bytes}
 				}
 			}
 			if err := g.status.Put(ctx, st); err != nil {
 				return controlReply{Error: err.Error()}
 			}
 		}
-		return controlReply{}
+		return controlReply{Pending: pending}
 	}
 	return controlReply{Error: fmt.Sprintf("unknown control verb %q", verb)}
 }
@@ -309,6 +314,7 @@ type Uplink struct {
 	nc       *nats.Conn
 	self     string
 	instance string
+	lastDown atomic.Pointer[LinkStatus]
 }
 
 // NewUplink wraps a connection to the parent's gateway, for one process instance.
@@ -376,8 +382,18 @@ func (u *Uplink) config(ctx context.Context) (controlReply, error) {
 	return r, nil
 }
 
-// Report sends statuses of this node and its subtree up.
+// Report sends statuses of this node and its subtree up. The parent answers what
+// waits for this node there (LastDownstream).
 func (u *Uplink) Report(ctx context.Context, sts []Status) error {
-	_, err := u.request(ctx, events.VerbStatus, statusReport{Statuses: sts})
+	r, err := u.request(ctx, events.VerbStatus, statusReport{Statuses: sts})
+	if err == nil && r.Pending != nil {
+		p := *r.Pending
+		p.AsOf = time.Now().UTC()
+		u.lastDown.Store(&p)
+	}
 	return err
 }
+
+// LastDownstream is what waited for this node at its parent at the last status
+// report the parent answered (AsOf says when); nil before the first.
+func (u *Uplink) LastDownstream() *LinkStatus { return u.lastDown.Load() }

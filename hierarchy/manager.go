@@ -25,6 +25,7 @@ type Manager struct {
 	// beforeWrite, in tests, runs after a write's decision and before its
 	// compare-and-set: another member's write can be put there.
 	beforeWrite func(op, name string)
+	pending     func(ctx context.Context, child string) (messages, bytes uint64, err error)
 
 	// mu orders this member's writes; other members' are ordered by the
 	// compare-and-set each write ends with (retry).
@@ -82,6 +83,10 @@ type ManagerConfig struct {
 	// OnActivation is called after a node was activated or deactivated, so that the
 	// gateway closes the connections of a process that is fenced now. Optional.
 	OnActivation func(ctx context.Context, node string)
+	// Pending reads what waits at the root for a direct child, so that listings
+	// show it now, not as of the child's last report (an offline child's stays).
+	// Optional.
+	Pending func(ctx context.Context, child string) (messages, bytes uint64, err error)
 }
 
 // NewManager returns the root's manager.
@@ -90,7 +95,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg.Now = time.Now
 	}
 	return &Manager{store: cfg.Store, tokens: cfg.Tokens, status: cfg.Status, root: cfg.Root, rootMode: cfg.RootMode,
-		rootEndpoints: cfg.Endpoints, now: cfg.Now, onActivation: cfg.OnActivation}
+		rootEndpoints: cfg.Endpoints, now: cfg.Now, onActivation: cfg.OnActivation, pending: cfg.Pending}
 }
 
 // Tree reads the whole tree.
@@ -325,7 +330,13 @@ func (m *Manager) Statuses(ctx context.Context, staleAfter time.Duration) (map[s
 	}
 	out := map[string]Status{}
 	for _, st := range all {
-		out[st.Node] = st.Seen(m.now(), staleAfter)
+		st = st.Seen(m.now(), staleAfter)
+		if n, ok := t.Get(st.Node); ok && n.Parent == m.root && m.pending != nil {
+			if msgs, b, err := m.pending(ctx, st.Node); err == nil {
+				st = st.WithDownstream(msgs, b)
+			}
+		}
+		out[st.Node] = st
 	}
 	return out, nil
 }

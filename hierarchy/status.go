@@ -51,6 +51,8 @@ type Status struct {
 	Counters *LinkCounters `json:"counters,omitempty"`
 	// Webhooks are the webhooks this node delivers: backlog and last error.
 	Webhooks []notify.Status `json:"webhooks,omitempty"`
+	// Version is the outpost build the node runs.
+	Version string `json:"version,omitempty"`
 }
 
 // GCStatus is a node's last garbage collection (not a dry run) and its next.
@@ -68,7 +70,30 @@ type GCStatus struct {
 type LinkStatus struct {
 	Link            string `json:"link"` // "upstream" or "downstream"
 	PendingMessages uint64 `json:"pendingMessages"`
-	PendingBytes    uint64 `json:"pendingBytes"`
+	// PendingBytes is the content still to move: the blobs of the queued
+	// manifests that the other side lacks, as far as the sender can tell.
+	PendingBytes uint64 `json:"pendingBytes"`
+	// BytesPerSecond is the link's recent rate in that direction (0: idle).
+	BytesPerSecond float64 `json:"bytesPerSecond,omitempty"`
+	// AsOf is when the pending figures were read, when not at this report.
+	AsOf time.Time `json:"asOf,omitzero"`
+}
+
+// WithDownstream sets what waits for st's node in its parent's outbox, keeping
+// the rate the node reported for that direction.
+func (st Status) WithDownstream(messages, bytes uint64) Status {
+	links := make([]LinkStatus, 0, len(st.Links)+1)
+	down := LinkStatus{Link: "downstream"}
+	for _, l := range st.Links {
+		if l.Link == "downstream" {
+			down.BytesPerSecond = l.BytesPerSecond
+			continue
+		}
+		links = append(links, l)
+	}
+	down.PendingMessages, down.PendingBytes = messages, bytes
+	st.Links = append(links, down)
+	return st
 }
 
 // Detail codes a node reports.

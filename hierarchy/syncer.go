@@ -35,6 +35,10 @@ type SyncerConfig struct {
 	// the gateway closes the connections of a process fenced now. Optional.
 	OnActivation func(ctx context.Context, node string)
 	Logger       *slog.Logger
+	// Pending reads what waits here for a direct child (messages, content bytes):
+	// relayed fresh with the child's last status, so an offline child still shows
+	// it up the tree. Optional.
+	Pending func(ctx context.Context, child string) (messages, bytes uint64, err error)
 }
 
 // Syncer pulls settings down and pushes status up, level by level: each node copies
@@ -107,6 +111,15 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.cfg.Pending != nil {
+		for i, st := range subtree {
+			if n, ok := subtreeNode(nodes, st.Node); ok && n.Parent == s.cfg.Self {
+				if m, b, err := s.cfg.Pending(ctx, st.Node); err == nil {
+					subtree[i] = st.WithDownstream(m, b)
+				}
+			}
+		}
+	}
 	return s.cfg.Uplink.Report(ctx, append(statuses, subtree...))
 }
 
@@ -145,4 +158,13 @@ func (s *Syncer) replaceSubtree(ctx context.Context, nodes []*Node) error {
 // IsFenced reports whether err says this process may no longer sync for its node.
 func IsFenced(err error) bool {
 	return errors.Is(err, ErrFenced) || errors.Is(err, ErrDeactivated)
+}
+
+func subtreeNode(nodes []*Node, name string) (*Node, bool) {
+	for _, n := range nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return nil, false
 }

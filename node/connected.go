@@ -52,6 +52,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 		if parentTLS, err = ClientTLS(n.cfg.ParentCAFile); err != nil {
 			return err
 		}
+		n.parentTLS = parentTLS
 		dialOpts = append(dialOpts, nats.Secure(parentTLS))
 	}
 	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name, instance, dialOpts...); err != nil {
@@ -77,6 +78,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 		return err
 	}
 	n.meter = pipeline.NewMeter(moved)
+	n.rates = &rateMeter{m: n.meter}
 	conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outpost_tag_conflicts_total",
 		Help: "Tag writes made at this node or below it that the parent's order overwrote, by kind (replaced, deleted, delete-undone).",
@@ -91,6 +93,10 @@ func (n *Node) runConnected(ctx context.Context) error {
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: n.cfg.StatusInterval,
 		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence,
+		Pending: func(ctx context.Context, child string) (uint64, uint64, error) {
+			p, err := n.childPending(ctx, child)
+			return p.Messages, p.Bytes, err
+		},
 		OnActivation: func(ctx context.Context, child string) {
 			if g := n.gateway; g != nil {
 				g.Fence(ctx, child)
@@ -423,7 +429,8 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 // selfStatus is this node's own status for its parent.
 func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 	now := time.Now().UTC()
-	st := hierarchy.Status{Node: n.name, State: hierarchy.Online, LogLevel: strings.ToLower(n.level.Level().String()), Reported: now}
+	st := hierarchy.Status{Node: n.name, State: hierarchy.Online, LogLevel: strings.ToLower(n.level.Level().String()), Reported: now,
+		Version: n.version()}
 	if self := n.getSelf(); self != nil {
 		st.Repositories = self.Settings.Repositories
 	}
@@ -450,11 +457,17 @@ func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 				n.lastOpenSaved = ls.LastOpen
 			}
 		}
-		if ob, err := events.OpenOutbox(ctx, n.nc, events.UpstreamOutbox(), time.Duration(n.getSelf().Settings.MessageTTL)); err == nil {
-			if p, err := ob.Pending(ctx); err == nil {
-				st.Links = append(st.Links, hierarchy.LinkStatus{Link: "upstream", PendingMessages: p.Messages, PendingBytes: p.Bytes})
-			}
+		// Pending bytes are the content still to move (pending.go); rates are
+		// the last minute's. Downstream is what the parent last said waits there.
+		up, down := n.rates.rates(time.Now())
+		if p, err := n.upstreamPending(ctx); err == nil {
+			st.Links = append(st.Links, hierarchy.LinkStatus{Link: "upstream", PendingMessages: p.Messages, PendingBytes: p.Bytes, BytesPerSecond: up})
 		}
+		dl := hierarchy.LinkStatus{Link: "downstream", BytesPerSecond: down}
+		if last := n.uplink.LastDownstream(); last != nil {
+			dl.PendingMessages, dl.PendingBytes, dl.AsOf = last.PendingMessages, last.PendingBytes, last.AsOf
+		}
+		st.Links = append(st.Links, dl)
 	}
 	n.detailMu.Lock()
 	if n.gapDetail != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/pipeline"
 	"github.com/outpost-edge/outpost/registry"
+	"github.com/outpost-edge/outpost/statuspage"
 )
 
 // Config is everything a node needs. DefaultConfig is a root named "root" on
@@ -76,6 +77,13 @@ type Config struct {
 	Storage registry.StorageConfig
 	// GC schedules garbage collection (registry/gc.go); its clock defaults to Now.
 	GC registry.GCConfig
+	// Version is the build this node reports in its status and on its page
+	// (cmd/outpost: what `outpost version` prints); empty: read from the
+	// binary's build info.
+	Version string
+	// StatusPage sets the status page's sessions (TTL, clock, refresh); its
+	// source, token check and TLS flag are the node's.
+	StatusPage statuspage.Config
 	// ConflictWindow is how long after a write here the parent's order replacing
 	// it counts as overwriting it, a tag conflict (pipeline.Ledger).
 	ConflictWindow time.Duration
@@ -122,6 +130,7 @@ func DefaultConfig() Config {
 		HTTP: DefaultHTTPLimits(), MinFreeDisk: registry.DefaultMinFreeBytes,
 		Scrub:          ScrubConfig{Interval: 24 * time.Hour, ScrubConfig: registry.ScrubConfig{Concurrency: 2}},
 		ConflictWindow: pipeline.DefaultLedgerConfig().ConflictWindow,
+		StatusPage:     statuspage.DefaultConfig(),
 		StatusInterval: 2 * time.Second, StaleAfter: 15 * time.Second, ShutdownTimeout: 30 * time.Second,
 		ActivateTimeout: 10 * time.Second, ActivateRetry: time.Second, ActivateRetryMax: 30 * time.Second, RetryAfter: 5 * time.Second,
 		Now: time.Now,

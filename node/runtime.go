@@ -86,6 +86,12 @@ type Node struct {
 	// isOperator checks the node's operator token (the admin token at the root).
 	isOperator func(string) bool
 
+	// estimator reads what outboxes will move; rates, a connected node's recent
+	// link rates (statusview.go, pending.go).
+	estimator *contentEstimator
+	rates     *rateMeter
+	parentTLS *tls.Config
+
 	// lock holds the data directory for this process (DATA/lock).
 	lock *os.File
 	// instance is this process's id toward its parent (DATA/instance).
@@ -191,6 +197,7 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	n.internalPw = hex.EncodeToString(pw)
+	n.estimator = newContentEstimator(n.ownManifest)
 	close(n.listening)
 	return nil
 }
@@ -272,14 +279,8 @@ func (n *Node) startGateway(activator hierarchy.Activator) error {
 	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
 		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
 		Disconnect: n.ns.DisconnectChild, Webhooks: n.webhooks,
-		Pending: func(ctx context.Context, child string) (events.Pending, error) {
-			// With the placement: in a tier this may be the call that makes the outbox.
-			ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL, events.WithPlacement(n.ns.Placement()))
-			if err != nil {
-				return events.Pending{}, err
-			}
-			return ob.Pending(ctx)
-		},
+		// Messages, and the content they will move (pending.go).
+		Pending: n.childPending,
 	})
 	if err != nil {
 		return err
@@ -347,6 +348,11 @@ func (n *Node) serveHTTP(ctx context.Context, mode registry.Mode) error {
 	mux.Handle("/outpost/v1/scrub", n.operatorOnly(http.HandlerFunc(n.serveScrub)))
 	mux.Handle("/outpost/v1/events/repair", n.operatorOnly(events.RepairHandler(n.log)))
 	mux.Handle("/outpost/v1/status", n.operatorOnly(http.HandlerFunc(n.serveStatus)))
+	page, err := n.statusPage()
+	if err != nil {
+		return err
+	}
+	mux.Handle("/", page) // statuspage.go: the status page, and 404 for unknown paths
 	go n.scrubLoop(ctx, n.cfg.Scrub.Interval)
 	mux.Handle("/outpost/v1/gc", n.operatorOnly(n.reg.GCHandler())) // registry/gc.go
 	go n.reg.RunGCSchedule(ctx)
@@ -430,6 +436,10 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 	}
 	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
 		RootMode: mode, Endpoints: n.tierEndpoints(n.endpoints()),
+		Pending: func(ctx context.Context, child string) (uint64, uint64, error) {
+			p, err := n.childPending(ctx, child)
+			return p.Messages, p.Bytes, err
+		},
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
 				g.FenceTier(ctx, node) // every member: the stale process may be connected to another

@@ -154,15 +154,3 @@ func (n *Node) integrityDetails() []hierarchy.Detail {
 	}
 	return out
 }
-
-// serveStatus is GET /outpost/v1/status: this node's own status with its details,
-// at the root too (whose status no parent keeps).
-func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	if r.Method != http.MethodGet {
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": "GET only"})
-		return
-	}
-	_ = json.NewEncoder(w).Encode(n.selfStatus(r.Context()))
-}

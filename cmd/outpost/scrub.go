@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/events"
-	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/node"
 )
 
@@ -31,7 +30,7 @@ func newStatusCmd() *cobra.Command {
   outpost status --output json --server http://127.0.0.1:5001`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st hierarchy.Status
+			var st node.StatusAnswer
 			if err := c.do(cmd.Context(), http.MethodGet, "/outpost/v1/status", nil, &st); err != nil {
 				return fmt.Errorf("status: %w", err)
 			}
@@ -40,10 +39,7 @@ func newStatusCmd() *cobra.Command {
 			case "json":
 				return json.NewEncoder(out).Encode(st)
 			case "text":
-				fmt.Fprintf(out, "%s: %s\n", st.Node, st.State)
-				for _, d := range st.Details {
-					fmt.Fprintf(out, "  %s (%s): %s\n", d.Code, d.Time.Format(time.RFC3339), d.Message)
-				}
+				printStatus(out, st, time.Now())     // status.go
 				printGCStatus(out, st.GC)            // gc.go
 				printWebhookStatus(out, st.Webhooks) // webhook.go
 				return nil

@@ -334,6 +334,7 @@ func nodeConfig(opts serveOptions) (node.Config, error) {
 	cfg.DataDir, cfg.HTTPAddr, cfg.GatewayAddr, cfg.AdvertiseHost = opts.Data, opts.Addr, opts.GatewayAddr, opts.AdvertiseAddr
 	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.ParentCAFile = opts.TLSCert, opts.TLSKey, opts.ParentCA
 	cfg.Now = offsetClock(opts.ClockOffsetFile)
+	cfg.Version = buildVersion().Version // what `outpost version` prints, on the status page
 	if opts.ConnectionString != "" && opts.ClusterName != "" {
 		return cfg, errors.New("--cluster-name: only root members form a cluster; a site has a connection string")
 	}

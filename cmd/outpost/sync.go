@@ -45,7 +45,7 @@ moved. Run it at the site with the site's operator token (DATA/operator-token).`
 			}
 			if !wait {
 				return out.print(cmd.OutOrStdout(), start, func(w io.Writer) error {
-					_, err := fmt.Fprintf(w, "syncing %s with %s: %s\n", start.Node, start.Parent, pendingText(start))
+					_, err := fmt.Fprintf(w, "syncing %s with %s: %s\n", start.Node, start.Parent, syncPendingText(start))
 					return err
 				})
 			}
@@ -94,7 +94,7 @@ func progressLine(start, cur node.SyncProgress, elapsed time.Duration) string {
 	s := summarize(start, cur)
 	secs := max(elapsed.Seconds(), 0.001)
 	itemRate := float64(s.Items) / secs
-	line := fmt.Sprintf("%d items, %s moved (%s/s); %s", s.Items, humanBytes(s.Bytes), humanBytes(uint64(float64(s.Bytes)/secs)), pendingText(cur))
+	line := fmt.Sprintf("%d items, %s moved (%s/s); %s", s.Items, humanBytes(s.Bytes), humanBytes(uint64(float64(s.Bytes)/secs)), syncPendingText(cur))
 	if waiting := s.Waiting; waiting > 0 && itemRate > 0 {
 		line += fmt.Sprintf(", about %s left", time.Duration(float64(waiting)/itemRate*float64(time.Second)).Round(time.Second))
 	}
@@ -107,8 +107,8 @@ func progressLine(start, cur node.SyncProgress, elapsed time.Duration) string {
 	return line
 }
 
-// pendingText says what waits each way.
-func pendingText(p node.SyncProgress) string {
+// syncPendingText says what waits each way.
+func syncPendingText(p node.SyncProgress) string {
 	var parts []string
 	for _, d := range p.Directions {
 		if d.PendingError != "" {
