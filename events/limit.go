@@ -18,12 +18,18 @@ const (
 
 // LoginLimiter counts failed logins per client address.
 type LoginLimiter struct {
-	mu sync.Mutex
-	m  map[string]*rate.Limiter
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]*rate.Limiter
 }
 
-// NewLoginLimiter returns an empty limiter.
-func NewLoginLimiter() *LoginLimiter { return &LoginLimiter{m: map[string]*rate.Limiter{}} }
+// NewLoginLimiter returns an empty limiter on the wall clock.
+func NewLoginLimiter() *LoginLimiter { return NewLoginLimiterWithClock(time.Now) }
+
+// NewLoginLimiterWithClock returns an empty limiter that reads now for its refills.
+func NewLoginLimiterWithClock(now func() time.Time) *LoginLimiter {
+	return &LoginLimiter{now: now, m: map[string]*rate.Limiter{}}
+}
 
 func (l *LoginLimiter) get(addr string) *rate.Limiter {
 	l.mu.Lock()
@@ -41,11 +47,11 @@ func (l *LoginLimiter) get(addr string) *rate.Limiter {
 
 // Limited reports whether addr has used up its failed logins, and how long to wait.
 func (l *LoginLimiter) Limited(addr string) (time.Duration, bool) {
-	if l.get(addr).Tokens() >= 1 {
+	if l.get(addr).TokensAt(l.now()) >= 1 {
 		return 0, false
 	}
 	return FailedLoginEvery, true
 }
 
 // Failed records a failed login from addr.
-func (l *LoginLimiter) Failed(addr string) { l.get(addr).Allow() }
+func (l *LoginLimiter) Failed(addr string) { l.get(addr).AllowN(l.now(), 1) }

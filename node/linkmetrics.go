@@ -29,7 +29,7 @@ var (
 
 	descLinkUp           = prometheus.NewDesc("outpost_link_up", "1 while the connection to the parent's gateway is up.", nil, nil)
 	descLinkPendingMsgs  = prometheus.NewDesc("outpost_link_pending_messages", "Messages waiting on the link to the parent, by direction (downstream: in this node's outbox at the parent).", linkLabels, nil)
-	descLinkPendingBytes = prometheus.NewDesc("outpost_link_pending_bytes", "Bytes of the messages waiting on the link to the parent, by direction.", linkLabels, nil)
+	descLinkPendingBytes = prometheus.NewDesc("outpost_link_pending_bytes", "Content still to move on the link to the parent, by direction: upstream the blobs of the queued images the parent lacks; downstream the size of the queued messages (what the parent holds for this node is counted there).", linkLabels, nil)
 	descLinkLastSync     = prometheus.NewDesc("outpost_link_last_sync_timestamp_seconds", "When the direction last found its queue drained (Unix time).", linkLabels, nil)
 	descLinkWindowOpen   = prometheus.NewDesc("outpost_link_window_open", "1 while the link's sync window is open (or `sync now` opened it).", nil, nil)
 	descLinkAllowedLag   = prometheus.NewDesc("outpost_link_sync_allowed_lag_seconds", "How long the link may go without a sync under its schedule: from the start of the previous window to the end of the current or next one (0: always open).", nil, nil)
@@ -39,7 +39,7 @@ var (
 	descChildUp           = prometheus.NewDesc("outpost_child_up", "1 while the node below reports its status (within the stale-after time).", childLabels, nil)
 	descChildReported     = prometheus.NewDesc("outpost_child_last_report_timestamp_seconds", "When the node below last reported its status (Unix time).", childLabels, nil)
 	descChildPendingMsgs  = prometheus.NewDesc("outpost_child_pending_messages", "Messages waiting on the node's link to its parent, by direction; downstream for a direct child is read from this node's outbox, so it counts while the child is offline.", childDirs, nil)
-	descChildPendingBytes = prometheus.NewDesc("outpost_child_pending_bytes", "Bytes of the messages waiting on the node's link to its parent, by direction.", childDirs, nil)
+	descChildPendingBytes = prometheus.NewDesc("outpost_child_pending_bytes", "Content still to move on the node's link to its parent, by direction: for a direct child's downstream, the blobs of the images queued for it here; otherwise as the node reported.", childDirs, nil)
 	descChildLastSync     = prometheus.NewDesc("outpost_child_last_sync_timestamp_seconds", "When the node last found its downstream queue drained (Unix time), as it reported.", childLabels, nil)
 	descChildWindowOpen   = prometheus.NewDesc("outpost_child_window_open", "1 while the node's sync window is open, as it reported.", childLabels, nil)
 	descChildAllowedLag   = prometheus.NewDesc("outpost_child_sync_allowed_lag_seconds", "How long the node may go without a sync under its schedule (0: always open).", childLabels, nil)
@@ -114,7 +114,7 @@ func (n *Node) linkPending(ctx context.Context, direction string) (events.Pendin
 	if direction == "downstream" {
 		return n.link.DownstreamPending(ctx)
 	}
-	return events.OutboxPending(ctx, n.nc, events.UpstreamOutbox())
+	return n.upstreamPending(ctx) // content the parent lacks, as outpost status shows (statusview.go)
 }
 
 // childCollector exports every node below this one.
@@ -176,7 +176,7 @@ func (c childCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if child.Parent == n.name {
 			// What waits for a direct child is here: current, and there while it is offline.
-			if p, err := events.OutboxPending(ctx, n.nc, events.DownstreamOutbox(name)); err == nil {
+			if p, err := n.childPending(ctx, name); err == nil { // content, as the status page shows
 				pending["downstream"] = hierarchy.LinkStatus{Link: "downstream", PendingMessages: p.Messages, PendingBytes: p.Bytes}
 			}
 		}

@@ -244,6 +244,12 @@ func (n *Node) row(st hierarchy.Status, parent string, depth int, mode string) s
 			r.Down = pending(&st.Links[i])
 		}
 	}
+	if g := st.GC; g != nil {
+		r.GC = &statuspage.GC{Finished: g.Finished, Next: g.Next, ReclaimedBytes: uint64(max(g.ReclaimedBytes, 0)), ReclaimedBlobs: g.ReclaimedBlobs, Error: g.Error}
+	}
+	for _, w := range st.Webhooks {
+		r.Webhooks = append(r.Webhooks, statuspage.Webhook{Name: w.Name, Pending: w.PendingMessages, LastSuccess: w.LastSuccess, Failing: w.Failing, LastError: w.LastError})
+	}
 	if parent != "" && st.State == hierarchy.Offline {
 		r.Details = append(r.Details, statuspage.Detail{Code: "OFFLINE", Time: st.Reported, Message: offlineMessage(st.Reported)})
 	}

@@ -169,6 +169,15 @@ func (l *Ledger) Observe(e *events.Event) {
 	if l == nil {
 		return
 	}
+	l.mu.Lock()
+	replay := e.Sequence != 0 && e.Sequence <= l.routed
+	l.mu.Unlock()
+	if replay {
+		// Shown already: delivered again (an ack lost, or the process restarted after
+		// routing it). Taken again, a write sent up long ago would be held as unsent
+		// for HoldFor, as the upstream message is not appended twice.
+		return
+	}
 	defer l.Routed(e.Sequence)
 	fromParent := e.From != "" && e.From == l.cfg.Parent
 	switch {

@@ -248,3 +248,28 @@ func TestRefLocksSerializeOneTagAndExcludeRepositoryDeletes(t *testing.T) {
 		t.Errorf("locks left behind: %v", l.repos)
 	}
 }
+
+// An event delivered again to the router (a lost ack, or a restart after it was
+// routed) is not a new write: it is neither held again nor reported twice.
+func TestLedgerIgnoresEventsShownBefore(t *testing.T) {
+	ctx := context.Background()
+	f := newLedgerFixture(t)
+	f.event(events.ActionPush, "t", "dA", "")
+	f.l.Offered("r", "t", "dA")
+	seq := f.seq
+	f.l.Observe(&events.Event{Action: events.ActionPush, Repository: "r", Tag: "t", Digest: "dA", Origin: "self", Sequence: seq})
+	if f.l.Hold(ctx, "r", "t", "dA") {
+		t.Error("a write delivered again to the router is held as unsent")
+	}
+	// A new process: the router starts past what the last one routed.
+	g := newLedgerFixture(t)
+	g.l.Routed(7)
+	g.l.Observe(&events.Event{Action: events.ActionPush, Repository: "r", Tag: "u", Digest: "dB", Origin: "self", Sequence: 6})
+	if g.l.Hold(ctx, "r", "u", "dB") || g.l.Unsent("r", "u") {
+		t.Error("a write routed before the restart is held as unsent")
+	}
+	g.l.Observe(&events.Event{Action: events.ActionPush, Repository: "r", Tag: "u", Digest: "dC", Origin: "self", Sequence: 8})
+	if !g.l.Hold(ctx, "r", "u", "dC") {
+		t.Error("a new write after the restart is not held")
+	}
+}

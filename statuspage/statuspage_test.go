@@ -29,7 +29,28 @@ func (fakeSource) Node(_ context.Context, name string) (NodePage, error) {
 	if name != "shipone" {
 		return NodePage{}, ErrUnknownNode
 	}
-	return NodePage{Row: Row{Name: "shipone", State: "Waiting"}, Scope: []string{"fleet/*"}}, nil
+	return NodePage{Row: Row{Name: "shipone", State: "Waiting",
+		GC: &GC{Finished: time.Now().Add(-2 * time.Hour), ReclaimedBytes: 3 << 20, ReclaimedBlobs: 12, Next: time.Now().Add(22 * time.Hour)},
+		Webhooks: []Webhook{{Name: "arrivals", Pending: 4, Failing: true, LastError: "POST https://ops.example/hook: 503"}}},
+		Scope: []string{"fleet/*"}}, nil
+}
+
+// A node's page says what its last garbage collection reclaimed and each
+// webhook's backlog and last error.
+func TestNodePageShowsGCAndWebhooks(t *testing.T) {
+	srv := startPage(t, &clock{t: time.Now()})
+	b := newBrowser(t, srv.URL)
+	b.signIn("the-operator-token")
+	resp, body := b.get("/node/shipone")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("node page: %d\n%s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"reclaimed 3.0 MiB (12 blobs)", "next in 22h", `data-webhook="arrivals" data-pending="4"`,
+		"failing", "POST https://ops.example/hook: 503"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("node page lacks %q:\n%s", want, body)
+		}
+	}
 }
 
 // clock is a settable clock for session expiry.

@@ -75,6 +75,28 @@ type Row struct {
 	Version  string
 	// Self marks the node serving the page.
 	Self bool
+	// GC is the node's last garbage collection and its next; nil before either.
+	GC *GC
+	// Webhooks are those the node delivers, with their backlog.
+	Webhooks []Webhook
+}
+
+// GC is what a node's last garbage collection reclaimed, and when the next runs.
+type GC struct {
+	Finished, Next time.Time
+	ReclaimedBytes uint64
+	ReclaimedBlobs int64
+	// Error says why the last collection stopped early.
+	Error string
+}
+
+// Webhook is one webhook a node delivers: its backlog and last error.
+type Webhook struct {
+	Name        string
+	Pending     uint64
+	LastSuccess time.Time
+	Failing     bool
+	LastError   string
 }
 
 // Window is a link's sync window.

@@ -248,13 +248,6 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 	leaf := StartChild(t, root, Child{Name: "tillone", Parent: "shopone", Mode: "ReadOnly", Repositories: []string{"shop/*"}})
 	d := push(t, root, "shop/a:1", content.Image(t, 1))
 	eventuallyAt(t, "shop/a:1", d, site, leaf)
-	leaf.Stop()
-	root.Stop()
-
-	img := content.Image(t, 2)
-	push(t, site, "shop/b:1", img)
-	want := imageBytes(t, img)
-
 	type link struct {
 		PendingMessages uint64
 		PendingBytes    uint64
@@ -281,6 +274,28 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 			}
 		}
 	}
+	// The copy's ack is sent on its own: wait until root has told the site, in
+	// answer to a status report, that nothing waits there any more.
+	Eventually(t, 20*time.Second, func() error {
+		out, err := site.CLI(t, "status", "--output", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := jsonOf(out, &st); err != nil {
+			return err
+		}
+		if st.Parent == nil || st.Parent.Downstream == nil || st.Parent.Downstream.PendingMessages != 0 {
+			return fmt.Errorf("root's last word on what waits for the site: %+v", st.Parent)
+		}
+		return nil
+	})
+	leaf.Stop()
+	root.Stop()
+
+	img := content.Image(t, 2)
+	push(t, site, "shop/b:1", img)
+	want := imageBytes(t, img)
+
 	Eventually(t, 60*time.Second, func() error {
 		out, err := site.CLI(t, "status", "--output", "json")
 		if err != nil {
