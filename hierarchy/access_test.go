@@ -255,3 +255,43 @@ func TestLoginTimeDoesNotTellNamesApart(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessKeepsItsLastReadWhileTheStoresAreAway: a store that does not answer (a
+// root tier's buckets electing a leader after a member died) leaves logins checked
+// against the last read, for up to staleLimit, each failed read costing a second at
+// most; past that, a login is ErrUnavailable (try again), never ErrLogin (a failed
+// login). Before, every login failed with a 401 while the stores were away, after
+// waiting 5 s.
+func TestAccessKeepsItsLastReadWhileTheStoresAreAway(t *testing.T) {
+	r := startRoot(t)
+	ctx := context.Background()
+	_, pw, err := r.m.CreateToken(ctx, "ci", ScopeMap{{Repository: "plant/*", Actions: []string{"pull"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAccess(AccessConfig{Self: "root", Root: true, Nodes: r.m.store, Tokens: r.m.tokens})
+	if _, err := a.Login("ci", pw); err != nil {
+		t.Fatalf("stores up: %v", err)
+	}
+	r.srv.Shutdown()
+	time.Sleep(snapshotTTL + 100*time.Millisecond) // the read is due again
+	for i := range 3 {
+		start := time.Now()
+		if _, err := a.Login("ci", pw); err != nil {
+			t.Fatalf("stores away, login %d: %v", i, err)
+		}
+		if took := time.Since(start); took > 1500*time.Millisecond {
+			t.Errorf("stores away, login %d took %s: want at most the 1 s read", i, took)
+		}
+	}
+	if _, err := a.Login("ci", pw+"x"); !errors.Is(err, ErrLogin) {
+		t.Errorf("stores away, wrong password: %v, want ErrLogin", err)
+	}
+	a.mu.Lock()
+	a.read = time.Now().Add(-staleLimit) // the last read is too old to stand in
+	a.loaded = a.read
+	a.mu.Unlock()
+	if _, err := a.Login("ci", pw); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLogin) {
+		t.Errorf("stores away, last read too old: %v, want ErrUnavailable", err)
+	}
+}
