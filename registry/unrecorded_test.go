@@ -74,7 +74,9 @@ func TestUnrecordedChangeIs503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var body struct{ Errors []struct{ Code, Message string } }
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
 	_ = json.NewDecoder(resp.Body).Decode(&body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
