@@ -149,6 +149,26 @@ func (a *Access) load(maxAge time.Duration) (*accessSnapshot, error) {
 	return s, nil
 }
 
+// AccessRefresh is how often KeepFresh reads the stores: well inside staleLimit.
+const AccessRefresh = 10 * time.Second
+
+// KeepFresh reads the stores every interval until ctx ends, so that a member of a
+// root tier that served no logins of late still has a read recent enough to stand
+// in (staleLimit) when another member dies and the sites' logins move to it while
+// the buckets elect new leaders.
+func (a *Access) KeepFresh(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		_, _ = a.snapshot()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // standIn answers a failed read with the last one while it is recent (tried again
 // after snapshotTTL), else with ErrUnavailable.
 func (a *Access) standIn(err error, stale bool) (*accessSnapshot, error) {

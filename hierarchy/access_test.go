@@ -295,3 +295,20 @@ func TestAccessKeepsItsLastReadWhileTheStoresAreAway(t *testing.T) {
 		t.Errorf("stores away, last read too old: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestAccessKeepFreshReadsWithoutLogins: KeepFresh reads the stores on its own, so
+// a member with no logins has a recent read to stand in when its stores go away.
+func TestAccessKeepFreshReadsWithoutLogins(t *testing.T) {
+	r := startRoot(t)
+	a := NewAccess(AccessConfig{Self: "root", Root: true, Nodes: r.m.store, Tokens: r.m.tokens})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.KeepFresh(ctx, 100*time.Millisecond)
+	time.Sleep(snapshotTTL + 300*time.Millisecond)
+	a.mu.Lock()
+	read := a.read
+	a.mu.Unlock()
+	if since := time.Since(read); read.IsZero() || since > snapshotTTL+200*time.Millisecond {
+		t.Fatalf("last read %s ago with KeepFresh every 100 ms and no logins: want within the second", since)
+	}
+}

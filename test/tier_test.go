@@ -165,7 +165,10 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 	go func() {
 		defer listWG.Done()
 		for listCtx.Err() == nil {
-			_, err := survivors[0].CLI(t, "node", "list")
+			out, err := survivors[0].CLI(t, "node", "list")
+			if err != nil {
+				err = fmt.Errorf("%w: %s", err, strings.TrimSpace(out))
+			}
 			listMu.Lock()
 			listTries = append(listTries, cliTry{time.Now(), err})
 			listMu.Unlock()
@@ -216,6 +219,8 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 		}
 		if a, ok := atRoot.firstAfter(killed); ok && down == 0 && present(rw, a) {
 			down = time.Since(killed)
+			t.Logf("first push at a survivor after the kill: %s:%s, acknowledged at %s, at the site by %s", a.repo, a.tag,
+				a.acked.UTC().Format(time.RFC3339Nano), time.Now().UTC().Format(time.RFC3339Nano))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -302,6 +307,7 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 		}
 		if firstFail.IsZero() {
 			firstFail = try.at
+			t.Logf("node list at %s, %s after the kill: %v", survivors[0].Host, try.at.Sub(killed).Round(time.Millisecond), try.err)
 		}
 		lastFail = try.at
 	}
