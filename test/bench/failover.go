@@ -182,7 +182,7 @@ func startFailoverTier(ctx context.Context, cfg failoverConfig, work string, s3 
 		tr.clients = append(tr.clients, c)
 	}
 	cl.root = tr.members[0]
-	o, err := cl.define(ctx, childSpec{name: "site", mode: "ReadWrite", repos: []string{"bench/*"}})
+	o, err := cl.define(ctx, childSpec{name: "siteone", mode: "ReadWrite", repos: []string{"bench/*"}})
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +191,7 @@ func startFailoverTier(ctx context.Context, cfg failoverConfig, work string, s3 
 		return nil, err
 	}
 	// The site's log says which member its gateway connection is on.
-	o.name, o.log = "site", filepath.Join(siteDir, "output.log")
+	o.name, o.log = "siteone", filepath.Join(siteDir, "output.log")
 	tr.siteLog = o.log
 	if tr.site, err = startOutpost(ctx, cfg.outpost, siteDir, o); err != nil {
 		return nil, err
