@@ -70,6 +70,18 @@ type accessSnapshot struct {
 	children map[string]*Node
 	parents  map[string]string // every node known here, by name
 	tokens   map[string]*ClientToken
+	// standIn: a read kept while the stores do not answer. It may predate a token
+	// or a sync password made since, so it grants but never refuses credentials
+	// (that would count as a failed login): see refuse.
+	standIn bool
+}
+
+// refuse is ErrLogin, or ErrUnavailable when s is a stand-in read.
+func (s *accessSnapshot) refuse(user string) error {
+	if s.standIn {
+		return fmt.Errorf("%w: %s is not in the last read of the access rules, which stands in while the stores do not answer", ErrUnavailable, user)
+	}
+	return ErrLogin
 }
 
 // below lists the nodes under name, nearest first.
@@ -173,6 +185,11 @@ func (a *Access) KeepFresh(ctx context.Context, every time.Duration) {
 // after snapshotTTL), else with ErrUnavailable.
 func (a *Access) standIn(err error, stale bool) (*accessSnapshot, error) {
 	if stale {
+		if !a.snap.standIn {
+			cp := *a.snap
+			cp.standIn = true
+			a.snap = &cp
+		}
 		a.loaded = time.Now()
 		return a.snap, nil
 	}
@@ -239,7 +256,7 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 			pws = c.SyncToken
 		}
 		if (password != nil && !a.logins.verify(user, pws, *password)) || !ok {
-			return Grant{}, ErrLogin
+			return Grant{}, s.refuse(user)
 		}
 		return Grant{User: user, Child: name, Below: s.below(name), Scope: scopeOf(c.Settings), Fence: a.fence(c)}, nil
 	}
@@ -249,7 +266,7 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 		pws = t.Passwords
 	}
 	if (password != nil && !a.logins.verify(user, pws, *password)) || !ok {
-		return Grant{}, ErrLogin
+		return Grant{}, s.refuse(user)
 	}
 	switch {
 	case !t.Enabled:
