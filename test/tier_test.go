@@ -28,7 +28,7 @@ type ack struct {
 }
 
 // pusher pushes fresh one-layer images as repo:0, repo:1, ... at n until stopped,
-// and keeps what was acknowledged.
+// one after another and at most five a second, and keeps what was acknowledged.
 type pusher struct {
 	n    *Node
 	repo string
@@ -61,9 +61,10 @@ func (p *pusher) run(t *testing.T, ctx context.Context, wg *sync.WaitGroup) {
 				p.acks = append(p.acks, ack{p.repo, tag, content.Digest(t, img), began, time.Now()})
 			}
 			p.mu.Unlock()
-			if err != nil {
-				time.Sleep(100 * time.Millisecond)
-			}
+			// Five pushes a second at most from each pusher: on this machine the
+			// site's upstream keeps up with that, so a push's time to the tier
+			// after the kill measures the failover, not a backlog of copies.
+			time.Sleep(max(0, 200*time.Millisecond-time.Since(began)))
 		}
 	}()
 }
@@ -152,8 +153,8 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 
 	// `node list` at a survivor, all along.
 	type cliTry struct {
-		at  time.Time
-		err error
+		began, ended time.Time
+		err          error
 	}
 	var (
 		listMu    sync.Mutex
@@ -165,12 +166,13 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 	go func() {
 		defer listWG.Done()
 		for listCtx.Err() == nil {
+			began := time.Now()
 			out, err := survivors[0].CLI(t, "node", "list")
 			if err != nil {
 				err = fmt.Errorf("%w: %s", err, strings.TrimSpace(out))
 			}
 			listMu.Lock()
-			listTries = append(listTries, cliTry{time.Now(), err})
+			listTries = append(listTries, cliTry{began, time.Now(), err})
 			listMu.Unlock()
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -295,29 +297,32 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 	// `node list` failed only in one gap after the kill.
 	stopList()
 	listWG.Wait()
-	var firstFail, lastFail time.Time
+	// A call that fails takes up to 5 s (the management API's read of the
+	// bucket): the gap runs from the start of the first failed call to the end of
+	// the last, and no call begun 10 s after the kill may fail.
+	var firstFail, lastFail, lastFailBegan time.Time
 	var fails int
 	for _, try := range listTries {
 		if try.err == nil {
 			continue
 		}
 		fails++
-		if try.at.Before(killed) {
+		if try.ended.Before(killed) {
 			t.Errorf("node list at %s failed before the kill: %v", survivors[0].Host, try.err)
 		}
 		if firstFail.IsZero() {
-			firstFail = try.at
-			t.Logf("node list at %s, %s after the kill: %v", survivors[0].Host, try.at.Sub(killed).Round(time.Millisecond), try.err)
+			firstFail = try.began
+			t.Logf("node list at %s, begun %s after the kill: %v", survivors[0].Host, try.began.Sub(killed).Round(time.Millisecond), try.err)
 		}
-		lastFail = try.at
+		lastFail, lastFailBegan = try.ended, try.began
 	}
 	if fails == 0 {
 		t.Logf("node list at %s: %d calls, none failed", survivors[0].Host, len(listTries))
 	} else {
 		t.Logf("node list at %s: %d calls, %d failed, from %s to %s after the kill", survivors[0].Host, len(listTries), fails,
 			firstFail.Sub(killed).Round(time.Millisecond), lastFail.Sub(killed).Round(time.Millisecond))
-		if lastFail.Sub(killed) > 10*time.Second {
-			t.Errorf("node list still failed %s after the kill", lastFail.Sub(killed))
+		if lastFailBegan.Sub(killed) > 10*time.Second {
+			t.Errorf("node list begun %s after the kill still failed", lastFailBegan.Sub(killed))
 		}
 	}
 
