@@ -238,7 +238,7 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 	}
 	// The goal is 10 s. Down, the router reads the node definitions for every
 	// event, and that read waits out 5 s while the bucket elects a new leader; on
-	// two shared cores 2 runs of 5 took 10.6 and 11.7 s. The bound fails the test
+	// two shared cores 2 runs of 6 took 10.6 and 11.7 s. The bound fails the test
 	// at 15 s; above 10 s the log says so.
 	if up > 10*time.Second || down > 10*time.Second {
 		t.Logf("GOAL MISSED: the site resumed syncing %s (up) and %s (down) after the kill, goal within 10 s", up, down)
