@@ -135,6 +135,7 @@ bench: tools
 	$(GO) run ./test/bench tree --crane $(BIN)/crane --regsync $(BIN)/regsync
 	$(GO) run ./test/bench window
 	$(GO) run ./test/bench s3 --weed $(BIN)/weed
+	$(GO) run ./test/bench failover --weed $(BIN)/weed
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +157,53 @@ func TestClusterTwoRoutersOneDurable(t *testing.T) {
 		t.Logf("one router took every event (%v): order holds, sharing is up to the server", per)
 	}
 	t.Logf("%d events routed in order by two routers: %v each", total, per)
+}
+
+// TestClusterRouterEventHeldByADeadMemberComesBack: a member's router that took an
+// event and died (never acks) holds the tier's routing for RouterAckWait only: the
+// other member's router gets that event next, then the rest in order. Before, the
+// router durable used AckWait (30 s), and after a SIGKILL no site saw a change for
+// up to 30 s.
+func TestClusterRouterEventHeldByADeadMemberComesBack(t *testing.T) {
+	servers := startCluster(t, 3)
+	ctx := context.Background()
+	logs := []*Log{openMemberLog(t, servers[0]), openMemberLog(t, servers[1])}
+	for i := range 3 {
+		if err := logs[0].Publish(ctx, &Event{ID: fmt.Sprintf("ev%03d", i), Action: ActionPush, Repository: "app", Tag: fmt.Sprint(i), Digest: "sha256:00"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead, err := logs[0].Consume(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := dead.Next(ctx, 5*time.Second)
+	if err != nil || held == nil || held.Sequence != 1 {
+		t.Fatalf("the first router's event: %+v, %v", held, err)
+	}
+	taken := time.Now()
+	live, err := logs[1].Consume(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for len(got) < 3 && time.Since(taken) < RouterAckWait+10*time.Second {
+		d, err := live.Next(ctx, time.Second)
+		if err != nil || d == nil {
+			continue
+		}
+		if len(got) == 0 {
+			t.Logf("the held event came back to the other router %s after it was taken", time.Since(taken).Round(time.Millisecond))
+			if since := time.Since(taken); since > RouterAckWait+2*time.Second {
+				t.Errorf("the held event came back after %s: want about RouterAckWait (%s)", since, RouterAckWait)
+			}
+		}
+		got = append(got, d.Sequence)
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("the other router got %v: want 1 (the held event), 2, 3", got)
+	}
 }

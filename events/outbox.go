@@ -24,6 +24,13 @@ const (
 	// Short, because a message can be delivered to a pull request its worker gave up
 	// on (a window closed, a process stopped): it comes back after AckWait.
 	AckWait = 30 * time.Second
+	// RouterAckWait is AckWait for the router's durable on the event log. With one
+	// event in flight for every member's router, an event held by a member that
+	// died stopped routing for the whole tier until it came back: 30 s after a
+	// SIGKILL, before any site saw a change again. A router that takes longer (its
+	// appends retrying across a leader change) sees the event routed again by
+	// another member: the outboxes' message ids make the second append a duplicate.
+	RouterAckWait = 5 * time.Second
 	// MaxBatch is the most messages a worker holds unacknowledged at once.
 	MaxBatch = 256
 )
@@ -202,7 +209,7 @@ func (l *Log) Consume(ctx context.Context) (*Queue, error) {
 	err := l.cfg.Placement.Create.do(ctx, "create consumer "+StreamName+"/"+routerConsumer, func(ctx context.Context) error {
 		var err error
 		cons, err = l.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable: routerConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait, MaxAckPending: 1,
+			Durable: routerConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: RouterAckWait, MaxAckPending: 1,
 		})
 		return err
 	})

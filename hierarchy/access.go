@@ -32,6 +32,11 @@ type Grant struct {
 // never says which, nor repeats the password.
 var ErrLogin = errors.New("unknown user or wrong password")
 
+// ErrUnavailable is a login that could not be checked: the node's stores did not
+// answer (a JetStream leader change in a root tier) and no recent read stands in.
+// The client should try again; it is not a failed login.
+var ErrUnavailable = errors.New("access rules unavailable")
+
 // Access says who may use a node's registry: the client tokens bound to it (every
 // enabled token at the root), its direct children's sync tokens (for their own scope;
 // push and delete only for a ReadWrite child) and, at the root, the admin token. It
@@ -43,7 +48,8 @@ type Access struct {
 
 	mu     sync.Mutex
 	snap   *accessSnapshot
-	loaded time.Time
+	loaded time.Time // when snap was last read, or last stood in for a failed read
+	read   time.Time // when snap was last read
 }
 
 // AccessConfig configures Access.
@@ -64,6 +70,18 @@ type accessSnapshot struct {
 	children map[string]*Node
 	parents  map[string]string // every node known here, by name
 	tokens   map[string]*ClientToken
+	// standIn: a read kept while the stores do not answer. It may predate a token
+	// or a sync password made since, so it grants but never refuses credentials
+	// (that would count as a failed login): see refuse.
+	standIn bool
+}
+
+// refuse is ErrLogin, or ErrUnavailable when s is a stand-in read.
+func (s *accessSnapshot) refuse(user string) error {
+	if s.standIn {
+		return fmt.Errorf("%w: %s is not in the last read of the access rules, which stands in while the stores do not answer", ErrUnavailable, user)
+	}
+	return ErrLogin
 }
 
 // below lists the nodes under name, nearest first.
@@ -86,6 +104,12 @@ func (s *accessSnapshot) below(name string) []string {
 // snapshotTTL bounds how stale Access's view of the stores can be.
 const snapshotTTL = time.Second
 
+// staleLimit is how long the last read stands in while the stores do not answer:
+// in a root tier a member's buckets elect a new leader for a few seconds after
+// another member dies, and logins (sites' copies among them) go on meanwhile.
+// A change made at another member in that time applies here once a read works.
+const staleLimit = 30 * time.Second
+
 // NewAccess returns the access rules of a node.
 func NewAccess(cfg AccessConfig) *Access {
 	return &Access{cfg: cfg, logins: newLoginCache(loginCacheTTL)}
@@ -103,15 +127,22 @@ func (a *Access) load(maxAge time.Duration) (*accessSnapshot, error) {
 	if a.snap != nil && time.Since(a.loaded) < maxAge {
 		return a.snap, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// With a recent read to fall back on, a store that does not answer holds
+	// logins (a.mu) for a second, not five.
+	stale := a.snap != nil && time.Since(a.read) < staleLimit
+	timeout := 5 * time.Second
+	if stale {
+		timeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	nodes, err := a.cfg.Nodes.List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read node definitions: %w", err)
+		return a.standIn(fmt.Errorf("read node definitions: %w", err), stale)
 	}
 	tokens, err := a.cfg.Tokens.List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read client tokens: %w", err)
+		return a.standIn(fmt.Errorf("read client tokens: %w", err), stale)
 	}
 	s := &accessSnapshot{children: map[string]*Node{}, parents: map[string]string{}, tokens: map[string]*ClientToken{}}
 	for _, n := range nodes {
@@ -126,8 +157,43 @@ func (a *Access) load(maxAge time.Duration) (*accessSnapshot, error) {
 	for _, t := range tokens {
 		s.tokens[t.Name] = t
 	}
-	a.snap, a.loaded = s, time.Now()
+	a.snap, a.loaded, a.read = s, time.Now(), time.Now()
 	return s, nil
+}
+
+// AccessRefresh is how often KeepFresh reads the stores: well inside staleLimit.
+const AccessRefresh = 10 * time.Second
+
+// KeepFresh reads the stores every interval until ctx ends, so that a member of a
+// root tier that served no logins of late still has a read recent enough to stand
+// in (staleLimit) when another member dies and the sites' logins move to it while
+// the buckets elect new leaders.
+func (a *Access) KeepFresh(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		_, _ = a.snapshot()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// standIn answers a failed read with the last one while it is recent (tried again
+// after snapshotTTL), else with ErrUnavailable.
+func (a *Access) standIn(err error, stale bool) (*accessSnapshot, error) {
+	if stale {
+		if !a.snap.standIn {
+			cp := *a.snap
+			cp.standIn = true
+			a.snap = &cp
+		}
+		a.loaded = time.Now()
+		return a.snap, nil
+	}
+	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // AnonymousPull reports whether clients without credentials may pull here.
@@ -190,7 +256,7 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 			pws = c.SyncToken
 		}
 		if (password != nil && !a.logins.verify(user, pws, *password)) || !ok {
-			return Grant{}, ErrLogin
+			return Grant{}, s.refuse(user)
 		}
 		return Grant{User: user, Child: name, Below: s.below(name), Scope: scopeOf(c.Settings), Fence: a.fence(c)}, nil
 	}
@@ -200,7 +266,7 @@ func (a *Access) grant(user string, password *string) (Grant, error) {
 		pws = t.Passwords
 	}
 	if (password != nil && !a.logins.verify(user, pws, *password)) || !ok {
-		return Grant{}, ErrLogin
+		return Grant{}, s.refuse(user)
 	}
 	switch {
 	case !t.Enabled:

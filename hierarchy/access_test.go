@@ -255,3 +255,65 @@ func TestLoginTimeDoesNotTellNamesApart(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessKeepsItsLastReadWhileTheStoresAreAway: a store that does not answer (a
+// root tier's buckets electing a leader after a member died) leaves logins checked
+// against the last read, for up to staleLimit, each failed read costing a second at
+// most, granting only (a password it does not hold is ErrUnavailable); past that,
+// a login is ErrUnavailable (try again), never ErrLogin (a failed login). Before, every login failed with a 401 while the stores were away, after
+// waiting 5 s.
+func TestAccessKeepsItsLastReadWhileTheStoresAreAway(t *testing.T) {
+	r := startRoot(t)
+	ctx := context.Background()
+	_, pw, err := r.m.CreateToken(ctx, "ci", ScopeMap{{Repository: "plant/*", Actions: []string{"pull"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAccess(AccessConfig{Self: "root", Root: true, Nodes: r.m.store, Tokens: r.m.tokens})
+	if _, err := a.Login("ci", pw); err != nil {
+		t.Fatalf("stores up: %v", err)
+	}
+	r.srv.Shutdown()
+	time.Sleep(snapshotTTL + 100*time.Millisecond) // the read is due again
+	for i := range 3 {
+		start := time.Now()
+		if _, err := a.Login("ci", pw); err != nil {
+			t.Fatalf("stores away, login %d: %v", i, err)
+		}
+		if took := time.Since(start); took > 1500*time.Millisecond {
+			t.Errorf("stores away, login %d took %s: want at most the 1 s read", i, took)
+		}
+	}
+	// The stand-in may predate a password made since: it never refuses
+	// credentials, which would count as failed logins (the limiter then locked out
+	// every client of the address, sites' copies included).
+	for _, c := range []struct{ user, pw string }{{"ci", pw + "x"}, {"newtoken", "pw"}, {"factory-sync", "pw"}} {
+		if _, err := a.Login(c.user, c.pw); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLogin) {
+			t.Errorf("stores away, %s with a password the last read does not hold: %v, want ErrUnavailable", c.user, err)
+		}
+	}
+	a.mu.Lock()
+	a.read = time.Now().Add(-staleLimit) // the last read is too old to stand in
+	a.loaded = a.read
+	a.mu.Unlock()
+	if _, err := a.Login("ci", pw); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLogin) {
+		t.Errorf("stores away, last read too old: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestAccessKeepFreshReadsWithoutLogins: KeepFresh reads the stores on its own, so
+// a member with no logins has a recent read to stand in when its stores go away.
+func TestAccessKeepFreshReadsWithoutLogins(t *testing.T) {
+	r := startRoot(t)
+	a := NewAccess(AccessConfig{Self: "root", Root: true, Nodes: r.m.store, Tokens: r.m.tokens})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.KeepFresh(ctx, 100*time.Millisecond)
+	time.Sleep(snapshotTTL + 300*time.Millisecond)
+	a.mu.Lock()
+	read := a.read
+	a.mu.Unlock()
+	if since := time.Since(read); read.IsZero() || since > snapshotTTL+200*time.Millisecond {
+		t.Fatalf("last read %s ago with KeepFresh every 100 ms and no logins: want within the second", since)
+	}
+}

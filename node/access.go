@@ -40,12 +40,21 @@ func (r registryAuth) Login(user, password string) (registry.Principal, error) {
 		}
 		return registry.Principal{}, registry.ErrBadCredentials
 	}
-	return principal(g), err
+	return principal(g), unavailable(err)
 }
 
 func (r registryAuth) Lookup(user string) (registry.Principal, error) {
 	g, err := r.a.Lookup(user)
-	return principal(g), err
+	return principal(g), unavailable(err)
+}
+
+// unavailable tells the registry a check the stores could not answer (503, try
+// again) from a refusal.
+func unavailable(err error) error {
+	if errors.Is(err, hierarchy.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", registry.ErrUnavailable, err)
+	}
+	return err
 }
 
 func (r registryAuth) AnonymousPull() bool { return r.a.AnonymousPull() }

@@ -47,7 +47,16 @@ func (n *Node) runConnected(ctx context.Context) error {
 	// No publishes buffered while the parent is away: a pull request buffered then
 	// reaches the parent on reconnect after its fetch gave up, and the messages it
 	// is given wait out their ack time (30 s) before anyone gets them.
-	dialOpts := []nats.Option{nats.ReconnectBufSize(-1)}
+	dialOpts := []nats.Option{nats.ReconnectBufSize(-1),
+		// Which parent endpoint the site is on: with a root tier, the member an
+		// operator looks at when the site stops syncing.
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			n.logger.Info("parent gateway connected", "endpoint", nc.ConnectedAddr())
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			n.logger.Info("parent gateway reconnected", "endpoint", nc.ConnectedAddr())
+		}),
+	}
 	if n.cs.ParentProtocol == "https" {
 		if parentTLS, err = ClientTLS(n.cfg.ParentCAFile); err != nil {
 			return err

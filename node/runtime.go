@@ -452,6 +452,11 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 	}
 	access := hierarchy.NewAccess(hierarchy.AccessConfig{Self: n.name, Root: true, Nodes: n.nodes, Tokens: n.tokens,
 		IsAdmin: n.admin.IsAdmin, RootAnonymousPull: n.cfg.AnonymousPull})
+	if n.cfg.Cluster != nil {
+		// A member that had no logins of late still has a recent read when another
+		// member dies and the sites' logins move to it (hierarchy.Access.KeepFresh).
+		go access.KeepFresh(ctx, hierarchy.AccessRefresh)
+	}
 	if err := n.openRegistry(ctx, mode, access); err != nil {
 		return err
 	}

@@ -35,6 +35,20 @@ type Authenticator interface {
 // count toward the failed-login limit of the client's address.
 var ErrBadCredentials = errors.New("unknown user or wrong password")
 
+// ErrUnavailable is a login or token check an Authenticator could not decide (its
+// stores did not answer): the client hears 503 and tries again; it is not a failed
+// login.
+var ErrUnavailable = errors.New("access rules unavailable")
+
+// unavailable is the answer to a check that could not be decided.
+func unavailable(user string, err error) *authError {
+	return &authError{status: http.StatusServiceUnavailable, code: codeUnavailable,
+		msg: fmt.Sprintf("user %q: cannot check now, try again: %v", user, err)}
+}
+
+// retryAfterUnavailable is the Retry-After of a 503 from the access rules, in seconds.
+const retryAfterUnavailable = "1"
+
 // Principal is who a request acts for, and what it may do.
 type Principal struct {
 	User string
@@ -153,6 +167,11 @@ func (r *Registry) login(req *http.Request, user, pw string) (caller, error) {
 		return caller{}, &authError{status: http.StatusUnauthorized, code: codeUnauthorized, msg: fmt.Sprintf("user %q: unknown user or wrong password", user)}
 	}
 	p, err := r.cfg.Auth.Login(user, pw)
+	if errors.Is(err, ErrUnavailable) {
+		r.authFailure("unavailable")
+		r.cfg.Logger.Warn("login not checked: access rules unavailable", "user", user, "client", addr, "err", err)
+		return caller{}, unavailable(user, err)
+	}
 	if err != nil {
 		if errors.Is(err, ErrBadCredentials) {
 			r.limiter.Failed(addr)
@@ -200,6 +219,10 @@ func (r *Registry) bearer(ctx context.Context, raw string) (caller, error) {
 			return caller{}, &authError{status: http.StatusUnauthorized, code: codeUnauthorized, msg: "registry token: no such user here"}
 		}
 		p, err := r.cfg.Auth.Lookup(claims.Subject)
+		if errors.Is(err, ErrUnavailable) {
+			r.authFailure("unavailable")
+			return caller{}, unavailable(claims.Subject, err)
+		}
 		if err != nil {
 			r.authFailure("token")
 			return caller{}, &authError{status: http.StatusUnauthorized, code: codeUnauthorized, bearerError: "invalid_token",
@@ -331,6 +354,9 @@ func (r *Registry) challenge(w http.ResponseWriter, req *http.Request, e *authEr
 	}
 	if e.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", fmt.Sprint(int(events.FailedLoginEvery.Seconds())))
+	}
+	if e.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
 	writeError(w, e.status, e.code, e.msg, nil)
 }

@@ -248,3 +248,56 @@ func TestSyncTokenSpeaksOnlyForItsSubtree(t *testing.T) {
 		t.Errorf("a read by factory-sync naming origin testnode: %s, want 200", resp.Status)
 	}
 }
+
+// awayAuth cannot check anything: its stores do not answer.
+type awayAuth struct{}
+
+func (awayAuth) Login(user, pw string) (Principal, error) {
+	return Principal{}, fmt.Errorf("%w: read node definitions: nats: JetStream system temporarily unavailable", ErrUnavailable)
+}
+func (a awayAuth) Lookup(user string) (Principal, error) { return a.Login(user, "") }
+func (awayAuth) AnonymousPull() bool                     { return false }
+
+// TestLoginTheRulesCannotCheckIs503: a login the access rules cannot decide (their
+// stores away) answers 503 UNAVAILABLE with Retry-After, at the registry and the
+// token endpoint, and does not count as a failed login: more of them than the
+// failed-login burst never turn into 429. Before, it was a 401 that sent clients
+// away as if their credentials were wrong.
+func TestLoginTheRulesCannotCheckIs503(t *testing.T) {
+	dir := t.TempDir()
+	_, nc := eventstest.StartServer(t, events.ServerConfig{Dir: dir + "/nats", Name: "authnode"})
+	log, err := events.OpenLog(context.Background(), nc, events.LogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := New(context.Background(), Config{Dir: dir + "/registry", Node: "authnode", Publisher: log, Auth: awayAuth{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", reg)
+	mux.Handle(TokenPath, reg.TokenHandler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for i := range events.FailedLoginBurst + 3 {
+		for _, path := range []string{"/v2/team/app/tags/list", TokenPath + "?service=authnode&scope=repository:team/app:pull"} {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+			req.SetBasicAuth("ci", "pw-ci")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct {
+				Errors []struct{ Code, Message string }
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+				len(body.Errors) != 1 || body.Errors[0].Code != "UNAVAILABLE" || !strings.Contains(body.Errors[0].Message, "try again") {
+				t.Fatalf("login %d at %s: %s (Retry-After %q) %+v, want 503 UNAVAILABLE saying to try again",
+					i, path, resp.Status, resp.Header.Get("Retry-After"), body.Errors)
+			}
+		}
+	}
+}

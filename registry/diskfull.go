@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +10,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/outpost-edge/outpost/events"
 )
 
 // A full disk. Storage errors from distribution carry the server's paths in their
@@ -145,11 +149,16 @@ func (d *diskSpace) guard(next http.Handler) http.Handler {
 				req.Body = &spaceReader{ReadCloser: req.Body, d: d}
 			}
 		}
-		cw := &cleanErrors{ResponseWriter: w, d: d, req: req}
+		cw := &cleanErrors{ResponseWriter: w, d: d, req: req, unrecorded: &unrecorded{}}
+		req = req.WithContext(context.WithValue(req.Context(), unrecordedKey{}, cw.unrecorded))
 		next.ServeHTTP(cw, req)
 		cw.finish()
 	})
 }
+
+// retryAfterUnrecorded is the Retry-After, in seconds, of a change whose event
+// the log did not take in time.
+const retryAfterUnrecorded = "1"
 
 const diskFullMessage = "insufficient storage: the node's disk is full; nothing of this request was kept as content, retry once space is freed"
 
@@ -181,6 +190,22 @@ type cleanErrors struct {
 	req    *http.Request
 	status int
 	held   bytes.Buffer
+	// unrecorded is set when the event log did not take the request's event in time.
+	unrecorded *unrecorded
+}
+
+// unrecorded notes, for one request, that its event was not recorded for a reason
+// that passes (the publish's retries ran out on a JetStream leader change): the
+// answer is then 503 with Retry-After, not distribution's 500.
+type unrecorded struct{ err atomic.Pointer[error] }
+
+type unrecordedKey struct{}
+
+// markUnrecorded notes a publish that failed with a retryable error.
+func markUnrecorded(ctx context.Context, err error) {
+	if u, ok := ctx.Value(unrecordedKey{}).(*unrecorded); ok && events.IsRetryable(err) {
+		u.err.Store(&err)
+	}
 }
 
 // maxHeldError bounds what is held back of an error answer.
@@ -218,6 +243,12 @@ func (c *cleanErrors) finish() {
 	body := c.held.String()
 	h := c.ResponseWriter.Header()
 	switch {
+	case c.unrecorded != nil && c.unrecorded.err.Load() != nil:
+		c.d.log.Error("event not recorded: answered 503", "method", c.req.Method, "path", c.req.URL.Path, "err", *c.unrecorded.err.Load())
+		h.Del("Content-Length")
+		h.Set("Retry-After", retryAfterUnrecorded)
+		writeError(c.ResponseWriter, http.StatusServiceUnavailable, codeUnavailable,
+			"the node's event log did not take this change in time (its cluster is electing a leader?): try again", nil)
 	case diskFullText(body):
 		c.d.log.Error("storage full", "method", c.req.Method, "path", c.req.URL.Path, "answer", body)
 		if free, err := c.d.free(); err == nil {

@@ -23,6 +23,7 @@ const (
 	codeUnauthorized    = "UNAUTHORIZED"
 	codeDenied          = "DENIED"
 	codeTooManyRequests = "TOOMANYREQUESTS"
+	codeUnavailable     = "UNAVAILABLE"
 )
 
 type ociError struct {

@@ -61,6 +61,7 @@ func (h *hook) publish(ctx context.Context, e *events.Event) error {
 		e.Origin, e.From = rep.origin, rep.from
 	}
 	if err := h.publisher.Publish(ctx, e); err != nil {
+		markUnrecorded(ctx, err)
 		h.health.fail("event-log", err)
 		return fmt.Errorf("record %s of %s: %w", e.Action, e.Repository, err)
 	}

@@ -308,3 +308,51 @@ func TestKeySetKeepsItsLastReadWhileTheBucketIsAway(t *testing.T) {
 		}
 	}
 }
+
+// TestKeySetLearnsOtherMembersKeysAsTheyArePublished: a member's key published
+// after another member read the set is known there at once, by the watch, without
+// a read of the set; and stays known with the bucket away. Before, the other
+// member learned it at its next read only, so a member killed within the refresh
+// left tokens the survivors refused while the tier's bucket was electing a leader.
+func TestKeySetLearnsOtherMembersKeysAsTheyArePublished(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ns, err := events.StartServer(events.ServerConfig{Dir: dir + "/nats", Addr: "127.0.0.1:0", Name: "testnode"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect("tier-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	bucket, err := events.OpenBucket(ctx, nc, events.BucketTier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &tierClock{}
+	a := memberKeys(t, bucket, dir, "a", clock)
+	a.mu.Lock()
+	a.cfg.Refresh, a.readAt = time.Hour, time.Now() // no read of the set from here on
+	readAt := a.readAt
+	a.mu.Unlock()
+	b := memberKeys(t, bucket, dir, "b", clock)
+	kb, err := b.Signing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past keyReloadEvery: a read would be allowed, so check none happened
+	if _, err := a.Trusted(ctx, kb.Kid); err != nil {
+		t.Fatalf("member a, for member b's key published after a's read: %v", err)
+	}
+	a.mu.Lock()
+	if !a.readAt.Equal(readAt) {
+		t.Errorf("member a read the set again to trust b's key: want it learned from the watch")
+	}
+	a.mu.Unlock()
+	ns.Shutdown()
+	if _, err := a.Trusted(ctx, kb.Kid); err != nil {
+		t.Fatalf("member a, bucket away: %v", err)
+	}
+}

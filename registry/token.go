@@ -245,6 +245,9 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 			if ae.status == http.StatusTooManyRequests {
 				w.Header().Set("Retry-After", fmt.Sprint(int(events.FailedLoginEvery.Seconds())))
 			}
+			if ae.status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", retryAfterUnavailable)
+			}
 			writeError(w, ae.status, ae.code, ae.msg, nil)
 			return
 		}

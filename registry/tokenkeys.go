@@ -190,6 +190,13 @@ func NewKeySet(ctx context.Context, cfg KeySetConfig) (*KeySet, error) {
 		return nil, err
 	}
 	k := &KeySet{cfg: cfg, own: newSigningKey(key)}
+	// Every key another member publishes or removes from here on is applied as it is
+	// written: a member that died leaves keys the others already hold, so its
+	// tokens verify during the tier's failover, when the bucket may not answer a
+	// read for seconds. The periodic read stays, for what a watch could miss.
+	if err := cfg.Bucket.Watch(ctx, keyPrefix+"*", k.applyChange); err != nil {
+		return nil, fmt.Errorf("token key set: %w", err)
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err := k.publish(ctx); err != nil {
@@ -310,6 +317,26 @@ func (k *KeySet) Trusted(ctx context.Context, kid string) (TrustedKey, error) {
 			ErrKeyNotTrusted, kid, e.Member, e.SignUntil.Format(time.RFC3339))
 	}
 	return TrustedKey{Public: e.key, SignUntil: e.SignUntil}, nil
+}
+
+// applyChange applies one write to the set, seen by the watch.
+func (k *KeySet) applyChange(name string, data []byte, deleted bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	kid := strings.TrimPrefix(name, keyPrefix)
+	if deleted {
+		delete(k.set, kid)
+		return
+	}
+	e, err := parseKeyEntry(name, data)
+	if err != nil {
+		k.cfg.Logger.Warn("token key set: entry skipped", "key", name, "err", err)
+		return
+	}
+	if k.set == nil {
+		k.set = map[string]keyEntry{}
+	}
+	k.set[e.Kid] = e
 }
 
 // reload reads the set, and removes from the bucket the keys whose last tokens

@@ -2,7 +2,6 @@ package test
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -204,16 +203,4 @@ func buildTestImage(t *testing.T) *builtImage {
 		t.Fatal(testImage.err)
 	}
 	return &testImage
-}
-
-// freeAddr is a free 127.0.0.1 port for a process the test starts outside the
-// harness (a container, a systemd-style run).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

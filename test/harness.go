@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,6 +115,7 @@ type Node struct {
 
 	cmd     *exec.Cmd
 	done    chan struct{}
+	serving chan [2]string
 	exitErr error // set before done closes
 	mu      sync.Mutex
 	output  bytes.Buffer
@@ -155,6 +157,16 @@ func startNode(t testing.TB, opts NodeOptions, root *Node) *Node {
 // Start (re)starts the process on the node's data directory.
 func (n *Node) Start() {
 	n.t.Helper()
+	n.launch()
+	if err := n.awaitServing(); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// launch starts the process without waiting for it to serve: root members wait
+// for each other before they serve.
+func (n *Node) launch() {
+	n.t.Helper()
 	httpAddr, gatewayAddr := "127.0.0.1:0", "127.0.0.1:0"
 	if n.Host != "" {
 		httpAddr, gatewayAddr = n.Host, n.Gateway
@@ -183,11 +195,16 @@ func (n *Node) Start() {
 		n.t.Fatal(err)
 	}
 	n.cmd, n.done = cmd, make(chan struct{})
-	serving := make(chan [2]string, 1)
-	go n.readLog(stderr, serving)
+	n.serving = make(chan [2]string, 1)
+	go n.readLog(stderr, n.serving)
 	go func(done chan struct{}) { n.exitErr = cmd.Wait(); close(done) }(n.done)
+}
+
+// awaitServing waits until the process launched serves and signs the harness in.
+func (n *Node) awaitServing() error {
+	n.t.Helper()
 	select {
-	case addrs := <-serving:
+	case addrs := <-n.serving:
 		scheme := "http://"
 		if n.opts.CA != nil {
 			scheme = "https://"
@@ -199,11 +216,12 @@ func (n *Node) Start() {
 			SignIn(n.t, n.Host, HarnessToken, n.root.harnessPassword(n.t))
 		}
 	case <-n.done:
-		n.t.Fatalf("outpost serve exited before serving:\n%s", n.Output())
+		return fmt.Errorf("outpost serve exited before serving:\n%s", n.Output())
 	case <-time.After(60 * time.Second):
 		n.Kill()
-		n.t.Fatalf("outpost serve not serving after 60s:\n%s", n.Output())
+		return fmt.Errorf("outpost serve not serving after 60s:\n%s", n.Output())
 	}
+	return nil
 }
 
 func (n *Node) readLog(r io.Reader, serving chan<- [2]string) {
@@ -430,3 +448,70 @@ func MustRun(t testing.TB, timeout time.Duration, name string, args ...string) s
 }
 
 func jsonOf(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// TierOptions configures StartTier.
+type TierOptions struct {
+	// Members is how many root members; default 3.
+	Members int
+	// Args are extra `outpost serve` flags of every member: the storage all of them
+	// share (--storage s3 ...).
+	Args []string
+	// Env is added to every member's environment (the S3 keys).
+	Env []string
+}
+
+// StartTier starts a root tier: Members `outpost serve` processes named root, one
+// JetStream cluster (routes on free ports, one route secret in a file), the same
+// admin token and storage, each giving every member's endpoints to the connection
+// strings it prints (--tier-registry, --tier-gateway). They start at once, since
+// each waits for the others' quorum before it serves. The members keep their ports
+// across restarts.
+func StartTier(t testing.TB, opts TierOptions) []*Node {
+	t.Helper()
+	if opts.Members == 0 {
+		opts.Members = 3
+	}
+	secret := filepath.Join(t.TempDir(), "route.secret")
+	if err := os.WriteFile(secret, []byte("tier-route-secret-"+strings.Repeat("x", 16)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var hosts, gateways, routes []string
+	for range opts.Members {
+		hosts, gateways, routes = append(hosts, freeAddr(t)), append(gateways, freeAddr(t)), append(routes, freeAddr(t))
+	}
+	members := make([]*Node, opts.Members)
+	for i := range members {
+		args := append([]string{"--cluster-name", "tier", "--cluster-listen", routes[i],
+			"--cluster-routes", strings.Join(routes, ","), "--cluster-secret-file", secret,
+			"--tier-registry", strings.Join(hosts, ","), "--tier-gateway", strings.Join(gateways, ",")},
+			opts.Args...)
+		n := &Node{t: t, opts: NodeOptions{Data: t.TempDir(), Mode: "ReadWrite", Name: "root", Args: args, Env: opts.Env},
+			Host: hosts[i], Gateway: gateways[i]}
+		n.launch()
+		members[i] = n
+		t.Cleanup(func() {
+			n.Stop()
+			if t.Failed() {
+				t.Logf("output of root member %d (%s):\n%s", i, n.Host, n.Output())
+			}
+		})
+	}
+	for _, n := range members {
+		if err := n.awaitServing(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return members
+}
+
+// freeAddr is a 127.0.0.1 port free a moment ago, for a listener whose address
+// others must know before it starts.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

@@ -1,9 +1,10 @@
-// Command bench measures Outpost on this machine. It has four suites:
+// Command bench measures Outpost on this machine. It has these suites:
 //
 //	go run ./test/bench node [flags]    # one node vs plain distribution: push and pull
 //	go run ./test/bench tree [flags]    # replication in a tree of nodes vs crane and regsync
 //	go run ./test/bench window [flags]  # replication after a sync window opens; peak RSS
 //	go run ./test/bench s3 [flags]      # a root on S3 (SeaweedFS) vs one on the filesystem
+//	go run ./test/bench failover        # a root tier: the gap a SIGKILLed member leaves
 //	go run ./test/bench node --quick    # smoke run
 //
 // Run a suite with -h for its flags. Without a suite name, bench runs node, which is
@@ -44,6 +45,7 @@ var suites = []suite{
 	{"tree", "replication in a tree of Outpost nodes vs crane copy and regsync", runTreeSuite},
 	{"window", "replication of moves buffered behind a sync window; a child's peak RSS", runWindowSuite},
 	{"s3", "one root on S3 (SeaweedFS) vs one on the filesystem: push and pull, large and small images", runStorageSuite},
+	{"failover", "a root tier of 3 members: the gap a SIGKILLed member leaves, to the next push and to a site", runFailoverSuite},
 }
 
 func main() {
