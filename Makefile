@@ -136,6 +136,7 @@ bench: tools
 	$(GO) run ./test/bench window
 	$(GO) run ./test/bench s3 --weed $(BIN)/weed
 	$(GO) run ./test/bench failover --weed $(BIN)/weed
+	$(GO) run ./test/bench fanout --children 1000 --rounds 2 --idle 5s
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

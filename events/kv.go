@@ -134,35 +134,6 @@ func (b *Bucket) Keys(ctx context.Context) ([]string, error) {
 	return keys, nil
 }
 
-// Watch calls fn, from a goroutine of its own, with every change made to the keys
-// matching pattern (a subject wildcard such as "prefix.*") after Watch returned,
-// until ctx ends; deleted is true for a delete or a purge. JetStream redelivers
-// across a leader change, so a watcher learns writes without reading the bucket
-// again.
-func (b *Bucket) Watch(ctx context.Context, pattern string, fn func(key string, value []byte, deleted bool)) error {
-	w, err := b.kv.Watch(ctx, pattern, jetstream.UpdatesOnly())
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", pattern, err)
-	}
-	go func() {
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					fn(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
-				}
-			}
-		}
-	}()
-	return nil
-}
-
 // Revision is the bucket's revision: the sequence of its last write, any key's.
 // PutAt and DeleteAt compare against it, so that a decision taken on a read of
 // several keys is written only if none of them changed meanwhile (two root members

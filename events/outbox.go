@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,7 @@ func OpenOutbox(ctx context.Context, nc *nats.Conn, name string, ttl time.Durati
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", name, err)
 	}
-	stream, err := createStream(ctx, js, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        name,
 		Description: "events waiting for one neighbour",
 		Subjects:    []string{outboxSubject + name},
@@ -68,22 +69,47 @@ func OpenOutbox(ctx context.Context, nc *nats.Conn, name string, ttl time.Durati
 		AllowMsgTTL: true,
 		MaxAge:      MaxMessageTTL,
 		Duplicates:  DedupeWindow,
-	}, p)
+	}
+	ccfg := jetstream.ConsumerConfig{
+		Durable: drainConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait,
+		// A worker takes batches and applies different tags at once; the copy engine
+		// applies current state, so order between different tags does not matter.
+		MaxAckPending: MaxBatch,
+	}
+	// An outbox as configured already is only looked up: an update, even to the same
+	// configuration, rewrites the stream's and the consumer's state files, and a root
+	// opens every child's outbox after each start. Its replicas count too: an outbox
+	// made before its node joined a root tier is updated to the tier's.
+	if stream, err := js.Stream(ctx, name); err == nil && sameOutbox(stream.CachedInfo().Config, cfg) &&
+		stream.CachedInfo().Config.Replicas >= p.replicas() {
+		if c, err := stream.Consumer(ctx, drainConsumer); err == nil && sameDrain(c.CachedInfo().Config, ccfg) {
+			return &Outbox{js: js, stream: stream, name: name, ttl: ttl, retry: p.Publish}, nil
+		}
+	}
+	stream, err := createStream(ctx, js, cfg, p)
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", name, err)
 	}
 	if err := p.Create.do(ctx, "create consumer "+name+"/"+drainConsumer, func(ctx context.Context) error {
-		_, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable: drainConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait,
-			// A worker takes batches and applies different tags at once; the copy engine
-			// applies current state, so order between different tags does not matter.
-			MaxAckPending: MaxBatch,
-		})
+		_, err := stream.CreateOrUpdateConsumer(ctx, ccfg)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("open outbox %s: consumer: %w", name, err)
 	}
 	return &Outbox{js: js, stream: stream, name: name, ttl: ttl, retry: p.Publish}, nil
+}
+
+// sameOutbox says whether a stream's configuration is the one OpenOutbox sets.
+func sameOutbox(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Storage == want.Storage && have.Retention == want.Retention &&
+		have.AllowMsgTTL == want.AllowMsgTTL && have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates
+}
+
+// sameDrain says whether a drain consumer's configuration is the one OpenOutbox sets.
+func sameDrain(have, want jetstream.ConsumerConfig) bool {
+	return have.Durable == want.Durable && have.AckPolicy == want.AckPolicy &&
+		have.AckWait == want.AckWait && have.MaxAckPending == want.MaxAckPending
 }
 
 // Name is the outbox's stream name.
@@ -232,16 +258,27 @@ type Delivery struct {
 
 // Next waits up to wait for a message; it returns nil, nil when none came.
 func (q *Queue) Next(ctx context.Context, wait time.Duration) (*Delivery, error) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	batch, err := q.cons.Fetch(1, jetstream.FetchContext(ctx))
+	if ctx.Err() != nil {
+		return nil, nil
+	}
+	// The server gives up on the pull after wait; this side waits a second longer
+	// (FetchMaxWait), so that a message the server hands over at the last moment is
+	// still taken. With both ends a tenth of wait apart (a FetchContext deadline), a
+	// loaded parent's message reached pulls already given up and waited out AckWait
+	// (30 s): most children of a root of 1,000 did, on one push.
+	batch, err := q.cons.Fetch(1, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	for m := range batch.Messages() {
-		return delivery(m)
+	select {
+	case m, ok := <-batch.Messages():
+		if ok {
+			return delivery(m)
+		}
+	case <-ctx.Done():
+		return nil, nil // a message handed over now comes back after AckWait
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	return nil, nil

@@ -1,7 +1,9 @@
 package hierarchy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -100,7 +102,11 @@ func ActivationChanged(old, n *Node) bool {
 
 // putNewer stores a copy of a node definition unless the stored one is newer (a
 // definition changes only at the root, which stamps Updated): an activation a
-// node relayed and recorded must not be undone by a config fetched before it.
+// node relayed and recorded must not be undone by a config fetched before it. It
+// reports whether the copy holds n now. A definition stored already is not written
+// again: a node syncs its whole subtree every interval, and rewriting each
+// definition would cost a write per node below it each time (and wake every
+// watcher of the bucket).
 func (s *Store) putNewer(ctx context.Context, n *Node) (bool, error) {
 	for range 3 {
 		cur, rev, err := s.Get(ctx, n.Name)
@@ -111,6 +117,8 @@ func (s *Store) putNewer(ctx context.Context, n *Node) (bool, error) {
 			return false, err
 		case cur.Updated.After(n.Updated):
 			return false, nil
+		case sameJSON(cur, n):
+			return true, nil
 		default:
 			err = s.Update(ctx, n, rev)
 		}
@@ -119,4 +127,11 @@ func (s *Store) putNewer(ctx context.Context, n *Node) (bool, error) {
 		}
 	}
 	return false, fmt.Errorf("%w: node %s changed meanwhile", ErrConflict, n.Name)
+}
+
+// sameJSON says whether a and b are stored alike.
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }

@@ -186,8 +186,15 @@ func (s *TokenStore) Replace(ctx context.Context, tokens []*ClientToken) error {
 		return err
 	}
 	keep := map[string]bool{}
+	stored := map[string]*ClientToken{}
+	for _, t := range old {
+		stored[t.Name] = t
+	}
 	for _, t := range tokens {
 		keep[t.Name] = true
+		if cur := stored[t.Name]; cur != nil && sameJSON(cur, t) {
+			continue // unchanged: not written again at every sync
+		}
 		if err := s.Put(ctx, t); err != nil {
 			return err
 		}

@@ -32,6 +32,8 @@ var (
 type Gateway struct {
 	self      string
 	nodes     *Store // this node's subtree, or the whole tree at the root
+	view      *WatchedNodes
+	stopView  context.CancelFunc
 	tokens    *TokenStore
 	webhooks  *WebhookStore
 	status    *StatusStore
@@ -53,9 +55,12 @@ const loginCacheTTL = time.Minute
 
 // GatewayConfig configures a Gateway.
 type GatewayConfig struct {
-	Self      string
-	Conn      *nats.Conn // the node's own connection to its NATS server
-	Nodes     *Store
+	Self  string
+	Conn  *nats.Conn // the node's own connection to its NATS server
+	Nodes *Store
+	// View is a watched copy of Nodes (WatchNodes) the gateway answers control
+	// requests from; nil: the gateway starts its own.
+	View      *WatchedNodes
 	Tokens    *TokenStore
 	Status    *StatusStore
 	Activator Activator
@@ -74,16 +79,28 @@ type GatewayConfig struct {
 // several root members share one NATS cluster, one of them answers each request.
 func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	g := &Gateway{self: cfg.Self, nodes: cfg.Nodes, tokens: cfg.Tokens, status: cfg.Status, activator: cfg.Activator,
-		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect, nc: cfg.Conn}
+		pending: cfg.Pending, log: cfg.Logger, logins: newLoginCache(loginCacheTTL), disconnect: cfg.Disconnect, nc: cfg.Conn,
+		view: cfg.View, stopView: func() {}}
+	if g.view == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		view, err := WatchNodes(ctx, cfg.Nodes, cfg.Self)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		g.view, g.stopView = view, cancel
+	}
 	g.webhooks = cfg.Webhooks // webhooks.go
 	sub, err := cfg.Conn.QueueSubscribe(events.ControlSubscription, events.ControlQueue, g.handle)
 	if err != nil {
+		g.stopView()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.sub = sub
 	// Not a queue: every member closes the connections it holds.
 	if g.fenceSub, err = cfg.Conn.Subscribe(events.FenceSubscription, g.handleFence); err != nil {
 		_ = sub.Unsubscribe()
+		g.stopView()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return g, nil
@@ -93,6 +110,7 @@ func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 func (g *Gateway) Stop() {
 	_ = g.sub.Unsubscribe()
 	_ = g.fenceSub.Unsubscribe()
+	g.stopView()
 }
 
 // FenceTier has every member of this node's tier (this one included) fence node:
@@ -205,11 +223,12 @@ func (g *Gateway) handle(m *nats.Msg) {
 }
 
 func (g *Gateway) serve(ctx context.Context, child, verb, instance string, data []byte) controlReply {
-	nodes, err := g.nodes.List(ctx)
+	// From the watched copy: reading every definition for every request would cost
+	// each child's sync in proportion to the number of children.
+	t, err := g.view.Tree(ctx)
 	if err != nil {
 		return controlReply{Error: err.Error()}
 	}
-	t := NewTree(g.self, ReadOnly, nodes)
 	c, ok := t.Get(child)
 	if !ok || c.Parent != g.self {
 		return controlReply{Error: fmt.Sprintf("node %s is not a child of %s", child, g.self)}

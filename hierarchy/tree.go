@@ -3,6 +3,7 @@ package hierarchy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -25,13 +26,19 @@ type Tree struct {
 	Root     string
 	RootMode Mode
 	nodes    map[string]*Node
+	// children indexes nodes by parent, each list sorted by name: Subtree of one
+	// node must not sort the whole tree once per level (a root of many children).
+	children map[string][]*Node
 }
 
 // NewTree builds a tree from stored definitions.
 func NewTree(root string, rootMode Mode, nodes []*Node) *Tree {
-	t := &Tree{Root: root, RootMode: rootMode, nodes: map[string]*Node{}}
+	t := &Tree{Root: root, RootMode: rootMode, nodes: map[string]*Node{}, children: map[string][]*Node{}}
 	for _, n := range nodes {
 		t.nodes[n.Name] = n
+	}
+	for _, n := range t.Nodes() {
+		t.children[n.Parent] = append(t.children[n.Parent], n)
 	}
 	return t
 }
@@ -73,13 +80,7 @@ func (t *Tree) exists(name string) bool {
 
 // Children returns the nodes whose parent is name.
 func (t *Tree) Children(name string) []*Node {
-	var out []*Node
-	for _, n := range t.Nodes() {
-		if n.Parent == name {
-			out = append(out, n)
-		}
-	}
-	return out
+	return slices.Clone(t.children[name])
 }
 
 // Subtree returns name's descendants, parents before children.

@@ -45,6 +45,7 @@ type Node struct {
 	log     *events.Log
 	reg     *registry.Registry
 	nodes   *hierarchy.Store
+	view    *hierarchy.WatchedNodes // nodes, watched: read per routed event and per control request
 	tokens  *hierarchy.TokenStore
 	status  *hierarchy.StatusStore
 	local   *events.Bucket
@@ -89,6 +90,8 @@ type Node struct {
 	// estimator reads what outboxes will move; rates, a connected node's recent
 	// link rates (statusview.go, pending.go).
 	estimator *contentEstimator
+	// outboxes are the children's outboxes, opened once each (outboxes.go).
+	outboxes  *outboxes
 	rates     *rateMeter
 	parentTLS *tls.Config
 
@@ -167,6 +170,9 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
 	n.tokens = hierarchy.NewTokenStore(tokensB)
 	n.metrics.MustRegister(childCollector{n}) // linkmetrics.go
+	if n.view, err = hierarchy.WatchNodes(ctx, n.nodes, n.name); err != nil {
+		return err
+	}
 	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", n.cfg.HTTPAddr, err)
 	}
@@ -198,6 +204,7 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	}
 	n.internalPw = hex.EncodeToString(pw)
 	n.estimator = newContentEstimator(n.ownManifest)
+	n.outboxes = newOutboxes(n.nc, events.WithPlacement(n.ns.Placement()))
 	close(n.listening)
 	return nil
 }
@@ -277,9 +284,10 @@ func (n *Node) openRegistry(ctx context.Context, mode registry.Mode, access *hie
 func (n *Node) startGateway(activator hierarchy.Activator) error {
 	var err error
 	n.gateway, err = hierarchy.StartGateway(hierarchy.GatewayConfig{
-		Self: n.name, Conn: n.nc, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
+		Self: n.name, Conn: n.nc, Nodes: n.nodes, View: n.view, Tokens: n.tokens, Status: n.status, Activator: activator, Logger: n.logger,
 		Disconnect: n.ns.DisconnectChild, Webhooks: n.webhooks,
-		// Messages, and the content they will move (pending.go).
+		// Messages, and the content they will move (statusview.go), from outboxes
+		// opened once (outboxes.go).
 		Pending: n.childPending,
 	})
 	if err != nil {
@@ -291,15 +299,14 @@ func (n *Node) startGateway(activator hierarchy.Activator) error {
 
 // children lists this node's direct children as router neighbours.
 func (n *Node) children(ctx context.Context) ([]pipeline.Neighbour, error) {
-	all, err := n.nodes.List(ctx)
+	// From the watched copy: reading every definition for every routed event would
+	// cost each event in proportion to the size of the tree.
+	t, err := n.view.Tree(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []pipeline.Neighbour
-	for _, c := range all {
-		if c.Parent != n.name {
-			continue
-		}
+	for _, c := range t.Children(n.name) {
 		out = append(out, pipeline.Neighbour{Name: c.Name, Outbox: events.DownstreamOutbox(c.Name),
 			Matches: c.Settings.Repositories.Matches, TTL: time.Duration(c.Settings.MessageTTL)})
 	}

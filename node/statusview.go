@@ -140,12 +140,15 @@ func (n *Node) rootName() string {
 // childPending is what waits here for a direct child: its messages, and the
 // content they will move (the child's holdings are not known here: not subtracted).
 func (n *Node) childPending(ctx context.Context, child string) (events.Pending, error) {
-	// With the placement: in a tier this may be the call that makes the outbox.
-	ob, err := events.OpenOutbox(ctx, n.nc, events.DownstreamOutbox(child), events.DefaultMessageTTL, events.WithPlacement(n.ns.Placement()))
+	ob, err := n.outboxes.open(ctx, child)
 	if err != nil {
 		return events.Pending{}, err
 	}
-	return n.estimator.estimate(ctx, ob, "child:"+child, nil)
+	p, err := n.estimator.estimate(ctx, ob, "child:"+child, nil)
+	if err != nil {
+		n.outboxes.forget(child)
+	}
+	return p, err
 }
 
 // upstreamPending is what waits here for the parent, less the blobs it has.

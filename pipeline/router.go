@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-edge/outpost/events"
 )
@@ -45,6 +46,7 @@ type Router struct {
 	topology Topology
 	logger   *slog.Logger
 	ledger   *Ledger
+	appender *events.Appender
 
 	mu       sync.Mutex
 	outboxes map[string]*events.Outbox
@@ -63,6 +65,9 @@ func (r *Router) SetLedger(l *Ledger) { r.ledger = l }
 func (r *Router) Run(ctx context.Context) error {
 	q, err := r.log.Consume(ctx)
 	if err != nil {
+		return err
+	}
+	if r.appender, err = events.NewAppender(r.nc); err != nil {
 		return err
 	}
 	if next, err := q.NextSequence(ctx); err == nil {
@@ -99,35 +104,55 @@ func (r *Router) route(ctx context.Context, e *events.Event) error {
 	if err != nil {
 		return err
 	}
+	var to []Neighbour
 	for _, n := range ns {
-		if !n.Matches(e.Repository) || (n.upstream() && e.From == n.Name) {
-			continue
-		}
-		ob, err := r.outbox(ctx, n)
-		if err != nil {
-			return err
-		}
-		if err := ob.Append(ctx, e, e.ID+"."+n.Name); err != nil {
-			return err
+		if n.Matches(e.Repository) && !(n.upstream() && e.From == n.Name) {
+			to = append(to, n)
 		}
 	}
-	return nil
+	// An outbox not opened yet by this process (its first event since the start, or a
+	// new child) is opened now; several at once, as each open is a round trip or two.
+	obs := make([]*events.Outbox, len(to))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(openJobs)
+	for i, n := range to {
+		g.Go(func() (err error) {
+			obs[i], err = r.outbox(gctx, n)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	targets := make([]events.AppendTarget, len(to))
+	for i, n := range to {
+		targets[i] = events.AppendTarget{Outbox: obs[i], Key: e.ID + "." + n.Name}
+	}
+	// Pipelined: one round trip per child in turn would hold the last child's copy
+	// back by all of them.
+	return r.appender.Append(ctx, e, targets)
 }
 
 // upstream says whether the neighbour is the parent.
 func (n Neighbour) upstream() bool { return n.Outbox == events.UpstreamOutbox() }
 
+// openJobs is how many outboxes the router opens at once.
+const openJobs = 16
+
 func (r *Router) outbox(ctx context.Context, n Neighbour) (*events.Outbox, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	key := n.Outbox + "/" + n.TTL.String()
-	if ob, ok := r.outboxes[key]; ok {
+	r.mu.Lock()
+	ob, ok := r.outboxes[key]
+	r.mu.Unlock()
+	if ok {
 		return ob, nil
 	}
 	ob, err := events.OpenOutbox(ctx, r.nc, n.Outbox, n.TTL, events.WithPlacement(r.log.Placement()))
 	if err != nil {
 		return nil, err
 	}
+	r.mu.Lock()
 	r.outboxes[key] = ob
+	r.mu.Unlock()
 	return ob, nil
 }

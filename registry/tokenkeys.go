@@ -194,7 +194,8 @@ func NewKeySet(ctx context.Context, cfg KeySetConfig) (*KeySet, error) {
 	// written: a member that died leaves keys the others already hold, so its
 	// tokens verify during the tier's failover, when the bucket may not answer a
 	// read for seconds. The periodic read stays, for what a watch could miss.
-	if err := cfg.Bucket.Watch(ctx, keyPrefix+"*", k.applyChange); err != nil {
+	applyChange := func(c events.KeyChange) { k.applyChange(c.Key, c.Value, c.Deleted) }
+	if err := cfg.Bucket.Watch(ctx, keyPrefix+"*", applyChange, nil); err != nil {
 		return nil, fmt.Errorf("token key set: %w", err)
 	}
 	k.mu.Lock()

@@ -30,7 +30,7 @@ func (fakeSource) Node(_ context.Context, name string) (NodePage, error) {
 		return NodePage{}, ErrUnknownNode
 	}
 	return NodePage{Row: Row{Name: "shipone", State: "Waiting",
-		GC: &GC{Finished: time.Now().Add(-2 * time.Hour), ReclaimedBytes: 3 << 20, ReclaimedBlobs: 12, Next: time.Now().Add(22 * time.Hour)},
+		GC:       &GC{Finished: time.Now().Add(-2 * time.Hour), ReclaimedBytes: 3 << 20, ReclaimedBlobs: 12, Next: time.Now().Add(22 * time.Hour)},
 		Webhooks: []Webhook{{Name: "arrivals", Pending: 4, Failing: true, LastError: "POST https://ops.example/hook: 503"}}},
 		Scope: []string{"fleet/*"}}, nil
 }

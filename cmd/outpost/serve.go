@@ -93,7 +93,7 @@ func defaultServeOptions() serveOptions {
 }
 
 func newServeCmd() *cobra.Command {
-	var configFile string
+	var configFile, pprofAddr string
 	flagOpts := defaultServeOptions()
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -139,6 +139,11 @@ first start), OUTPOST_OPERATOR_TOKEN (a site's first start).`,
 				return err
 			}
 			opts.ConnectionString = cs
+			if pprofAddr != "" {
+				if err := startPprof(cmd.Context(), pprofAddr); err != nil {
+					return err
+				}
+			}
 			return runNode(cmd.Context(), opts)
 		},
 	}
@@ -180,6 +185,8 @@ first start), OUTPOST_OPERATOR_TOKEN (a site's first start).`,
 	flagOpts.Storage.addFlags(f)
 	f.StringVar(&flagOpts.ClockOffsetFile, "clock-offset-file", "", "tests only: shift the sync-window clock by the duration in this file")
 	_ = f.MarkHidden("clock-offset-file")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "benchmarks and debugging: serve net/http/pprof on this loopback address")
+	_ = f.MarkHidden("pprof-addr")
 	addClusterFlags(f, &flagOpts.clusterOptions)
 	documentEnv(f) // serveenv.go
 	return cmd

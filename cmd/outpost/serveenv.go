@@ -20,9 +20,10 @@ func envName(flag string) string {
 	return "OUTPOST_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
-// noEnv are the flags without a variable: the test-only clock, and the refused
+// noEnv are the flags without a variable: the test-only clock, the hidden pprof
+// listener (benchmarks), and the refused
 // --connection-string (its variable is the secret's own, read by connectionString).
-var noEnv = map[string]bool{"clock-offset-file": true, "connection-string": true}
+var noEnv = map[string]bool{"clock-offset-file": true, "connection-string": true, "pprof-addr": true}
 
 // overrideFromEnv sets each setting whose variable is set (to any value: an empty
 // one is a value too, and refused where empty is wrong).

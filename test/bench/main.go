@@ -5,6 +5,7 @@
 //	go run ./test/bench window [flags]  # replication after a sync window opens; peak RSS
 //	go run ./test/bench s3 [flags]      # a root on S3 (SeaweedFS) vs one on the filesystem
 //	go run ./test/bench failover        # a root tier: the gap a SIGKILLed member leaves
+//	go run ./test/bench fanout [flags]  # one push at a root to many simulated children
 //	go run ./test/bench node --quick    # smoke run
 //
 // Run a suite with -h for its flags. Without a suite name, bench runs node, which is
@@ -46,6 +47,7 @@ var suites = []suite{
 	{"window", "replication of moves buffered behind a sync window; a child's peak RSS", runWindowSuite},
 	{"s3", "one root on S3 (SeaweedFS) vs one on the filesystem: push and pull, large and small images", runStorageSuite},
 	{"failover", "a root tier of 3 members: the gap a SIGKILLed member leaves, to the next push and to a site", runFailoverSuite},
+	{"fanout", "one push at a root to 1,000 simulated children speaking the gateway protocol: latency, root CPU and RSS", runFanoutSuite},
 }
 
 func main() {
