@@ -142,8 +142,8 @@ func New(cfg Config) (*Page, error) {
 	funcs := template.FuncMap{
 		"ago":     p.ago,
 		"at":      func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
-		"bytes":   humanBytes,
-		"rate":    func(r float64) string { return humanBytes(uint64(r)) + "/s" },
+		"bytes":   Bytes,
+		"rate":    func(r float64) string { return Bytes(uint64(r)) + "/s" },
 		"state":   stateClass,
 		"hint":    Hint,
 		"lower":   strings.ToLower,

@@ -189,7 +189,9 @@ func duration(d time.Duration) string {
 	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
-func humanBytes(b uint64) string {
+// Bytes is b in binary units for people: "512 B", "2.9 KiB". The CLI prints sizes
+// the same way.
+func Bytes(b uint64) string {
 	const unit = 1024
 	if b < unit {
 		return fmt.Sprintf("%d B", b)

@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/registry"
+	"github.com/outpost-edge/outpost/statuspage"
 )
 
 // Garbage collection: `outpost gc` asks a node to collect now (registry/gc.go does
@@ -125,16 +126,10 @@ func printGC(out io.Writer, ans registry.GCAnswer) {
 
 // byteCount is n bytes, exact, with a binary-unit reading for people.
 func byteCount(n int64) string {
-	const unit = 1024
-	if n < unit {
+	if n < 1024 {
 		return fmt.Sprintf("%d bytes", n)
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%d bytes, %.1f %ciB", n, float64(n)/float64(div), "KMGTPE"[exp])
+	return fmt.Sprintf("%d bytes, %s", n, statuspage.Bytes(uint64(n)))
 }
 
 // printGCStatus is `outpost status`'s line on garbage collection.

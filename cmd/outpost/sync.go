@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/node"
+	"github.com/outpost-edge/outpost/statuspage"
 )
 
 func newSyncCmd() *cobra.Command {
@@ -94,7 +95,7 @@ func progressLine(start, cur node.SyncProgress, elapsed time.Duration) string {
 	s := summarize(start, cur)
 	secs := max(elapsed.Seconds(), 0.001)
 	itemRate := float64(s.Items) / secs
-	line := fmt.Sprintf("%d items, %s moved (%s/s); %s", s.Items, humanBytes(s.Bytes), humanBytes(uint64(float64(s.Bytes)/secs)), syncPendingText(cur))
+	line := fmt.Sprintf("%d items, %s moved (%s/s); %s", s.Items, statuspage.Bytes(s.Bytes), statuspage.Bytes(uint64(float64(s.Bytes)/secs)), syncPendingText(cur))
 	if waiting := s.Waiting; waiting > 0 && itemRate > 0 {
 		line += fmt.Sprintf(", about %s left", time.Duration(float64(waiting)/itemRate*float64(time.Second)).Round(time.Second))
 	}
@@ -166,27 +167,13 @@ func summarize(start, cur node.SyncProgress) syncSummary {
 
 func printSyncSummary(w io.Writer, s syncSummary) error {
 	if _, err := fmt.Fprintf(w, "%s synced with %s in %s: %d items, %s moved, %d copy errors (retried)\n",
-		s.Node, s.Parent, s.Took, s.Items, humanBytes(s.Bytes), s.CopyErrors); err != nil {
+		s.Node, s.Parent, s.Took, s.Items, statuspage.Bytes(s.Bytes), s.CopyErrors); err != nil {
 		return err
 	}
 	for _, d := range s.Directions {
-		if _, err := fmt.Fprintf(w, "  %-10s %d items, %s\n", d.Direction, d.Items, humanBytes(d.Bytes)); err != nil {
+		if _, err := fmt.Fprintf(w, "  %-10s %d items, %s\n", d.Direction, d.Items, statuspage.Bytes(d.Bytes)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// humanBytes is n in binary units for a progress line.
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
