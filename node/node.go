@@ -275,6 +275,17 @@ func (n *Node) Run(ctx context.Context) error {
 	n.runMu.Unlock()
 	defer close(n.done)
 	defer n.close()
+	err := n.run(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Stopped while starting (a SIGTERM from a supervisor during start-up): a
+		// stop as asked, not a failure.
+		n.logger.Info("stopped while starting", "node", n.name, "at", err.Error())
+		return nil
+	}
+	return err
+}
+
+func (n *Node) run(ctx context.Context) error {
 	if n.connected() {
 		if err := n.start(ctx, events.DefaultMessageTTL); err != nil {
 			return err

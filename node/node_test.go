@@ -204,3 +204,29 @@ func waitFor(t *testing.T, timeout time.Duration, fn func() error) {
 	}
 	t.Fatalf("after %s: %v", timeout, err)
 }
+
+// TestStopWhileStartingIsAStop: a node asked to stop while it starts (a supervisor's
+// SIGTERM during start-up) stops cleanly, as serve's exit status says, at whatever
+// point of its start the stop came, and leaves its data directory to the next one.
+func TestStopWhileStartingIsAStop(t *testing.T) {
+	cfg := nodetest.Config(t)
+	for _, after := range []time.Duration{0, time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, 200 * time.Millisecond} {
+		n, err := node.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- n.Run(ctx) }()
+		time.Sleep(after)
+		cancel()
+		select {
+		case err := <-ran:
+			if err != nil {
+				t.Errorf("stopped %s into its start: %v, want a clean stop", after, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("stopped %s into its start: still running after a minute", after)
+		}
+	}
+}
