@@ -75,59 +75,30 @@ func (w *gcWalk) run(ctx context.Context) error {
 // scanRepositories lists every manifest revision and blob link of every repository.
 func (w *gcWalk) scanRepositories(ctx context.Context) error {
 	repos := map[string]bool{}
-	err := w.r.driver.Walk(ctx, repositoriesRoot, func(fi storagedriver.FileInfo) error {
-		if err := ctx.Err(); err != nil {
-			return err
+	err := w.r.walkRepositoryLinks(ctx, func(l repositoryLink) error {
+		repos[l.Repo] = true
+		target := l.Digest
+		if l.Digest.Algorithm() != digest.SHA256 {
+			b, err := w.r.driver.GetContent(ctx, l.Path)
+			if errors.As(err, new(storagedriver.PathNotFoundError)) {
+				return nil // removed while we walked
+			}
+			if err != nil {
+				return err
+			}
+			if target, err = digest.Parse(strings.TrimSpace(string(b))); err != nil {
+				w.warn("alias link %s holds no digest: left alone", l.Path)
+				return nil
+			}
+			w.aliases[l.Repo+"@"+l.Digest.String()] = target
 		}
-		p := fi.Path()
-		base := path.Base(p)
-		if fi.IsDir() && (base == "_uploads" || (base == "tags" && path.Base(path.Dir(p)) == "_manifests")) {
-			return storagedriver.ErrSkipDir
-		}
-		if fi.IsDir() || base != "link" {
-			return nil
-		}
-		rest := strings.TrimPrefix(p, repositoriesRoot+"/")
-		for _, kind := range []string{"/_layers/", "/_manifests/revisions/"} {
-			repo, tail, ok := strings.Cut(rest, kind)
-			if !ok {
-				continue
-			}
-			parts := strings.Split(tail, "/") // <alg>/<hex>/link
-			if len(parts) != 3 {
-				continue
-			}
-			d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[1])
-			if d.Validate() != nil {
-				continue
-			}
-			repos[repo] = true
-			target := d
-			if d.Algorithm() != digest.SHA256 {
-				b, err := w.r.driver.GetContent(ctx, p)
-				if errors.As(err, new(storagedriver.PathNotFoundError)) {
-					return nil // removed while we walked
-				}
-				if err != nil {
-					return err
-				}
-				if target, err = digest.Parse(strings.TrimSpace(string(b))); err != nil {
-					w.warn("alias link %s holds no digest: left alone", p)
-					return nil
-				}
-				w.aliases[repo+"@"+d.String()] = target
-			}
-			if kind == "/_layers/" {
-				w.links = append(w.links, layerLink{repo: repo, d: d, target: target, mod: fi.ModTime()})
-			} else {
-				w.revisions = append(w.revisions, revision{repo: repo, d: d})
-			}
+		if l.Manifest {
+			w.revisions = append(w.revisions, revision{repo: l.Repo, d: l.Digest})
+		} else {
+			w.links = append(w.links, layerLink{repo: l.Repo, d: l.Digest, target: target, mod: l.Info.ModTime()})
 		}
 		return nil
 	})
-	if errors.As(err, new(storagedriver.PathNotFoundError)) {
-		err = nil // nothing stored yet
-	}
 	w.rep.Repositories = len(repos)
 	return err
 }

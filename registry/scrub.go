@@ -388,41 +388,17 @@ func (w *scrubWalk) add(d digest.Digest, problem string, count bool) {
 // repository the parent holds it in, and the report names them.
 func (w *scrubWalk) linkers(ctx context.Context) error {
 	w.manifests = map[digest.Digest]bool{}
-	err := w.r.driver.Walk(ctx, repositoriesRoot, func(fi storagedriver.FileInfo) error {
-		p := fi.Path()
-		base := path.Base(p)
-		if fi.IsDir() && (base == "_uploads" || base == "tags") {
-			return storagedriver.ErrSkipDir
-		}
-		if fi.IsDir() || base != "link" {
-			return nil
-		}
-		rest := strings.TrimPrefix(p, repositoriesRoot+"/")
-		for _, kind := range []string{"/_layers/", "/_manifests/revisions/"} {
-			repo, tail, ok := strings.Cut(rest, kind)
-			if !ok {
-				continue
+	return w.r.walkRepositoryLinks(ctx, func(l repositoryLink) error {
+		if c, bad := w.bad[l.Digest]; bad {
+			if !slices.Contains(c.Repositories, l.Repo) {
+				c.Repositories = append(c.Repositories, l.Repo)
 			}
-			parts := strings.Split(tail, "/") // <alg>/<hex>/link
-			if len(parts) != 3 {
-				continue
-			}
-			d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[1])
-			if c, bad := w.bad[d]; bad {
-				if !slices.Contains(c.Repositories, repo) {
-					c.Repositories = append(c.Repositories, repo)
-				}
-				if kind == "/_manifests/revisions/" {
-					w.manifests[d] = true
-				}
+			if l.Manifest {
+				w.manifests[l.Digest] = true
 			}
 		}
 		return nil
 	})
-	if errors.As(err, new(storagedriver.PathNotFoundError)) {
-		return nil
-	}
-	return err
 }
 
 func (w *scrubWalk) sorted() []CorruptBlob {
