@@ -157,4 +157,23 @@ func TestWrongAdminTokensAreLimited(t *testing.T) {
 	if took := time.Since(start); took > 20*time.Millisecond {
 		t.Errorf("the refusal past the burst took %s: it must come before any bcrypt compare", took)
 	}
+	// Every management handler mounted behind AdminOnly (the webhooks) shares the
+	// limit: an address past it is refused there too, the admin token included,
+	// and a wrong token there counts as one here.
+	reached := false
+	other := httptest.NewServer(a.AdminOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		reached = true
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	t.Cleanup(other.Close)
+	req, _ := http.NewRequest(http.MethodGet, other.URL+"/outpost/v1/webhooks", nil)
+	req.Header.Set("Authorization", "Bearer the-admin-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || reached {
+		t.Errorf("a handler behind AdminOnly, from the limited address: %d (reached %v), want 429", resp.StatusCode, reached)
+	}
 }

@@ -149,21 +149,34 @@ func NewAPI(m *Manager, isAdmin func(token string) bool, staleAfter time.Duratio
 func (a *API) IsAdmin(token string) bool { return token != "" && a.isAdmin(token) }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	addr, _, splitErr := net.SplitHostPort(r.RemoteAddr)
-	if splitErr != nil {
-		addr = r.RemoteAddr
-	}
-	if wait, limited := a.failed.Limited(addr); limited {
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
-		writeJSONError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from %s: try again in %s", addr, wait))
-		return
-	}
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || !a.IsAdmin(token) {
-		a.failed.Failed(addr)
-		writeJSONError(w, http.StatusUnauthorized, "the management API needs the admin token (--token or OUTPOST_TOKEN)")
-		return
-	}
+	a.AdminOnly(http.HandlerFunc(a.serve)).ServeHTTP(w, r)
+}
+
+// AdminOnly lets through to h only requests carrying the admin token, with the
+// wrong tokens from one address limited like logins (each costs a bcrypt compare):
+// every management call at the root goes through it, webhooks too.
+func (a *API) AdminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr, _, splitErr := net.SplitHostPort(r.RemoteAddr)
+		if splitErr != nil {
+			addr = r.RemoteAddr
+		}
+		if wait, limited := a.failed.Limited(addr); limited {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
+			writeJSONError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from %s: try again in %s", addr, wait))
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !a.IsAdmin(token) {
+			a.failed.Failed(addr)
+			writeJSONError(w, http.StatusUnauthorized, "the management API needs the admin token (--token or OUTPOST_TOKEN)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/outpost/v1/tokens") {
 		a.serveTokens(w, r)
 		return

@@ -34,7 +34,7 @@ func (n *Node) webhookStatus(ctx context.Context) []notify.Status {
 
 // mountWebhookAPI serves /outpost/v1/webhooks at the root, for the admin token.
 func (n *Node) mountWebhookAPI(mux *http.ServeMux) {
-	api := hierarchy.NewWebhookAPI(hierarchy.WebhookAPIConfig{Webhooks: n.webhooks, Nodes: n.nodes, Root: n.name, IsAdmin: n.admin.IsAdmin})
+	api := n.admin.AdminOnly(hierarchy.NewWebhookAPI(hierarchy.WebhookAPIConfig{Webhooks: n.webhooks, Nodes: n.nodes, Root: n.name}))
 	mux.Handle("/outpost/v1/webhooks", api)
 	mux.Handle("/outpost/v1/webhooks/", api)
 }
