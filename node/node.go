@@ -231,7 +231,8 @@ func New(cfg Config) (*Node, error) {
 		cfg.GC.Now = cfg.Now
 	}
 	n := &Node{cfg: cfg, logger: cfg.Logger, level: cfg.LogLevel, name: cfg.Name, now: cfg.Now, tls: tlsCfg,
-		runState: runState{listening: make(chan struct{}), serving: make(chan struct{}), done: make(chan struct{})}}
+		operatorFailed: events.NewLoginLimiter(),
+		runState:       runState{listening: make(chan struct{}), serving: make(chan struct{}), done: make(chan struct{})}}
 	if cfg.ConnectionString != "" {
 		// A connected node's name, mode and settings come from its parent.
 		if n.cs, err = hierarchy.ParseConnectionString(cfg.ConnectionString); err != nil {

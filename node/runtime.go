@@ -86,6 +86,8 @@ type Node struct {
 	admin *hierarchy.API
 	// isOperator checks the node's operator token (the admin token at the root).
 	isOperator func(string) bool
+	// operatorFailed limits wrong operator tokens per client address (access.go).
+	operatorFailed *events.LoginLimiter
 
 	// estimator reads what outboxes will move; rates, a connected node's recent
 	// link rates (statusview.go, pending.go).
