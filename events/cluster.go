@@ -498,8 +498,8 @@ func (s *Server) Placement() Placement {
 func (p Placement) replicas() int { return max(1, p.Replicas) }
 
 // caughtUp says whether this member's copy of stream holds the messages up to
-// last (the leader's last sequence), or it holds no copy. A consumer made from here
-// without a durable (a read of the log) is placed on this member's copy: one
+// last (the leader's last sequence), or it holds no copy. A consumer made without a
+// durable (a read of the log) is placed on one member's copy, maybe this one: one
 // restarted a moment ago delivers only what it has caught up on, and a reader
 // takes the rest for lost. (Raft calls a follower current before its first
 // heartbeat from the leader tells it how far behind it is, so that is not asked.)

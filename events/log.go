@@ -240,7 +240,15 @@ type Stats struct {
 
 // Stats reads the stream's current size.
 func (l *Log) Stats(ctx context.Context) (Stats, error) {
-	info, err := l.stream.Info(ctx)
+	// The stream's leader answers: in a cluster, a leader killed a moment ago
+	// answers nothing until another is elected (4 to 10 s). Publish's retries
+	// span that.
+	var info *jetstream.StreamInfo
+	err := l.cfg.Placement.Publish.do(ctx, "event log stats", func(ctx context.Context) error {
+		var err error
+		info, err = l.stream.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("event log stats: %w", err)
 	}
@@ -261,17 +269,19 @@ type ReadOptions struct {
 func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error) error {
 	// Each call to JetStream is bounded: an operator's read answers promptly, or
 	// says why not.
-	sctx, cancel := context.WithTimeout(ctx, readCallTimeout)
-	defer cancel()
-	st, err := l.Stats(sctx)
+	stctx, cancel := context.WithTimeout(ctx, max(readCallTimeout, l.cfg.Placement.Publish.Timeout))
+	st, err := l.Stats(stctx)
+	cancel()
 	if err != nil {
 		return err
 	}
+	sctx, cancel := context.WithTimeout(ctx, readCallTimeout)
+	defer cancel()
 	if !opts.Follow && st.Messages == 0 {
 		return nil
 	}
-	// Served from this member's copy (see Server.streamCurrent): a copy that is
-	// catching up would end the read early.
+	// A consumer may be served from this member's copy (Server.caughtUp): a copy
+	// that is catching up would end the read early.
 	if p := l.cfg.Placement; p.caughtUp != nil && !p.caughtUp(StreamName, st.LastSeq) {
 		p.Create.Timeout = min(p.Create.Timeout, readCallTimeout)
 		if err := p.waitCaughtUp(sctx, StreamName, st.LastSeq); err != nil {
@@ -282,30 +292,67 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 	if opts.Last > 0 && st.LastSeq >= opts.Last && st.LastSeq-opts.Last+1 > start {
 		start = st.LastSeq - opts.Last + 1
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if start > 1 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = start
+	// In a cluster the read's consumer is placed on any member holding a copy,
+	// and a member killed a moment ago still counts as one until the others find
+	// it gone: its consumer delivers nothing. A stalled read there starts a new
+	// consumer where it stopped, a few times, before it calls the log damaged.
+	retries := 0
+	if l.cfg.Placement.caughtUp != nil {
+		retries = clusterReadRetries
 	}
-	cons, err := l.js.OrderedConsumer(sctx, StreamName, cfg)
+	var delivered uint64
+	for {
+		stalled, err := l.readFrom(ctx, &start, st, opts, fn, &delivered)
+		if !stalled {
+			return err
+		}
+		if retries == 0 {
+			return fmt.Errorf("read event log: %w: no event came for %s after %d delivered, though the log says it holds %d (sequences %d-%d)",
+				ErrReadStalled, l.cfg.ReadIdle, delivered, st.Messages, st.FirstSeq, st.LastSeq)
+		}
+		retries--
+	}
+}
+
+// clusterReadRetries is how many new consumers a stalled read in a cluster tries.
+const clusterReadRetries = 5
+
+// readFrom delivers events from sequence *next with one ordered consumer, and
+// leaves *next after the last one delivered. It says whether the read stalled:
+// no event came for ReadIdle while some were due.
+func (l *Log) readFrom(ctx context.Context, next *uint64, st Stats, opts ReadOptions, fn func(*Event) error, delivered *uint64) (stalled bool, err error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if *next > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = *next
+	}
+	// A consumer made on a member killed a moment ago is never answered for: in a
+	// cluster the attempt is given up after a second and made again.
+	sctx, cancel := context.WithTimeout(ctx, max(readCallTimeout, l.cfg.Placement.Publish.Timeout))
+	defer cancel()
+	var cons jetstream.Consumer
+	err = l.cfg.Placement.Publish.do(sctx, "read event log", func(ctx context.Context) error {
+		var err error
+		cons, err = l.js.OrderedConsumer(ctx, StreamName, cfg)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("read event log: %w", err)
+		return false, fmt.Errorf("read event log: %w", err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return fmt.Errorf("read event log: %w", err)
+		return false, fmt.Errorf("read event log: %w", err)
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	var idle *time.Timer
-	var stalled atomic.Bool
+	var idled atomic.Bool
 	if !opts.Follow {
 		// A damaged stream may count events it never delivers: stop waiting.
-		idle = time.AfterFunc(l.cfg.ReadIdle, func() { stalled.Store(true); it.Stop() })
+		idle = time.AfterFunc(l.cfg.ReadIdle, func() { idled.Store(true); it.Stop() })
 		defer idle.Stop()
 	}
-	var delivered uint64
 	for {
 		m, err := it.Next()
 		if idle != nil {
@@ -313,34 +360,31 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return false, ctx.Err()
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if stalled.Load() {
-					return fmt.Errorf("read event log: %w: no event came for %s after %d delivered, though the log says it holds %d (sequences %d-%d)",
-						ErrReadStalled, l.cfg.ReadIdle, delivered, st.Messages, st.FirstSeq, st.LastSeq)
-				}
-				return nil
+				return idled.Load(), nil
 			}
-			return fmt.Errorf("read event log: %w", err)
+			return false, fmt.Errorf("read event log: %w", err)
 		}
 		meta, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("read event log: %w", err)
+			return false, fmt.Errorf("read event log: %w", err)
 		}
 		e, err := decode(m.Data(), meta.Sequence.Stream)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if err := fn(e); err != nil {
-			return err
+			return false, err
 		}
-		delivered++
+		*delivered++
+		*next = meta.Sequence.Stream + 1
 		if idle != nil {
 			idle.Reset(l.cfg.ReadIdle) // the wait for the next one, not the caller's time
 		}
 		if !opts.Follow && (meta.Sequence.Stream >= st.LastSeq || meta.NumPending == 0) {
-			return nil
+			return false, nil
 		}
 	}
 }
