@@ -2,8 +2,11 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,8 +33,17 @@ const (
 
 // Bucket is a durable key-value map in the node's JetStream.
 type Bucket struct {
-	kv jetstream.KeyValue
-	js jetstream.JetStream
+	kv     jetstream.KeyValue
+	js     jetstream.JetStream
+	nc     *nats.Conn
+	stream jetstream.Stream // the bucket's stream, KV_<name>
+	// fromLeader: in a cluster, Get and Keys ask the bucket's leader. A key-value
+	// read is otherwise answered by any copy (a direct get, a consumer placed
+	// anywhere), and a copy a moment behind misses a write acknowledged a moment
+	// ago: a node created at one root member was "not found" by the read that
+	// followed the write, at the same member.
+	fromLeader bool
+	retry      RetryPolicy // of a read from the leader, across an election
 }
 
 // OpenBucket creates or opens a bucket.
@@ -42,6 +54,7 @@ func OpenBucket(ctx context.Context, nc *nats.Conn, name string, opts ...OpenOpt
 		return nil, fmt.Errorf("open bucket %s: %w", name, err)
 	}
 	var kv jetstream.KeyValue
+	var stream jetstream.Stream
 	err = p.Create.do(ctx, "create bucket "+name, func(ctx context.Context) error {
 		// Never fewer copies than the bucket has (see createStream).
 		replicas, err := existingReplicas(ctx, js, "KV_"+name)
@@ -57,20 +70,22 @@ func OpenBucket(ctx context.Context, nc *nats.Conn, name string, opts ...OpenOpt
 		if err != nil {
 			return err
 		}
-		st, err := js.Stream(ctx, "KV_"+name)
-		if err != nil {
+		if stream, err = js.Stream(ctx, "KV_"+name); err != nil {
 			return err
 		}
-		return hasLeader(ctx, st)
+		return hasLeader(ctx, stream)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", name, err)
 	}
-	return &Bucket{kv: kv, js: js}, nil
+	return &Bucket{kv: kv, js: js, nc: nc, stream: stream, fromLeader: p.caughtUp != nil, retry: p.Publish}, nil
 }
 
 // Get returns a key's value and revision.
 func (b *Bucket) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	if b.fromLeader {
+		return b.leaderGet(ctx, key)
+	}
 	e, err := b.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, fmt.Errorf("%s: %w", key, ErrKeyNotFound)
@@ -122,8 +137,12 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Keys lists the keys.
+// Keys lists the keys. In a cluster it may name a key deleted a moment ago:
+// read each with Get.
 func (b *Bucket) Keys(ctx context.Context) ([]string, error) {
+	if b.fromLeader {
+		return b.leaderKeys(ctx)
+	}
 	keys, err := b.kv.Keys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
@@ -192,4 +211,75 @@ func (b *Bucket) publishAt(ctx context.Context, key string, value []byte, op str
 		return fmt.Errorf("write %s: %w", key, err)
 	}
 	return nil
+}
+
+// leaderGet reads a key's last value from the bucket's leader
+// ($JS.API.STREAM.MSG.GET, which only the leader answers; KeyValue.Get asks any
+// copy when the stream allows direct gets, as a bucket's does).
+func (b *Bucket) leaderGet(ctx context.Context, key string) ([]byte, uint64, error) {
+	req, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{"$KV." + b.kv.Bucket() + "." + key})
+	if err != nil {
+		return nil, 0, err
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	err = b.retry.do(ctx, "get "+key, func(ctx context.Context) error {
+		m, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+b.kv.Bucket(), req)
+		if err != nil {
+			return err
+		}
+		resp.Error, resp.Message = nil, nil
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return fmt.Errorf("answer of the bucket's leader: %w", err)
+		}
+		if resp.Error != nil && resp.Error.ErrorCode != jetstream.JSErrCodeMessageNotFound {
+			return resp.Error
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	if resp.Error != nil || resp.Message == nil {
+		return nil, 0, fmt.Errorf("%s: %w", key, ErrKeyNotFound)
+	}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return nil, 0, fmt.Errorf("get %s: headers: %w", key, err)
+		}
+		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			return nil, 0, fmt.Errorf("%s: %w", key, ErrKeyNotFound)
+		}
+	}
+	return resp.Message.Data, resp.Message.Sequence, nil
+}
+
+// leaderKeys lists the bucket's subjects from its leader's stream info; a key
+// deleted keeps its marker, so it is listed too.
+func (b *Bucket) leaderKeys(ctx context.Context) ([]string, error) {
+	prefix := "$KV." + b.kv.Bucket() + "."
+	var info *jetstream.StreamInfo
+	err := b.retry.do(ctx, "list keys", func(ctx context.Context) error {
+		var err error
+		info, err = b.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subject := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subject, prefix))
+	}
+	slices.Sort(keys)
+	return keys, nil
 }
