@@ -469,8 +469,12 @@ func (n *Node) selfStatus(ctx context.Context) hierarchy.Status {
 		// Pending bytes are the content still to move (pending.go); rates are
 		// the last minute's. Downstream is what the parent last said waits there.
 		up, down := n.rates.rates(time.Now())
-		if p, err := n.upstreamPending(ctx); err == nil {
-			st.Links = append(st.Links, hierarchy.LinkStatus{Link: "upstream", PendingMessages: p.Messages, PendingBytes: p.Bytes, BytesPerSecond: up})
+		// A ReadOnly node has no upstream link: nothing to report, and no outbox to
+		// make for it.
+		if self := n.getSelf(); self != nil && self.Settings.Mode == hierarchy.ReadWrite {
+			if p, err := n.upstreamPending(ctx); err == nil {
+				st.Links = append(st.Links, hierarchy.LinkStatus{Link: "upstream", PendingMessages: p.Messages, PendingBytes: p.Bytes, BytesPerSecond: up})
+			}
 		}
 		dl := hierarchy.LinkStatus{Link: "downstream", BytesPerSecond: down}
 		if last := n.uplink.LastDownstream(); last != nil {

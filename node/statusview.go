@@ -36,9 +36,10 @@ type ParentLinkStatus struct {
 	LastSync      time.Time `json:"lastSync,omitzero"`
 	LastError     string    `json:"lastError,omitempty"`
 	LastErrorTime time.Time `json:"lastErrorTime,omitzero"`
-	// Upstream waits here for the parent; Downstream waited at the parent for
-	// this node when the parent last answered a status report (its AsOf).
-	Upstream   hierarchy.LinkStatus  `json:"upstream"`
+	// Upstream waits here for the parent (none at a ReadOnly node, which sends
+	// nothing up); Downstream waited at the parent for this node when the parent
+	// last answered a status report (its AsOf).
+	Upstream   *hierarchy.LinkStatus `json:"upstream,omitempty"`
 	Downstream *hierarchy.LinkStatus `json:"downstream,omitempty"`
 }
 
@@ -57,10 +58,9 @@ func (n *Node) statusAnswer(ctx context.Context) (StatusAnswer, error) {
 			LastSync: ls.LastSync, LastError: ls.LastError, LastErrorTime: ls.LastErrorTime}
 		for _, l := range ans.Links {
 			if l.Link == "upstream" {
-				p.Upstream = l
+				p.Upstream = &l
 			}
 		}
-		p.Upstream.Link = "upstream"
 		if n.uplink != nil {
 			p.Downstream = n.uplink.LastDownstream()
 		}
@@ -201,7 +201,7 @@ func (s pageSource) Overview(ctx context.Context) (statuspage.Overview, error) {
 	self.Self = true
 	if p := ans.Parent; p != nil {
 		pl := &statuspage.ParentLink{Name: p.Name, Connected: p.Connected, LastSync: p.LastSync,
-			LastError: p.LastError, ErrorTime: p.LastErrorTime, Window: self.Window, Up: pending(&p.Upstream)}
+			LastError: p.LastError, ErrorTime: p.LastErrorTime, Window: self.Window, Up: pending(p.Upstream)}
 		pl.Down = pending(p.Downstream)
 		self.Down = pl.Down
 		ov.Parent = pl

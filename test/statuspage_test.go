@@ -258,7 +258,7 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 		Parent *struct {
 			Name       string
 			Connected  bool
-			Upstream   link
+			Upstream   *link
 			Downstream *struct {
 				link
 				AsOf time.Time
@@ -289,6 +289,43 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 		}
 		return nil
 	})
+	// A ReadOnly node sends nothing up: no upstream link in its own status, in its
+	// report to its parent, or in what the parent shows of it.
+	Eventually(t, 20*time.Second, func() error {
+		var leafSt struct {
+			Links  []struct{ Link string }
+			Parent *struct{ Upstream *link }
+		}
+		out, err := leaf.CLI(t, "status", "--output", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := jsonOf(out, &leafSt); err != nil {
+			return err
+		}
+		if leafSt.Parent == nil || leafSt.Parent.Upstream != nil {
+			return fmt.Errorf("ReadOnly tillone's parent link: %s", out)
+		}
+		for _, l := range leafSt.Links {
+			if l.Link == "upstream" {
+				return fmt.Errorf("ReadOnly tillone reports an upstream link: %s", out)
+			}
+		}
+		if out, err = site.CLI(t, "status", "--output", "json"); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := jsonOf(out, &st); err != nil {
+			return err
+		}
+		for _, c := range st.Children {
+			for _, l := range c.Links {
+				if c.Node == "tillone" && l.Link == "upstream" {
+					return fmt.Errorf("shopone shows an upstream link for ReadOnly tillone: %+v", c.Links)
+				}
+			}
+		}
+		return nil
+	})
 	leaf.Stop()
 	root.Stop()
 
@@ -307,7 +344,7 @@ func TestStatusAtASiteWithItsParentStopped(t *testing.T) {
 		switch {
 		case st.Parent == nil || st.Parent.Name != "root" || st.Parent.Connected:
 			return fmt.Errorf("parent link: %+v, want root not connected", st.Parent)
-		case st.Parent.Upstream.PendingMessages != 1 || st.Parent.Upstream.PendingBytes != want:
+		case st.Parent.Upstream == nil || st.Parent.Upstream.PendingMessages != 1 || st.Parent.Upstream.PendingBytes != want:
 			return fmt.Errorf("upstream pending %+v, want 1 message and the image's %d bytes", st.Parent.Upstream, want)
 		case st.Parent.Downstream == nil || st.Parent.Downstream.AsOf.IsZero() || st.Parent.Downstream.PendingMessages != 0:
 			return fmt.Errorf("downstream %+v, want what root last said waits there (nothing), with its time", st.Parent.Downstream)

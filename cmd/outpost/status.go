@@ -24,7 +24,9 @@ func printStatus(out io.Writer, st node.StatusAnswer, now time.Time) {
 			conn = "NOT connected"
 		}
 		fmt.Fprintf(out, "parent %s: %s, last sync %s\n", p.Name, conn, ago(p.LastSync, now))
-		fmt.Fprintf(out, "  upstream (here, for %s):   %s\n", p.Name, pendingText(&p.Upstream, now))
+		if p.Upstream != nil { // none at a ReadOnly node
+			fmt.Fprintf(out, "  upstream (here, for %s):   %s\n", p.Name, pendingText(p.Upstream, now))
+		}
 		fmt.Fprintf(out, "  downstream (at %s, for this node): %s\n", p.Name, pendingText(p.Downstream, now))
 		if p.LastError != "" {
 			fmt.Fprintf(out, "  last error (%s): %s\n", ago(p.LastErrorTime, now), p.LastError)
