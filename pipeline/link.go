@@ -385,14 +385,14 @@ func retryOpen(ctx context.Context, log *slog.Logger, what string, open func() (
 }
 
 func (l *Link) drain(ctx context.Context, direction string, q *events.Queue, c *Copier) error {
-	retry := newRetry()
+	retries := linkRetries{copy: newRetry(), fetch: NewBackoff(200*time.Millisecond, fetchRetryMax)}
 	seqs := l.sequences(direction, q)
 	for ctx.Err() == nil {
 		if direction == "downstream" {
 			l.checkParent()
 		}
 		wctx, cancel := l.WaitOpen(ctx)
-		l.drainBatch(wctx, direction, q, c, retry, seqs)
+		l.drainBatch(wctx, direction, q, c, retries, seqs)
 		cancel()
 	}
 	return nil
@@ -429,6 +429,16 @@ func (l *Link) drained() {
 	}
 }
 
+// linkRetries are a link's two backoffs: after a failed copy, and after a failed
+// fetch from its queue.
+type linkRetries struct{ copy, fetch *Backoff }
+
+// fetchRetryMax caps the wait after failed fetches. A fetch costs one request, and
+// at a root tier it fails while a killed member's queue elects a new leader
+// (4 to 9 s): with the copy backoff's 5 s cap, a site waited up to 5 s more after
+// the new leader was there. Copy failures do not lengthen it.
+const fetchRetryMax = time.Second
+
 // heldRetry is when a message whose tag is held (errHeld) is delivered again.
 const heldRetry = 500 * time.Millisecond
 
@@ -439,15 +449,17 @@ const copyJobs = 4
 // it: events for the same tag or digest collapse into one copy of the source's
 // current state (a tag moved ten times is copied once), different ones run
 // copyJobs at a time, and a repository delete waits for what came before it.
-func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue, c *Copier, retry *Backoff, seqs *sequences) {
+func (l *Link) drainBatch(ctx context.Context, direction string, q *events.Queue, c *Copier, retries linkRetries, seqs *sequences) {
 	ds, err := q.NextBatch(ctx, events.MaxBatch, l.cfg.Poll)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.fail(direction, err)
-			Sleep(ctx, retry.Next())
+			Sleep(ctx, retries.fetch.Next())
 		}
 		return
 	}
+	retries.fetch.Reset()
+	retry := retries.copy
 	if len(ds) == 0 {
 		l.record(func(s *LinkState) { s.counts(direction).Drained = time.Now().UTC() })
 		if direction == "downstream" {
