@@ -137,6 +137,7 @@ bench: tools
 	$(GO) run ./test/bench s3 --weed $(BIN)/weed
 	$(GO) run ./test/bench failover --weed $(BIN)/weed
 	$(GO) run ./test/bench fanout --children 1000 --rounds 2 --idle 5s
+	$(GO) run ./test/bench fanout --children 1000 --rounds 2 --idle 5s --members 3 --weed $(BIN)/weed
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -236,10 +236,12 @@ func TestTierMemberKilledDuringPushes(t *testing.T) {
 	if up == 0 || down == 0 || firstRootAck == 0 {
 		t.Fatalf("no sync through the survivors within 60 s of the kill (first survivor ack %s, up %s, down %s)", firstRootAck, up, down)
 	}
-	// The goal is 10 s. Down, the router reads the node definitions for every
-	// event, and that read waits out 5 s while the bucket elects a new leader; on
-	// two shared cores 2 runs of 6 took 10.6 and 11.7 s. The bound fails the test
-	// at 15 s; above 10 s the log says so.
+	// The goal is 10 s. A raft group whose leader was killed elects another after
+	// 4 to 9 s (nats-server's election timeout, not configurable): down, the event
+	// log, the router's durable and the site's outbox may each wait for one, and
+	// the site's fetch for the last. 16 runs here took 0.7 to 11.7 s down (3 above
+	// 10 s, all while the machine ran other work). The test fails at 15 s; above
+	// 10 s the log says so.
 	if up > 10*time.Second || down > 10*time.Second {
 		t.Logf("GOAL MISSED: the site resumed syncing %s (up) and %s (down) after the kill, goal within 10 s", up, down)
 	}

@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -107,16 +106,12 @@ func runFailoverSuite(ctx context.Context, args []string) error {
 // failoverTier is the members, the site, and a client for each.
 type failoverTier struct {
 	*cluster
-	cfg       failoverConfig
-	members   []*server
-	opts      []outpostOptions
-	dirs      []string
-	gateways  []string
-	clients   []*client
-	site      *server
-	siteC     *client
-	siteLog   string
-	secretDir string
+	cfg     failoverConfig
+	tier    *tierMembers
+	clients []*client
+	site    *server
+	siteC   *client
+	siteLog string
 }
 
 func startFailoverTier(ctx context.Context, cfg failoverConfig, work string, s3 *s3test.Server) (_ *failoverTier, err error) {
@@ -127,61 +122,17 @@ func startFailoverTier(ctx context.Context, cfg failoverConfig, work string, s3 
 			err = errors.Join(err, tr.stop())
 		}
 	}()
-	if err := s3.CreateBucket(ctx, "failover"); err != nil {
+	if tr.tier, err = startTierMembers(ctx, cfg.common, cfg.clusterFlags, cl.token, work, s3, "failover", 3, nil); err != nil {
 		return nil, err
 	}
-	secret := filepath.Join(work, "route.secret")
-	if err := os.WriteFile(secret, []byte(newAdminToken()+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	const members = 3
-	var hosts, routes []string
-	for range members {
-		for _, list := range []*[]string{&hosts, &tr.gateways, &routes} {
-			a, err := freeAddr()
-			if err != nil {
-				return nil, err
-			}
-			*list = append(*list, a)
-		}
-	}
-	for i := range members {
-		o := rootOptions(cl.token, "--name", "root", "--log-level", cfg.logLevel,
-			"--addr", hosts[i], "--gateway-addr", tr.gateways[i],
-			"--cluster-name", "tier", "--cluster-listen", routes[i], "--cluster-routes", strings.Join(routes, ","),
-			"--cluster-secret-file", secret,
-			"--tier-registry", strings.Join(hosts, ","), "--tier-gateway", strings.Join(tr.gateways, ","),
-			"--storage", "s3", "--s3-bucket", "failover", "--s3-endpoint", s3.Endpoint, "--s3-path-style")
-		o.env = append(o.env, "AWS_ACCESS_KEY_ID="+s3.AccessKey, "AWS_SECRET_ACCESS_KEY="+s3.SecretKey)
-		o.name = fmt.Sprintf("member%d", i)
-		dir := filepath.Join(work, o.name)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
-		if cfg.keep {
-			o.log = filepath.Join(dir, "output.log")
-		}
-		tr.opts, tr.dirs = append(tr.opts, o), append(tr.dirs, dir)
-	}
-	// Each member waits for the others' quorum before it serves: start them at once.
-	tr.members = make([]*server, members)
-	errs := make([]error, members)
-	var wg sync.WaitGroup
-	for i := range members {
-		wg.Go(func() { tr.members[i], errs[i] = startOutpost(ctx, cfg.outpost, tr.dirs[i], tr.opts[i]) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	for _, m := range tr.members {
+	for _, m := range tr.tier.servers {
 		c, err := newClient(ctx, m, cfg.jobs)
 		if err != nil {
 			return nil, err
 		}
 		tr.clients = append(tr.clients, c)
 	}
-	cl.root = tr.members[0]
+	cl.root = tr.tier.servers[0]
 	o, err := cl.define(ctx, childSpec{name: "siteone", mode: "ReadWrite", repos: []string{"bench/*"}})
 	if err != nil {
 		return nil, err
@@ -213,10 +164,8 @@ func (tr *failoverTier) stop() error {
 	for _, c := range tr.clients {
 		c.close()
 	}
-	for _, m := range tr.members {
-		if m != nil {
-			errs = append(errs, m.stop())
-		}
+	if tr.tier != nil {
+		errs = append(errs, tr.tier.stop())
 	}
 	return errors.Join(errs...)
 }
@@ -238,7 +187,7 @@ func (tr *failoverTier) siteMember() (int, error) {
 			endpoint = rec.Endpoint
 		}
 	}
-	return slices.Index(tr.gateways, endpoint), sc.Err()
+	return slices.Index(tr.tier.gateways, endpoint), sc.Err()
 }
 
 // killOne makes sure the tier syncs to the site, kills the site's member during
@@ -262,7 +211,7 @@ func (tr *failoverTier) killOne(ctx context.Context, g generator, kill int) (fai
 	if err != nil || victim < 0 {
 		return failoverResult{}, fmt.Errorf("which member the site is on: %v (its log names no member's gateway)", err)
 	}
-	survivor := (victim + 1) % len(tr.members)
+	survivor := (victim + 1) % len(tr.tier.servers)
 	c := tr.clients[survivor]
 
 	type push struct {
@@ -304,7 +253,7 @@ func (tr *failoverTier) killOne(ctx context.Context, g generator, kill int) (fai
 	defer func() { stopPushes(); wg.Wait() }()
 	// Pushes go on for a moment before the kill.
 	time.Sleep(time.Second)
-	m := tr.members[victim]
+	m := tr.tier.servers[victim]
 	if err := m.cmd.Process.Kill(); err != nil {
 		return failoverResult{}, fmt.Errorf("SIGKILL %s: %w", m.name, err)
 	}
@@ -341,11 +290,11 @@ func (tr *failoverTier) killOne(ctx context.Context, g generator, kill int) (fai
 	}
 
 	// Restart the member on its data, as a supervisor would.
-	if tr.members[victim], err = startOutpost(ctx, tr.cfg.outpost, tr.dirs[victim], tr.opts[victim]); err != nil {
-		return res, fmt.Errorf("restart %s: %w", m.name, err)
+	if err := tr.tier.restart(ctx, tr.cfg.common, victim); err != nil {
+		return res, err
 	}
 	tr.clients[victim].close()
-	if tr.clients[victim], err = newClient(ctx, tr.members[victim], tr.cfg.jobs); err != nil {
+	if tr.clients[victim], err = newClient(ctx, tr.tier.servers[victim], tr.cfg.jobs); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -43,6 +43,7 @@ import (
 
 	"github.com/outpost-edge/outpost/events"
 	"github.com/outpost-edge/outpost/hierarchy"
+	"github.com/outpost-edge/outpost/registry/s3test"
 )
 
 const (
@@ -59,6 +60,7 @@ type fanoutConfig struct {
 	clusterFlags
 	children int
 	members  int
+	weed     string
 	parallel int
 	interval time.Duration
 	idle     time.Duration
@@ -71,7 +73,8 @@ func parseFanoutFlags(args []string) (fanoutConfig, error) {
 	cfg.common.register(fs, 3)
 	cfg.clusterFlags.register(fs, 2*time.Minute)
 	fs.IntVar(&cfg.children, "children", 1000, "simulated children connected to the root")
-	fs.IntVar(&cfg.members, "members", 1, "root members (3 needs the JetStream cluster: see startRootTier)")
+	fs.IntVar(&cfg.members, "members", 1, "root members: 1 (filesystem storage), or 3 (one JetStream cluster, SeaweedFS)")
+	fs.StringVar(&cfg.weed, "weed", defaultTool("weed"), "SeaweedFS binary, for --members 3 (`make tools` builds it into ./bin)")
 	fs.IntVar(&cfg.parallel, "parallel", 16, "children created, activated and connected at once during set-up")
 	fs.DurationVar(&cfg.interval, "sync-interval", 2*time.Second, "each child's config fetch and status report interval (a real node's is 2 s)")
 	fs.DurationVar(&cfg.idle, "idle", 10*time.Second, "how long the root's CPU is measured with every child syncing and no push")
@@ -79,9 +82,8 @@ func parseFanoutFlags(args []string) (fanoutConfig, error) {
 	if err := parse(fs, args); err != nil {
 		return cfg, err
 	}
-	if cfg.members != 1 {
-		// The hook is startRootTier.
-		return cfg, usageError{fmt.Errorf("--members %d: a root of several members needs the JetStream cluster work (s11-cluster), not merged yet; only 1 runs", cfg.members)}
+	if cfg.members != 1 && cfg.members != 3 {
+		return cfg, usageError{fmt.Errorf("--members %d: 1 or 3 (a JetStream cluster of 2 has no quorum after a loss)", cfg.members)}
 	}
 	if cfg.children < 1 || cfg.parallel < 1 {
 		return cfg, usageError{errors.New("--children and --parallel must be at least 1")}
@@ -120,7 +122,7 @@ func runFanoutSuite(ctx context.Context, args []string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	before, err := cpuSeconds(root.process)
+	before, err := tier.cpuSeconds()
 	if err != nil {
 		return err
 	}
@@ -131,7 +133,7 @@ func runFanoutSuite(ctx context.Context, args []string) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	after, err := cpuSeconds(root.process)
+	after, err := tier.cpuSeconds()
 	if err != nil {
 		return err
 	}
@@ -153,47 +155,109 @@ func runFanoutSuite(ctx context.Context, args []string) error {
 		rounds = append(rounds, res)
 	}
 	tier.profile(ctx, "heap", "heap.pprof")
-	rss, err := root.peakRSS()
+	rss, rssSum, err := tier.peakRSS()
 	if err != nil {
 		return err
 	}
-	printFanoutTable(os.Stdout, cfg, rounds, idleCPU, rss, sim)
+	printFanoutTable(os.Stdout, cfg, rounds, idleCPU, rss, rssSum, sim)
 	return nil
 }
 
-// rootTier is the root's members; only the first takes the push and the admin calls.
+// rootTier is the root's members; the first takes the push and the admin calls.
+// Children connect to members at random (a connection string names them all) and
+// each pulls from one member, in turn.
 type rootTier struct {
 	*cluster
+	members               []*server
+	s3                    *s3test.Server // SeaweedFS, for members > 1
 	pprofAddr, profileDir string
 }
 
-// startRootTier starts the root (parseFanoutFlags refuses --members other than 1
-// for now). --members 3 needs the JetStream cluster of root
-// members (issue 11, branch s11-cluster): once merged, start the other two members
-// here with the cluster flags and spread the children's connection strings over
-// their gateways.
-func startRootTier(ctx context.Context, cfg fanoutConfig, dir string) (*rootTier, error) {
+// startRootTier starts the root: one member on filesystem storage, or a tier of
+// members over one JetStream cluster and a SeaweedFS bucket. Only the first member
+// is profiled.
+func startRootTier(ctx context.Context, cfg fanoutConfig, dir string) (_ *rootTier, err error) {
 	cl := &cluster{common: cfg.common, clusterFlags: cfg.clusterFlags, dir: dir, token: newAdminToken()}
-	args := []string{"--name", "root", "--log-level", cfg.logLevel}
-	var pprofAddr string
+	t := &rootTier{cluster: cl, profileDir: cfg.profile}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, t.stop())
+		}
+	}()
+	var profileArgs []string
 	if cfg.profile != "" {
 		if err := os.MkdirAll(cfg.profile, 0o700); err != nil {
 			return nil, fmt.Errorf("--profile: %w", err)
 		}
-		var err error
-		if pprofAddr, err = freeAddr(); err != nil {
+		if t.pprofAddr, err = freeAddr(); err != nil {
 			return nil, err
 		}
-		args = append(args, "--pprof-addr", pprofAddr)
+		profileArgs = []string{"--pprof-addr", t.pprofAddr}
 	}
-	var err error
-	if cl.root, err = cl.start(ctx, "root", rootOptions(cl.token, args...)); err != nil {
-		return nil, errors.Join(err, cl.stop())
+	if cfg.members == 1 {
+		root, err := cl.start(ctx, "root", rootOptions(cl.token, append([]string{"--name", "root", "--log-level", cfg.logLevel}, profileArgs...)...))
+		if err != nil {
+			return nil, err
+		}
+		t.members = []*server{root}
+	} else {
+		weed, err := lookTool("weed", cfg.weed)
+		if err != nil {
+			return nil, err
+		}
+		if t.s3, err = s3test.Run(weed); err != nil {
+			return nil, fmt.Errorf("SeaweedFS: %w", err)
+		}
+		tm, err := startTierMembers(ctx, cfg.common, cfg.clusterFlags, cl.token, dir, t.s3, "fanout", cfg.members, func(i int) []string {
+			if i == 0 {
+				return profileArgs
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		t.members = tm.servers
+		cl.started = append(cl.started, tm.servers...) // stopped with the cluster
 	}
+	cl.root = t.members[0]
 	if cl.rootC, err = cl.client(ctx, cl.root); err != nil {
-		return nil, errors.Join(err, cl.stop())
+		return nil, err
 	}
-	return &rootTier{cluster: cl, pprofAddr: pprofAddr, profileDir: cfg.profile}, nil
+	return t, nil
+}
+
+func (t *rootTier) stop() error {
+	err := t.cluster.stop()
+	if t.s3 != nil {
+		t.s3.Close()
+	}
+	return err
+}
+
+// cpuSeconds is the CPU time all members have used so far.
+func (t *rootTier) cpuSeconds() (float64, error) {
+	var sum float64
+	for _, m := range t.members {
+		s, err := cpuSeconds(m.process)
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
+}
+
+// peakRSS is the members' peak resident sizes: the largest, and their sum.
+func (t *rootTier) peakRSS() (largest, sum int64, err error) {
+	for _, m := range t.members {
+		r, err := m.peakRSS()
+		if err != nil {
+			return 0, 0, err
+		}
+		largest, sum = max(largest, r), sum+r
+	}
+	return largest, sum, nil
 }
 
 // profile saves the root's profile kind (?seconds=N for a CPU profile) as file in
@@ -238,7 +302,7 @@ func fanoutRound(ctx context.Context, cfg fanoutConfig, tier *rootTier, sim *chi
 	im := imgs[0]
 	tag := fmt.Sprintf("r%d-%d", g.round, time.Now().UnixNano())
 	done := sim.expect(tag)
-	cpu0, err := cpuSeconds(tier.root.process)
+	cpu0, err := tier.cpuSeconds()
 	if err != nil {
 		return fanoutResult{}, err
 	}
@@ -259,7 +323,7 @@ func fanoutRound(ctx context.Context, cfg fanoutConfig, tier *rootTier, sim *chi
 			return fanoutResult{}, ctx.Err()
 		}
 	}
-	cpu1, err := cpuSeconds(tier.root.process)
+	cpu1, err := tier.cpuSeconds()
 	if err != nil {
 		return fanoutResult{}, err
 	}
@@ -267,7 +331,7 @@ func fanoutRound(ctx context.Context, cfg fanoutConfig, tier *rootTier, sim *chi
 		cpu: cpu1 - cpu0, window: time.Since(acked)}, nil
 }
 
-func printFanoutTable(out io.Writer, cfg fanoutConfig, rounds []fanoutResult, idleCPU float64, rss int64, sim *children) {
+func printFanoutTable(out io.Writer, cfg fanoutConfig, rounds []fanoutResult, idleCPU float64, rss, rssSum int64, sim *children) {
 	p50 := medianOf(rounds, func(r fanoutResult) time.Duration { return r.p50 })
 	p95 := medianOf(rounds, func(r fanoutResult) time.Duration { return r.p95 })
 	mx := medianOf(rounds, func(r fanoutResult) time.Duration { return r.max })
@@ -280,9 +344,13 @@ func printFanoutTable(out io.Writer, cfg fanoutConfig, rounds []fanoutResult, id
 	fmt.Fprintf(w, "push ack -> manifest pulled, p50\t%s\t<= %s %s\n", p50.Round(time.Millisecond), fanoutP50Goal, goalMark(p50 <= fanoutP50Goal))
 	fmt.Fprintf(w, "push ack -> manifest pulled, p95\t%s\t(p95/p50 %.2f)\n", p95.Round(time.Millisecond), float64(p95)/float64(max(p50, time.Millisecond)))
 	fmt.Fprintf(w, "push ack -> last child\t%s\t\n", mx.Round(time.Millisecond))
-	fmt.Fprintf(w, "root CPU, push to last child\t%.2f s\t(%.2f s above the idle rate)\n", cpu, extra)
-	fmt.Fprintf(w, "root CPU, idle with %d children syncing every %s\t%.3f s/s\t\n", cfg.children, cfg.interval, idleCPU)
-	fmt.Fprintf(w, "root peak RSS (VmHWM)\t%.0f MiB\t\n", float64(rss)/mib)
+	fmt.Fprintf(w, "root CPU (all members), push to last child\t%.2f s\t(%.2f s above the idle rate)\n", cpu, extra)
+	fmt.Fprintf(w, "root CPU (all members), idle with %d children syncing every %s\t%.3f s/s\t\n", cfg.children, cfg.interval, idleCPU)
+	if cfg.members == 1 {
+		fmt.Fprintf(w, "root peak RSS (VmHWM)\t%.0f MiB\t\n", float64(rss)/mib)
+	} else {
+		fmt.Fprintf(w, "root peak RSS (VmHWM), largest member\t%.0f MiB\t(%.0f MiB in all)\n", float64(rss)/mib, float64(rssSum)/mib)
+	}
 	fmt.Fprintf(w, "children's sync rounds (config + status), errors\t%d, %d\t\n", sim.syncs.Load(), sim.syncErrors.Load())
 	_ = w.Flush()
 	if last := sim.lastError(); last != "" {
@@ -336,6 +404,7 @@ type simChild struct {
 	name     string
 	instance string
 	cs       hierarchy.ConnectionString
+	registry string // the parent registry endpoint it pulls from
 	nc       *nats.Conn
 	uplink   *hierarchy.Uplink
 	puller   *remote.Puller
@@ -397,7 +466,7 @@ func startChildren(ctx context.Context, cfg fanoutConfig, root *server, token st
 	var ready atomic.Int64
 	for i := range cfg.children {
 		g.Go(func() error {
-			ch, err := setUpChild(gctx, api, fmt.Sprintf("fan%04d", i), tr)
+			ch, err := setUpChild(gctx, api, fmt.Sprintf("fan%04d", i), i, tr)
 			if err != nil {
 				return err
 			}
@@ -424,7 +493,7 @@ func startChildren(ctx context.Context, cfg fanoutConfig, root *server, token st
 
 // setUpChild defines one child at the root, takes its connection string and
 // activates it as a new process instance, then logs in again as the active one.
-func setUpChild(ctx context.Context, api *adminAPI, nodeName string, tr http.RoundTripper) (*simChild, error) {
+func setUpChild(ctx context.Context, api *adminAPI, nodeName string, i int, tr http.RoundTripper) (*simChild, error) {
 	req := hierarchy.CreateRequest{Name: nodeName, Settings: hierarchy.Settings{
 		Mode: hierarchy.ReadOnly, Repositories: hierarchy.Scope{hierarchy.Pattern(fanoutRepo)}}}
 	if err := api.call(ctx, http.MethodPost, "/outpost/v1/nodes", req, nil); err != nil {
@@ -442,7 +511,13 @@ func setUpChild(ctx context.Context, api *adminAPI, nodeName string, tr http.Rou
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	ch := &simChild{name: nodeName, instance: hex.EncodeToString(b[:]), cs: cs}
+	// A tier's connection string names every member: child i pulls from member
+	// i mod n (a real node fails over in turn, from the first).
+	eps := cs.RegistryEndpoints()
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("%s: connection string names no parent registry", nodeName)
+	}
+	ch := &simChild{name: nodeName, instance: hex.EncodeToString(b[:]), cs: cs, registry: eps[i%len(eps)]}
 	if ch.nc, err = events.DialParent(cs.ParentGateway, cs.SyncTokenName, cs.SyncTokenPassword, nodeName, ch.instance,
 		nats.ReconnectBufSize(-1)); err != nil {
 		return nil, err
@@ -484,7 +559,7 @@ func setUpChild(ctx context.Context, api *adminAPI, nodeName string, tr http.Rou
 	// A new node reconciles its scope with its parent once activated: its first
 	// registry token (a sync token check at the root) comes then, not with the push.
 	// The root's registry sees an activation within a second (its access snapshot).
-	reg, err := name.NewRegistry(cs.ParentRegistry, name.Insecure)
+	reg, err := name.NewRegistry(ch.registry, name.Insecure)
 	for deadline := time.Now().Add(5 * time.Second); err == nil; {
 		_, err = ch.puller.Head(ctx, reg.Repo(fanoutRepo).Tag("warm-up"))
 		var terr *transport.Error
@@ -552,7 +627,7 @@ func (c *children) drainLoop(ctx context.Context, ch *simChild) {
 		}
 		time.Sleep(time.Second)
 	}
-	reg, _ := name.NewRegistry(ch.cs.ParentRegistry, name.Insecure)
+	reg, _ := name.NewRegistry(ch.registry, name.Insecure)
 	for ctx.Err() == nil {
 		ds, err := q.NextBatch(ctx, events.MaxBatch, time.Second)
 		if err != nil {
