@@ -565,3 +565,75 @@ func TestGatewayAnswersOnlyIntoTheChildsReplySpace(t *testing.T) {
 		t.Errorf("refused requests changed the parent:\n  %s", strings.Join(d, "\n  "))
 	}
 }
+
+// Control requests are served at once, not one after another: a status report
+// whose outbox read is slow (at a tier, a round trip to a leader elsewhere) holds
+// no other child's sync behind it. Served one at a time, 400 children's syncs at a
+// tier of three timed out by the hundred.
+func TestGatewayServesControlRequestsAtOnce(t *testing.T) {
+	ctx := context.Background()
+	f := startRoot(t)
+	children := []string{"sitea", "siteb", "sitec", "sited"}
+	pw := map[string]string{}
+	for _, c := range children {
+		if _, err := f.m.Create(ctx, c, "", settings(ReadOnly, "team/*")); err != nil {
+			t.Fatal(err)
+		}
+		cs, err := f.m.Settings(ctx, c, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pw[c] = cs.SyncTokenPassword
+		if _, err := f.m.Activate(ctx, c, fixtureInstance(c), Endpoints{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	var waiting sync.Map
+	g, err := StartGateway(GatewayConfig{Self: "root", Conn: f.nc, Nodes: f.m.store, Tokens: f.m.tokens, Status: f.m.status,
+		Activator: f.m, Logger: slog.New(slog.DiscardHandler),
+		Pending: func(ctx context.Context, child string) (events.Pending, error) {
+			waiting.Store(child, true)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return events.Pending{}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Stop)
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before Stop waits
+	f.srv.SetChildAuthenticator(g)
+
+	errs := make(chan error, len(children))
+	for _, c := range children {
+		nc, err := events.DialParent(f.srv.Addr().String(), SyncTokenName(c), pw[c], c, fixtureInstance(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		u := NewUplink(nc, c, fixtureInstance(c))
+		go func() { errs <- u.Report(ctx, []Status{{Node: c, State: Online}}) }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		waiting.Range(func(any, any) bool { n++; return true })
+		if n == len(children) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d children's status reports were being served at once after 10 s, want all", n, len(children))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	once.Do(func() { close(release) })
+	for range children {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
