@@ -44,7 +44,7 @@ type Status struct {
 	NextWindowStart time.Time `json:"nextWindowStart,omitzero"`
 	NextWindowEnd   time.Time `json:"nextWindowEnd,omitzero"`
 	Repositories    Scope     `json:"repositories,omitempty"`
-	Reported        time.Time `json:"reported"`
+	Reported        time.Time `json:"reported,omitzero"` // zero: never reported
 	// GC is what the node's last garbage collection reclaimed; nil before the first.
 	GC *GCStatus `json:"gc,omitempty"`
 	// Counters are what the node's link did since its process started (counters.go).

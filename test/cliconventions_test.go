@@ -112,6 +112,10 @@ func TestServeFromEnvironmentAndCLIExitCodes(t *testing.T) {
 			t.Errorf("outpost %v: exit %d\n%s\nwant exit %d saying %q", c.args, code, out, c.code, c.say)
 		}
 	}
+	// A node that never reported shows no times it does not have.
+	if out, code = cli(AdminToken, "node", "show", "shipone1", "-o", "json"); code != 0 || strings.Contains(out, "0001-01-01") {
+		t.Errorf("node show -o json of a node that never reported: exit %d, a zero time printed:\n%s", code, out)
+	}
 	out, code = cli(AdminToken, "node", "show", "shipone1", "-o", "yaml")
 	var v struct {
 		Name     string `yaml:"name"`
