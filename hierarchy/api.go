@@ -244,7 +244,11 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 // writeResult writes a call's answer, or its error with the status it maps to.
 func writeResult(w http.ResponseWriter, status int, out any, err error) {
 	if err != nil {
-		writeJSONError(w, statusOf(err), err.Error())
+		code := statusOf(err)
+		if code == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "5")
+		}
+		writeJSONError(w, code, err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -310,6 +314,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrConflict), errors.Is(err, ErrAlreadyActivated):
 		return http.StatusConflict
+	case events.IsRetryable(err), errors.Is(err, ErrUnavailable):
+		// The stores did not answer in time (a tier's bucket electing a leader):
+		// the call is worth making again, not a fault of the server.
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/outpost-edge/outpost/events"
 )
 
 // secondMember is another root member's Manager over the same buckets: its own
@@ -130,5 +135,27 @@ func TestTreeRulesHoldAcrossMembers(t *testing.T) {
 	}
 	if _, ok := tree.Get("sitea"); !ok {
 		t.Errorf("sitea was deleted under its new child sitex")
+	}
+}
+
+// A management call whose stores did not answer (a tier's bucket electing a
+// leader, its retries given up) is a 503 with Retry-After, not a 500: `node list`
+// in a failover's gap says to try again.
+func TestManagementCallUnavailableIs503(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code int
+	}{
+		{&events.RetryableError{Op: "list keys", Err: context.DeadlineExceeded}, 503},
+		{fmt.Errorf("gave up after 30 attempts in 30s: %w", &events.RetryableError{Op: "get sitea", Err: nats.ErrTimeout}), 503},
+		{fmt.Errorf("%w: read node definitions", ErrUnavailable), 503},
+		{fmt.Errorf("%w: node x", ErrNotFound), 404},
+		{errors.New("disk full"), 500},
+	} {
+		rec := httptest.NewRecorder()
+		writeResult(rec, 200, nil, c.err)
+		if rec.Code != c.code || (c.code == 503) != (rec.Header().Get("Retry-After") != "") {
+			t.Errorf("%v: %d, Retry-After %q; want %d, Retry-After only with 503", c.err, rec.Code, rec.Header().Get("Retry-After"), c.code)
+		}
 	}
 }
