@@ -87,15 +87,8 @@ func (c linkCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descLinkAllowedLag, lag.Seconds())
 		}
 	}
-	dirs := []string{"downstream"}
-	if self.Settings.Mode == hierarchy.ReadWrite {
-		dirs = append(dirs, "upstream")
-	}
-	for _, dir := range dirs {
-		counts := ls.Down
-		if dir == "upstream" {
-			counts = ls.Up
-		}
+	for _, dir := range linkDirections(self.Settings.Mode) {
+		counts := ls.Counts(dir)
 		counter(descLinkApplied, counts.Applied, dir)
 		counter(descLinkCopyErrors, counts.CopyErrors, dir)
 		if !counts.Drained.IsZero() {
@@ -204,3 +197,12 @@ func boolValue(b bool) float64 {
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// linkDirections are the directions of a node's link to its parent: downstream,
+// and upstream at a ReadWrite node (a ReadOnly node sends nothing up).
+func linkDirections(mode hierarchy.Mode) []string {
+	if mode == hierarchy.ReadWrite {
+		return []string{"downstream", "upstream"}
+	}
+	return []string{"downstream"}
+}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
-
-	"github.com/outpost-edge/outpost/hierarchy"
 )
 
 // SyncProgress is where a connected node's link to its parent stands: the answer
@@ -79,15 +77,8 @@ func (n *Node) syncProgress(ctx context.Context) SyncProgress {
 	self := n.getSelf()
 	p := SyncProgress{Node: n.name, Parent: self.Parent, WindowOpen: ls.Open, WindowUntil: ls.Until,
 		LastError: ls.LastError, LastErrorTime: ls.LastErrorTime, Time: time.Now().UTC()}
-	dirs := []string{"downstream"}
-	if self.Settings.Mode == hierarchy.ReadWrite {
-		dirs = append(dirs, "upstream")
-	}
-	for _, dir := range dirs {
-		counts := ls.Down
-		if dir == "upstream" {
-			counts = ls.Up
-		}
+	for _, dir := range linkDirections(self.Settings.Mode) {
+		counts := ls.Counts(dir)
 		d := DirectionProgress{Direction: dir, AppliedMessages: counts.Applied, MovedBytes: n.meter.Moved(dir),
 			CopyErrors: counts.CopyErrors, LastSync: counts.Drained}
 		if pend, err := n.linkPending(ctx, dir); err != nil {

@@ -126,6 +126,9 @@ func (s *LinkState) counts(direction string) *DirectionCounts {
 	return &s.Down
 }
 
+// Counts is what direction ("downstream" or "upstream") did.
+func (s LinkState) Counts(direction string) DirectionCounts { return *s.counts(direction) }
+
 // NewLink builds the link's copiers.
 func NewLink(ctx context.Context, cfg LinkConfig) (*Link, error) {
 	if cfg.Poll == 0 {
