@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
-	"github.com/outpost-edge/outpost/hierarchy"
 	"github.com/outpost-edge/outpost/node"
 	"github.com/outpost-edge/outpost/node/nodetest"
 )
@@ -33,7 +32,7 @@ import (
 func TestLinkMetricsAndAlertRules(t *testing.T) {
 	rootCfg := nodetest.Config(t)
 	rootCfg.StaleAfter = 3 * time.Second
-	root := nodetest.Start(t, rootCfg)
+	root, site, tok := startRootAndSite(t, rootCfg)
 	rootURL := "http://" + root.HTTPAddr()
 	admin := func(method, path string, body, out any) {
 		t.Helper()
@@ -41,22 +40,6 @@ func TestLinkMetricsAndAlertRules(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	admin(http.MethodPost, "/outpost/v1/nodes", hierarchy.CreateRequest{Name: "sitea", Settings: hierarchy.Settings{
-		Mode: hierarchy.ReadWrite, Repositories: []hierarchy.Pattern{"app/*"}}}, nil)
-	rule, err := hierarchy.ParseScopeRule("app/*=pull,push")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok hierarchy.TokenView
-	admin(http.MethodPost, "/outpost/v1/tokens", hierarchy.TokenCreateRequest{Name: "ci", Repositories: hierarchy.ScopeMap{rule}}, &tok)
-	admin(http.MethodPatch, "/outpost/v1/nodes/sitea", hierarchy.UpdateRequest{AddClientTokens: []string{"ci"}}, nil)
-	var settings struct {
-		ConnectionString string `json:"connectionString"`
-	}
-	admin(http.MethodPost, "/outpost/v1/nodes/sitea/settings", nil, &settings)
-	cfg := nodetest.Config(t)
-	cfg.ConnectionString = settings.ConnectionString
-	site := nodetest.Start(t, cfg)
 	siteURL := "http://" + site.HTTPAddr()
 
 	rootAdmin := &authn.Basic{Username: "admin", Password: nodetest.AdminToken}
@@ -100,7 +83,7 @@ func TestLinkMetricsAndAlertRules(t *testing.T) {
 
 	// Management belongs to the root: a site says so (not a bare 404), and so does
 	// its registry to the admin token.
-	err = call(http.MethodGet, siteURL+"/outpost/v1/nodes", nodetest.AdminToken, nil, nil)
+	err := call(http.MethodGet, siteURL+"/outpost/v1/nodes", nodetest.AdminToken, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "421") || !strings.Contains(err.Error(), "node management is at the root only: node sitea is a site under its parent root") {
 		t.Errorf("node list at the site: %v", err)
 	}

@@ -22,12 +22,12 @@ import (
 	"github.com/outpost-edge/outpost/node/nodetest"
 )
 
-// TestNodesInOneProcess: a root and a ReadWrite site run as libraries in this
-// process, the site connected to the root with the connection string the root's
-// management API gave; an image pushed at the site reaches the root, and one
-// pushed at the root reaches the site.
-func TestNodesInOneProcess(t *testing.T) {
-	root := nodetest.Start(t, nodetest.Config(t))
+// startRootAndSite starts a root with rootCfg and under it a ReadWrite site,
+// sitea (repositories app/*), with client token ci (push and pull on app/*) bound
+// to it, both in this process.
+func startRootAndSite(t *testing.T, rootCfg node.Config) (root, site *node.Node, ci hierarchy.TokenView) {
+	t.Helper()
+	root = nodetest.Start(t, rootCfg)
 	rootURL := "http://" + root.HTTPAddr()
 	admin := func(method, path string, body, out any) {
 		t.Helper()
@@ -41,17 +41,23 @@ func TestNodesInOneProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tok hierarchy.TokenView
-	admin(http.MethodPost, "/outpost/v1/tokens", hierarchy.TokenCreateRequest{Name: "ci", Repositories: hierarchy.ScopeMap{rule}}, &tok)
+	admin(http.MethodPost, "/outpost/v1/tokens", hierarchy.TokenCreateRequest{Name: "ci", Repositories: hierarchy.ScopeMap{rule}}, &ci)
 	admin(http.MethodPatch, "/outpost/v1/nodes/sitea", hierarchy.UpdateRequest{AddClientTokens: []string{"ci"}}, nil)
 	var settings struct {
 		ConnectionString string `json:"connectionString"`
 	}
 	admin(http.MethodPost, "/outpost/v1/nodes/sitea/settings", nil, &settings)
-
 	cfg := nodetest.Config(t)
 	cfg.ConnectionString = settings.ConnectionString
-	site := nodetest.Start(t, cfg)
+	return root, nodetest.Start(t, cfg), ci
+}
+
+// TestNodesInOneProcess: a root and a ReadWrite site run as libraries in this
+// process, the site connected to the root with the connection string the root's
+// management API gave; an image pushed at the site reaches the root, and one
+// pushed at the root reaches the site.
+func TestNodesInOneProcess(t *testing.T) {
+	root, site, tok := startRootAndSite(t, nodetest.Config(t))
 	if site.Name() != "sitea" {
 		t.Errorf("site's name %q, want sitea (from its connection string)", site.Name())
 	}
