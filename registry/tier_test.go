@@ -266,11 +266,10 @@ func TestUploadStartedAtOneMemberContinuesAtAnother(t *testing.T) {
 	}
 }
 
-// TestKeySetKeepsItsLastReadWhileTheBucketIsAway: while JetStream does not answer
-// (a leader change, a member's server gone), a member goes on verifying with the
-// set it read last, without waiting on the bucket at every token.
-func TestKeySetKeepsItsLastReadWhileTheBucketIsAway(t *testing.T) {
-	ctx := context.Background()
+// tierBucket starts a NATS server and opens the tier's bucket on it; dir holds the
+// members' data.
+func tierBucket(t *testing.T) (*events.Server, *events.Bucket, string) {
+	t.Helper()
 	dir := t.TempDir()
 	ns, err := events.StartServer(events.ServerConfig{Dir: dir + "/nats", Addr: "127.0.0.1:0", Name: "testnode"})
 	if err != nil {
@@ -282,10 +281,19 @@ func TestKeySetKeepsItsLastReadWhileTheBucketIsAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	bucket, err := events.OpenBucket(ctx, nc, events.BucketTier)
+	bucket, err := events.OpenBucket(context.Background(), nc, events.BucketTier)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ns, bucket, dir
+}
+
+// TestKeySetKeepsItsLastReadWhileTheBucketIsAway: while JetStream does not answer
+// (a leader change, a member's server gone), a member goes on verifying with the
+// set it read last, without waiting on the bucket at every token.
+func TestKeySetKeepsItsLastReadWhileTheBucketIsAway(t *testing.T) {
+	ctx := context.Background()
+	ns, bucket, dir := tierBucket(t)
 	clock := &tierClock{}
 	a, b := memberKeys(t, bucket, dir, "a", clock), memberKeys(t, bucket, dir, "b", clock)
 	ka, err := a.Signing(ctx)
@@ -316,21 +324,7 @@ func TestKeySetKeepsItsLastReadWhileTheBucketIsAway(t *testing.T) {
 // left tokens the survivors refused while the tier's bucket was electing a leader.
 func TestKeySetLearnsOtherMembersKeysAsTheyArePublished(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	ns, err := events.StartServer(events.ServerConfig{Dir: dir + "/nats", Addr: "127.0.0.1:0", Name: "testnode"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect("tier-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	bucket, err := events.OpenBucket(ctx, nc, events.BucketTier)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, bucket, dir := tierBucket(t)
 	clock := &tierClock{}
 	a := memberKeys(t, bucket, dir, "a", clock)
 	a.mu.Lock()
@@ -354,5 +348,43 @@ func TestKeySetLearnsOtherMembersKeysAsTheyArePublished(t *testing.T) {
 	ns.Shutdown()
 	if _, err := a.Trusted(ctx, kb.Kid); err != nil {
 		t.Fatalf("member a, bucket away: %v", err)
+	}
+}
+
+// A key removed from the tier's bucket is no longer trusted at once, by the watch,
+// without a read of the set. The watch took the bucket's key name (the kid
+// base64-encoded) for the kid and removed nothing: the key stayed trusted until
+// the next read of the set.
+func TestKeySetForgetsRemovedKeysAsTheyAreRemoved(t *testing.T) {
+	ctx := context.Background()
+	_, bucket, dir := tierBucket(t)
+	clock := &tierClock{}
+	a := memberKeys(t, bucket, dir, "a", clock)
+	b := memberKeys(t, bucket, dir, "b", clock)
+	kb, err := b.Signing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Trusted(ctx, kb.Kid); err != nil {
+		t.Fatalf("member a, for member b's key: %v", err)
+	}
+	a.mu.Lock()
+	a.cfg.Refresh, a.readAt = time.Hour, time.Now() // no read of the set from here on
+	a.mu.Unlock()
+	if err := bucket.Delete(ctx, entryKey(kb.Kid)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.mu.Lock()
+		_, held := a.set[kb.Kid]
+		a.mu.Unlock()
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member a still holds member b's key 5 s after it was removed from the bucket")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

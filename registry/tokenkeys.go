@@ -324,9 +324,11 @@ func (k *KeySet) Trusted(ctx context.Context, kid string) (TrustedKey, error) {
 func (k *KeySet) applyChange(name string, data []byte, deleted bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	kid := strings.TrimPrefix(name, keyPrefix)
 	if deleted {
-		delete(k.set, kid)
+		// The name is the kid base64-encoded (entryKey).
+		if kid, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(name, keyPrefix)); err == nil {
+			delete(k.set, string(kid))
+		}
 		return
 	}
 	e, err := parseKeyEntry(name, data)
