@@ -61,7 +61,6 @@ func (n *Node) runConnected(ctx context.Context) error {
 		if parentTLS, err = ClientTLS(n.cfg.ParentCAFile); err != nil {
 			return err
 		}
-		n.parentTLS = parentTLS
 		dialOpts = append(dialOpts, nats.Secure(parentTLS))
 	}
 	if n.parentConn, err = events.DialParent(n.cs.ParentGateway, n.cs.SyncTokenName, n.cs.SyncTokenPassword, n.name, instance, dialOpts...); err != nil {
@@ -139,14 +138,15 @@ func (n *Node) runConnected(ctx context.Context) error {
 	if err := n.openRegistry(ctx, mode, access); err != nil {
 		return err
 	}
+	n.parentRT = failoverTransport(parentTransport(parentTLS), n.cs.RegistryEndpoints(), n.logger)
 	n.link, err = pipeline.NewLink(ctx, pipeline.LinkConfig{
 		Self: n.name, Parent: self.Parent, ParentConn: n.parentConn, LocalConn: n.nc,
 		Local: pipeline.Endpoint{Host: loopback(n.httpLn.Addr().String()), User: events.ReplicaUser, Password: n.internalPw,
-			Blobs: n.reg, Secure: n.tls != nil, Transport: n.selfTransport()},
+			Blobs: n.reg, Secure: n.tls != nil, Transport: n.selfRT},
 		ParentRegistry: pipeline.Endpoint{Host: n.cs.RegistryEndpoints()[0], Secure: parentTLS != nil,
 			User: n.cs.SyncTokenName, Password: n.cs.SyncTokenPassword,
 			Header:    http.Header{events.HeaderInstance: {instance}},
-			Transport: failoverTransport(parentTransport(parentTLS), n.cs.RegistryEndpoints(), n.logger)},
+			Transport: n.parentRT},
 		UpstreamTTL: time.Duration(self.Settings.MessageTTL), Logger: n.logger,
 		Window: windowOf(self, n.logger), Now: n.now,
 		Sequences: localSequences{n.local}, OnGap: n.onGap, Meter: n.meter,

@@ -233,6 +233,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, logger: cfg.Logger, level: cfg.LogLevel, name: cfg.Name, now: cfg.Now, tls: tlsCfg,
 		operatorFailed: events.NewLoginLimiter(),
 		runState:       runState{listening: make(chan struct{}), serving: make(chan struct{}), done: make(chan struct{})}}
+	n.selfRT = n.selfTransport()
 	if cfg.ConnectionString != "" {
 		// A connected node's name, mode and settings come from its parent.
 		if n.cs, err = hierarchy.ParseConnectionString(cfg.ConnectionString); err != nil {

@@ -243,7 +243,7 @@ func (n *Node) ownGet(ctx context.Context, path, accept string) ([]byte, error) 
 	}
 	req.SetBasicAuth(events.ReplicaUser, n.internalPw)
 	req.Header.Set("Accept", accept)
-	resp, err := httpClient(n.selfTransport()).Do(req)
+	resp, err := httpClient(n.selfRT).Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -262,13 +262,13 @@ func (n *Node) parentHasBlob(ctx context.Context, repo, digest string) (bool, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, scheme+"://"+n.cs.ParentRegistry+"/v2/"+repo+"/blobs/"+url.PathEscape(digest), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, scheme+"://"+n.cs.RegistryEndpoints()[0]+"/v2/"+repo+"/blobs/"+url.PathEscape(digest), nil)
 	if err != nil {
 		return false, err
 	}
 	req.SetBasicAuth(n.cs.SyncTokenName, n.cs.SyncTokenPassword)
 	req.Header.Set(events.HeaderInstance, n.instance)
-	resp, err := httpClient(parentTransport(n.parentTLS)).Do(req)
+	resp, err := httpClient(n.parentRT).Do(req)
 	if err != nil {
 		return false, err
 	}

@@ -93,9 +93,12 @@ type Node struct {
 	// link rates (statusview.go, pending.go).
 	estimator *contentEstimator
 	// outboxes are the children's outboxes, opened once each (outboxes.go).
-	outboxes  *outboxes
-	rates     *rateMeter
-	parentTLS *tls.Config
+	outboxes *outboxes
+	rates    *rateMeter
+	// selfRT reaches the node's own registry over loopback; parentRT the parent's
+	// registry, failing over between its endpoints. Built once: each keeps its
+	// connections (a transport per request made a TLS handshake per request).
+	selfRT, parentRT http.RoundTripper
 
 	// lock holds the data directory for this process (DATA/lock).
 	lock *os.File
