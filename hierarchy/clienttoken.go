@@ -181,30 +181,5 @@ func NewTokenStore(b *events.Bucket) *TokenStore {
 
 // Replace makes the store hold exactly tokens (a subtree copy from the parent).
 func (s *TokenStore) Replace(ctx context.Context, tokens []*ClientToken) error {
-	old, err := s.List(ctx)
-	if err != nil {
-		return err
-	}
-	keep := map[string]bool{}
-	stored := map[string]*ClientToken{}
-	for _, t := range old {
-		stored[t.Name] = t
-	}
-	for _, t := range tokens {
-		keep[t.Name] = true
-		if cur := stored[t.Name]; cur != nil && sameJSON(cur, t) {
-			continue // unchanged: not written again at every sync
-		}
-		if err := s.Put(ctx, t); err != nil {
-			return err
-		}
-	}
-	for _, t := range old {
-		if !keep[t.Name] {
-			if err := s.Delete(ctx, t.Name); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return s.replace(ctx, tokens, nil)
 }

@@ -109,19 +109,45 @@ func (s *records[T]) Update(ctx context.Context, v *T, rev uint64) error {
 // before the records a decision rests on.
 func (s *records[T]) Revision(ctx context.Context) (uint64, error) { return s.bucket.Revision(ctx) }
 
-// PutAt stores v if no record changed since the bucket's revision rev;
-// otherwise ErrChanged.
-func (s *records[T]) PutAt(ctx context.Context, v *T, rev uint64) error {
-	data, err := json.Marshal(v)
+// replace makes the store hold exactly vals (a copy from the parent), those that
+// keep accepts (nil: all): a record unchanged is not written again at every sync,
+// one no longer sent is deleted.
+func (s *records[T]) replace(ctx context.Context, vals []*T, keep func(*T) bool) error {
+	old, err := s.List(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.bucket.PutAt(ctx, s.key(v), data, rev); errors.Is(err, events.ErrKeyChanged) {
-		return fmt.Errorf("%w: the %ss, writing %s %s", ErrChanged, s.kind, s.kind, s.key(v))
-	} else if err != nil {
-		return err
+	stored := map[string]*T{}
+	for _, v := range old {
+		stored[s.key(v)] = v
+	}
+	sent := map[string]bool{}
+	for _, v := range vals {
+		if keep != nil && !keep(v) {
+			continue
+		}
+		sent[s.key(v)] = true
+		if cur := stored[s.key(v)]; cur != nil && sameJSON(cur, v) {
+			continue
+		}
+		if err := s.Put(ctx, v); err != nil {
+			return err
+		}
+	}
+	for _, v := range old {
+		if !sent[s.key(v)] {
+			if err := s.Delete(ctx, s.key(v)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// PutAt stores v if no record changed since the bucket's revision rev;
+// otherwise ErrChanged.
+func (s *records[T]) PutAt(ctx context.Context, v *T, rev uint64) error {
+	return s.UpdateAt(ctx, v, rev, 0) // 0: no condition on v's own record
 }
 
 // UpdateAt stores v if no record changed since the bucket's revision rev and v's

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"reflect"
 	"strings"
 	"time"
 
@@ -29,39 +28,11 @@ func NewWebhookStore(b *events.Bucket) *WebhookStore {
 
 var _ notify.Source = (*WebhookStore)(nil)
 
-// Replace makes the local copy exactly what the parent sent.
+// Replace makes the local copy exactly what the parent sent. A parent's copy is
+// checked like a definition: a bad one is not stored, and does not hold up the
+// rest of the sync.
 func (s *WebhookStore) Replace(ctx context.Context, hooks []*notify.Webhook) error {
-	old, err := s.List(ctx)
-	if err != nil {
-		return err
-	}
-	keep := map[string]bool{}
-	before := map[string]*notify.Webhook{}
-	for _, w := range old {
-		before[w.Name] = w
-	}
-	for _, w := range hooks {
-		// A parent's copy is checked like a definition: a bad one is not stored,
-		// and does not hold up the rest of the sync.
-		if w.Validate() != nil {
-			continue
-		}
-		keep[w.Name] = true
-		if reflect.DeepEqual(before[w.Name], w) {
-			continue // unchanged: no write every sync
-		}
-		if err := s.Put(ctx, w); err != nil {
-			return err
-		}
-	}
-	for _, w := range old {
-		if !keep[w.Name] {
-			if err := s.Delete(ctx, w.Name); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return s.replace(ctx, hooks, func(w *notify.Webhook) bool { return w.Validate() == nil })
 }
 
 // webhooksFor lists the webhooks a subtree needs: tree-wide ones and those scoped
