@@ -112,8 +112,12 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 		return err
 	}
 	if s.cfg.Pending != nil {
+		direct := map[string]bool{}
+		for _, n := range nodes[1:] {
+			direct[n.Name] = n.Parent == s.cfg.Self
+		}
 		for i, st := range subtree {
-			if n, ok := subtreeNode(nodes, st.Node); ok && n.Parent == s.cfg.Self {
+			if direct[st.Node] {
 				if m, b, err := s.cfg.Pending(ctx, st.Node); err == nil {
 					subtree[i] = st.WithDownstream(m, b)
 				}
@@ -158,13 +162,4 @@ func (s *Syncer) replaceSubtree(ctx context.Context, nodes []*Node) error {
 // IsFenced reports whether err says this process may no longer sync for its node.
 func IsFenced(err error) bool {
 	return errors.Is(err, ErrFenced) || errors.Is(err, ErrDeactivated)
-}
-
-func subtreeNode(nodes []*Node, name string) (*Node, bool) {
-	for _, n := range nodes {
-		if n.Name == name {
-			return n, true
-		}
-	}
-	return nil, false
 }
