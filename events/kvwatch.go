@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -61,6 +60,3 @@ func (b *Bucket) Watch(ctx context.Context, pattern string, apply func(KeyChange
 	}()
 	return nil
 }
-
-// ErrNotSynced says a watched copy has not received the bucket's current values yet.
-var ErrNotSynced = errors.New("watched copy not synced with its bucket yet")

@@ -58,6 +58,9 @@ func (c *LogConfig) Validate() error {
 	if c.MessageTTL < MinMessageTTL || c.MessageTTL > MaxMessageTTL {
 		return fmt.Errorf("message TTL %s: must be from P1D to P90D", FormatDuration(c.MessageTTL))
 	}
+	if t := c.Placement.Publish.Timeout; t >= DedupeWindow {
+		return fmt.Errorf("event log: publish retries for %s: must stay below the %s dedupe window, or a retried publish could be stored twice", t, DedupeWindow)
+	}
 	return nil
 }
 
@@ -91,9 +94,6 @@ func OpenLog(ctx context.Context, nc *nats.Conn, cfg LogConfig) (*Log, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if t := cfg.Placement.Publish.Timeout; t >= DedupeWindow {
-		return nil, fmt.Errorf("event log: publish retries for %s: must stay below the %s dedupe window, or a retried publish could be stored twice", t, DedupeWindow)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -282,11 +282,10 @@ func (l *Log) Read(ctx context.Context, opts ReadOptions, fn func(*Event) error)
 	}
 	// A consumer may be served from this member's copy (Server.caughtUp): a copy
 	// that is catching up would end the read early.
-	if p := l.cfg.Placement; p.caughtUp != nil && !p.caughtUp(StreamName, st.LastSeq) {
-		p.Create.Timeout = min(p.Create.Timeout, readCallTimeout)
-		if err := p.waitCaughtUp(sctx, StreamName, st.LastSeq); err != nil {
-			return fmt.Errorf("read event log: %w", err)
-		}
+	p := l.cfg.Placement
+	p.Create.Timeout = min(p.Create.Timeout, readCallTimeout)
+	if err := p.waitCaughtUp(sctx, StreamName, st.LastSeq); err != nil {
+		return fmt.Errorf("read event log: %w", err)
 	}
 	start := st.FirstSeq
 	if opts.Last > 0 && st.LastSeq >= opts.Last && st.LastSeq-opts.Last+1 > start {

@@ -149,26 +149,11 @@ func (o *Outbox) Pending(ctx context.Context) (Pending, error) {
 	if err != nil {
 		return Pending{}, fmt.Errorf("outbox %s: %w", o.name, err)
 	}
-	return Pending{Messages: info.State.Msgs, Bytes: info.State.Bytes,
-		FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
+	return pendingOf(info.State), nil
 }
 
-// OutboxPending reads what waits in an existing outbox without creating or
-// updating it (for scrapes); an outbox that does not exist yet holds nothing.
-func OutboxPending(ctx context.Context, nc *nats.Conn, name string) (Pending, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return Pending{}, err
-	}
-	st, err := js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return Pending{}, nil
-	}
-	if err != nil {
-		return Pending{}, fmt.Errorf("outbox %s: %w", name, err)
-	}
-	info := st.CachedInfo()
-	return Pending{Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
+func pendingOf(s jetstream.StreamState) Pending {
+	return Pending{Messages: s.Msgs, Bytes: s.Bytes, FirstSeq: s.FirstSeq, LastSeq: s.LastSeq}
 }
 
 // DeleteOutbox removes an outbox and what waits in it (a deleted child).
@@ -208,12 +193,8 @@ func OpenQueue(ctx context.Context, nc *nats.Conn, outbox string) (*Queue, error
 // last+1 when it is empty). Messages below first that were never acked expired or
 // were purged: lost to this consumer.
 func (q *Queue) Bounds(ctx context.Context) (first, last uint64, err error) {
-	st, err := q.js.Stream(ctx, q.stream)
-	if err != nil {
-		return 0, 0, fmt.Errorf("outbox %s: %w", q.stream, err)
-	}
-	info := st.CachedInfo()
-	return info.State.FirstSeq, info.State.LastSeq, nil
+	p, err := q.Pending(ctx)
+	return p.FirstSeq, p.LastSeq, err
 }
 
 // Pending reads what waits in the queue's stream (at a parent: one stream info
@@ -223,8 +204,7 @@ func (q *Queue) Pending(ctx context.Context) (Pending, error) {
 	if err != nil {
 		return Pending{}, fmt.Errorf("outbox %s: %w", q.stream, err)
 	}
-	info := st.CachedInfo()
-	return Pending{Messages: info.State.Msgs, Bytes: info.State.Bytes, FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq}, nil
+	return pendingOf(st.CachedInfo().State), nil
 }
 
 // Consume returns a queue over the event log for the node's router.
