@@ -352,10 +352,16 @@ func (r *Registry) challenge(w http.ResponseWriter, req *http.Request, e *authEr
 		}
 		w.Header().Set("WWW-Authenticate", ch)
 	}
-	if e.status == http.StatusTooManyRequests {
+	e.write(w)
+}
+
+// write answers the error, with Retry-After when trying again later helps: after
+// the failed-login limit, or the access rules unavailable.
+func (e *authError) write(w http.ResponseWriter) {
+	switch e.status {
+	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", fmt.Sprint(int(events.FailedLoginEvery.Seconds())))
-	}
-	if e.status == http.StatusServiceUnavailable {
+	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
 	writeError(w, e.status, e.code, e.msg, nil)

@@ -16,8 +16,6 @@ import (
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
 	"github.com/go-jose/go-jose/v4"
-
-	"github.com/outpost-edge/outpost/events"
 )
 
 // TokenPath is where each node serves its token endpoint: clients get registry
@@ -242,13 +240,7 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 		if c, err = r.login(req, user, pw); err != nil {
 			var ae *authError
 			errors.As(err, &ae)
-			if ae.status == http.StatusTooManyRequests {
-				w.Header().Set("Retry-After", fmt.Sprint(int(events.FailedLoginEvery.Seconds())))
-			}
-			if ae.status == http.StatusServiceUnavailable {
-				w.Header().Set("Retry-After", retryAfterUnavailable)
-			}
-			writeError(w, ae.status, ae.code, ae.msg, nil)
+			ae.write(w)
 			return
 		}
 	}
