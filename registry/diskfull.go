@@ -149,8 +149,11 @@ func (d *diskSpace) guard(next http.Handler) http.Handler {
 				req.Body = &spaceReader{ReadCloser: req.Body, d: d}
 			}
 		}
-		cw := &cleanErrors{ResponseWriter: w, d: d, req: req, unrecorded: &unrecorded{}}
-		req = req.WithContext(context.WithValue(req.Context(), unrecordedKey{}, cw.unrecorded))
+		cw := &cleanErrors{ResponseWriter: w, d: d, req: req}
+		if isWrite(req.Method) { // only a change publishes an event
+			cw.unrecorded = &unrecorded{}
+			req = req.WithContext(context.WithValue(req.Context(), unrecordedKey{}, cw.unrecorded))
+		}
 		next.ServeHTTP(cw, req)
 		cw.finish()
 	})
