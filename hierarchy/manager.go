@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/outpost-edge/outpost/events"
 )
 
 // Manager is the root's authority over the tree: every change to a node definition
@@ -25,7 +27,7 @@ type Manager struct {
 	// beforeWrite, in tests, runs after a write's decision and before its
 	// compare-and-set: another member's write can be put there.
 	beforeWrite func(op, name string)
-	pending     func(ctx context.Context, child string) (messages, bytes uint64, err error)
+	pending     func(ctx context.Context, child string) (events.Pending, error)
 
 	// mu orders this member's writes; other members' are ordered by the
 	// compare-and-set each write ends with (retry).
@@ -86,7 +88,7 @@ type ManagerConfig struct {
 	// Pending reads what waits at the root for a direct child, so that listings
 	// show it now, not as of the child's last report (an offline child's stays).
 	// Optional.
-	Pending func(ctx context.Context, child string) (messages, bytes uint64, err error)
+	Pending func(ctx context.Context, child string) (events.Pending, error)
 }
 
 // NewManager returns the root's manager.
@@ -332,8 +334,8 @@ func (m *Manager) Statuses(ctx context.Context, staleAfter time.Duration) (map[s
 	for _, st := range all {
 		st = st.Seen(m.now(), staleAfter)
 		if n, ok := t.Get(st.Node); ok && n.Parent == m.root && m.pending != nil {
-			if msgs, b, err := m.pending(ctx, st.Node); err == nil {
-				st = st.WithDownstream(msgs, b)
+			if p, err := m.pending(ctx, st.Node); err == nil {
+				st = st.WithDownstream(p.Messages, p.Bytes)
 			}
 		}
 		out[st.Node] = st

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/outpost-edge/outpost/events"
 )
 
 // SyncerConfig configures a connected node's exchange of settings and status with
@@ -38,7 +40,7 @@ type SyncerConfig struct {
 	// Pending reads what waits here for a direct child (messages, content bytes):
 	// relayed fresh with the child's last status, so an offline child still shows
 	// it up the tree. Optional.
-	Pending func(ctx context.Context, child string) (messages, bytes uint64, err error)
+	Pending func(ctx context.Context, child string) (events.Pending, error)
 }
 
 // Syncer pulls settings down and pushes status up, level by level: each node copies
@@ -118,8 +120,8 @@ func (s *Syncer) SyncOnce(ctx context.Context) error {
 		}
 		for i, st := range subtree {
 			if direct[st.Node] {
-				if m, b, err := s.cfg.Pending(ctx, st.Node); err == nil {
-					subtree[i] = st.WithDownstream(m, b)
+				if p, err := s.cfg.Pending(ctx, st.Node); err == nil {
+					subtree[i] = st.WithDownstream(p.Messages, p.Bytes)
 				}
 			}
 		}

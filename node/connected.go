@@ -101,10 +101,7 @@ func (n *Node) runConnected(ctx context.Context) error {
 	syncer := hierarchy.NewSyncer(hierarchy.SyncerConfig{
 		Self: n.name, Uplink: n.uplink, Nodes: n.nodes, Tokens: n.tokens, Status: n.status, Interval: n.cfg.StatusInterval,
 		Apply: n.applySettings, SelfStatus: n.selfStatus, Logger: n.logger, Fenced: n.fence,
-		Pending: func(ctx context.Context, child string) (uint64, uint64, error) {
-			p, err := n.childPending(ctx, child)
-			return p.Messages, p.Bytes, err
-		},
+		Pending: n.childPending,
 		OnActivation: func(ctx context.Context, child string) {
 			if g := n.gateway; g != nil {
 				g.Fence(ctx, child)

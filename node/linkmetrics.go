@@ -124,11 +124,12 @@ func (c childCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
-	nodes, err := n.nodes.List(ctx)
+	t, err := n.localTree(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descChildUp, err)
 		return
 	}
+	nodes := t.Nodes()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}

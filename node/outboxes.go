@@ -9,10 +9,10 @@ import (
 	"github.com/outpost-edge/outpost/events"
 )
 
-// outboxes keeps the children's outboxes the gateway opened, to read what waits in
-// them for each status report: opening one (create or update its stream and
-// consumer) on every report of every child would write the consumer's state each
-// time. The first report opens it, so that a new child finds its outbox before the
+// outboxes keeps the outboxes this node reads what waits in (its children's, for
+// each status report, and its own upstream one): opening one (create or update its
+// stream and consumer) on every read would write the consumer's state each time.
+// A child's first report opens its outbox, so that a new child finds it before the
 // first event is routed to it.
 type outboxes struct {
 	nc   *nats.Conn
@@ -26,9 +26,10 @@ func newOutboxes(nc *nats.Conn, opts ...events.OpenOption) *outboxes {
 	return &outboxes{nc: nc, opts: opts, m: map[string]*events.Outbox{}}
 }
 
-// open returns child's outbox, opened on first use.
-func (o *outboxes) open(ctx context.Context, child string) (*events.Outbox, error) {
-	name := events.DownstreamOutbox(child)
+// open returns the outbox name (events.DownstreamOutbox, events.UpstreamOutbox),
+// opened on first use. Its TTL is only for appends, which the router makes on an
+// outbox of its own.
+func (o *outboxes) open(ctx context.Context, name string) (*events.Outbox, error) {
 	o.mu.Lock()
 	ob := o.m[name]
 	o.mu.Unlock()
@@ -45,23 +46,10 @@ func (o *outboxes) open(ctx context.Context, child string) (*events.Outbox, erro
 	return ob, nil
 }
 
-// forget drops child's outbox after a failed read (a deleted child, or unreadable):
-// it is opened again next time.
-func (o *outboxes) forget(child string) {
+// forget drops an outbox after a failed read (a deleted child, or unreadable): it
+// is opened again next time.
+func (o *outboxes) forget(name string) {
 	o.mu.Lock()
-	delete(o.m, events.DownstreamOutbox(child))
+	delete(o.m, name)
 	o.mu.Unlock()
-}
-
-// pending is the messages that wait for child.
-func (o *outboxes) pending(ctx context.Context, child string) (events.Pending, error) {
-	ob, err := o.open(ctx, child)
-	if err != nil {
-		return events.Pending{}, err
-	}
-	p, err := ob.Pending(ctx)
-	if err != nil {
-		o.forget(child)
-	}
-	return p, err
 }

@@ -174,10 +174,10 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	n.webhooks = hierarchy.NewWebhookStore(webhooksB)
 	n.nodes, n.status = hierarchy.NewStore(nodesB), hierarchy.NewStatusStore(statusB)
 	n.tokens = hierarchy.NewTokenStore(tokensB)
-	n.metrics.MustRegister(childCollector{n}) // linkmetrics.go
 	if n.view, err = hierarchy.WatchNodes(ctx, n.nodes, n.name); err != nil {
 		return err
 	}
+	n.metrics.MustRegister(childCollector{n}) // linkmetrics.go
 	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen %s: %w", n.cfg.HTTPAddr, err)
 	}
@@ -448,10 +448,7 @@ func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
 	}
 	m := hierarchy.NewManager(hierarchy.ManagerConfig{Store: n.nodes, Tokens: n.tokens, Status: n.status, Root: n.name,
 		RootMode: mode, Endpoints: n.tierEndpoints(n.endpoints()),
-		Pending: func(ctx context.Context, child string) (uint64, uint64, error) {
-			p, err := n.childPending(ctx, child)
-			return p.Messages, p.Bytes, err
-		},
+		Pending: n.childPending,
 		OnActivation: func(ctx context.Context, node string) {
 			if g := n.gateway; g != nil {
 				g.FenceTier(ctx, node) // every member: the stale process may be connected to another

@@ -120,40 +120,33 @@ func (n *Node) subtreeStatuses(ctx context.Context) ([]ChildStatus, error) {
 }
 
 // localTree is the tree this node knows: all of it at the root, its own subtree
-// elsewhere.
+// elsewhere; from the watched copy, not a read of every definition per request.
+// Callers must not modify its nodes.
 func (n *Node) localTree(ctx context.Context) (*hierarchy.Tree, error) {
-	defs, err := n.nodes.List(ctx)
+	t, err := n.view.Tree(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node definitions: %w", err)
 	}
-	slices.SortFunc(defs, func(a, b *hierarchy.Node) int { return strings.Compare(a.Name, b.Name) })
-	return hierarchy.NewTree(n.rootName(), n.cfg.Mode, defs), nil
-}
-
-func (n *Node) rootName() string {
-	if n.connected() {
-		return "" // not known here, and not needed: Subtree starts at this node
-	}
-	return n.name
+	return t, nil
 }
 
 // childPending is what waits here for a direct child: its messages, and the
 // content they will move (the child's holdings are not known here: not subtracted).
 func (n *Node) childPending(ctx context.Context, child string) (events.Pending, error) {
-	ob, err := n.outboxes.open(ctx, child)
+	ob, err := n.outboxes.open(ctx, events.DownstreamOutbox(child))
 	if err != nil {
 		return events.Pending{}, err
 	}
 	p, err := n.estimator.estimate(ctx, ob, "child:"+child, nil)
 	if err != nil {
-		n.outboxes.forget(child)
+		n.outboxes.forget(events.DownstreamOutbox(child))
 	}
 	return p, err
 }
 
 // upstreamPending is what waits here for the parent, less the blobs it has.
 func (n *Node) upstreamPending(ctx context.Context) (events.Pending, error) {
-	ob, err := events.OpenOutbox(ctx, n.nc, events.UpstreamOutbox(), time.Duration(n.getSelf().Settings.MessageTTL))
+	ob, err := n.outboxes.open(ctx, events.UpstreamOutbox())
 	if err != nil {
 		return events.Pending{}, err
 	}
@@ -162,7 +155,11 @@ func (n *Node) upstreamPending(ctx context.Context) (events.Pending, error) {
 		// Away: what is known from before counts; nothing is asked.
 		has = func(context.Context, string, string) (bool, error) { return false, errParentAway }
 	}
-	return n.estimator.estimate(ctx, ob, "parent", has)
+	p, err := n.estimator.estimate(ctx, ob, "parent", has)
+	if err != nil {
+		n.outboxes.forget(events.UpstreamOutbox())
+	}
+	return p, err
 }
 
 var errParentAway = errors.New("parent not connected")
