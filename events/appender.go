@@ -72,8 +72,8 @@ func (a *Appender) Append(ctx context.Context, e *Event, targets []AppendTarget)
 			}
 			inflight = inflight[1:]
 		}
-		f, err := a.js.PublishAsync(outboxSubject+t.Outbox.name, data,
-			jetstream.WithMsgID(t.Key), jetstream.WithMsgTTL(t.Outbox.ttl), jetstream.WithExpectStream(t.Outbox.name))
+		subject, opts := t.Outbox.publishArgs(t.Key)
+		f, err := a.js.PublishAsync(subject, data, opts...)
 		if err != nil {
 			return fmt.Errorf("append %s to outbox %s: %w", e.ID, t.Outbox.name, err)
 		}

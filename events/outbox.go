@@ -123,14 +123,22 @@ func (o *Outbox) Append(ctx context.Context, e *Event, key string) error {
 		return err
 	}
 	// Retried with the same id across a leader change: stored once.
+	subject, opts := o.publishArgs(key)
 	if err := o.retry.do(ctx, "append", func(ctx context.Context) error {
-		_, err := o.js.Publish(ctx, outboxSubject+o.name, data,
-			jetstream.WithMsgID(key), jetstream.WithMsgTTL(o.ttl), jetstream.WithExpectStream(o.name))
+		_, err := o.js.Publish(ctx, subject, data, opts...)
 		return err
 	}); err != nil {
 		return fmt.Errorf("append %s to outbox %s: %w", e.ID, o.name, err)
 	}
 	return nil
+}
+
+// publishArgs are the subject and options of every append, one at a time or
+// pipelined (Appender): key is the message id, so that an append made again within
+// the dedupe window is dropped as a duplicate.
+func (o *Outbox) publishArgs(key string) (string, []jetstream.PublishOpt) {
+	return outboxSubject + o.name, []jetstream.PublishOpt{
+		jetstream.WithMsgID(key), jetstream.WithMsgTTL(o.ttl), jetstream.WithExpectStream(o.name)}
 }
 
 // Pending is what waits in an outbox.
