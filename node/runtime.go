@@ -49,6 +49,7 @@ type Node struct {
 	tokens  *hierarchy.TokenStore
 	status  *hierarchy.StatusStore
 	local   *events.Bucket
+	tier    *events.Bucket // what a root tier's members share: token keys, upload secret, admin token
 	gateway *hierarchy.Gateway
 	// webhooks and notifier: notify.go
 	webhooks *hierarchy.WebhookStore
@@ -163,7 +164,7 @@ func (n *Node) start(ctx context.Context, ttl time.Duration) error {
 	buckets := map[string]**events.Bucket{}
 	var nodesB, statusB, tokensB *events.Bucket
 	buckets[events.BucketNodes], buckets[events.BucketStatus], buckets[events.BucketLocal] = &nodesB, &statusB, &n.local
-	buckets[events.BucketTokens] = &tokensB
+	buckets[events.BucketTokens], buckets[events.BucketTier] = &tokensB, &n.tier
 	var webhooksB *events.Bucket
 	buckets[events.BucketWebhooks] = &webhooksB
 	for name, b := range buckets {
@@ -272,17 +273,14 @@ func advertise(listen, host string) string {
 
 // openRegistry builds the registry in the given mode, its clients checked by access.
 func (n *Node) openRegistry(ctx context.Context, mode registry.Mode, access *hierarchy.Access) error {
-	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier, events.WithPlacement(n.ns.Placement())) // token keys, upload secret
-	if err != nil {
-		return err
-	}
-	n.reg, err = registry.New(ctx, registry.Config{Tier: tier,
+	reg, err := registry.New(ctx, registry.Config{Tier: n.tier,
 		Dir: filepath.Join(n.cfg.DataDir, "registry"), Mode: mode, Node: n.name,
 		Publisher: n.log, Registerer: n.metrics, Logger: n.logger,
 		InternalPassword: n.internalPw, Auth: registryAuth{a: access, site: n.connected()},
 		TokenKeyFile: filepath.Join(n.cfg.DataDir, "token-key.pem"), Scrub: n.cfg.Scrub.ScrubConfig, MinFreeBytes: n.cfg.MinFreeDisk,
 		GC: n.cfg.GC, Storage: n.cfg.Storage,
 	})
+	n.reg = reg
 	return err
 }
 
@@ -437,11 +435,7 @@ func (n *Node) ready(ctx context.Context) error {
 // runRoot runs the root: the management API, the tree's authority, the gateway for
 // its children.
 func (n *Node) runRoot(ctx context.Context, mode registry.Mode) error {
-	tier, err := events.OpenBucket(ctx, n.nc, events.BucketTier, events.WithPlacement(n.ns.Placement()))
-	if err != nil {
-		return err
-	}
-	admin, err := hierarchy.SetupAdminToken(ctx, hierarchy.AdminTokenConfig{Tier: tier, Local: n.local, Logger: n.logger,
+	admin, err := hierarchy.SetupAdminToken(ctx, hierarchy.AdminTokenConfig{Tier: n.tier, Local: n.local, Logger: n.logger,
 		File: filepath.Join(n.cfg.DataDir, adminTokenFile.file), Token: n.cfg.OperatorToken, Notice: n.cfg.Notices})
 	if err != nil {
 		return err
