@@ -37,11 +37,10 @@ func (r *Registry) DeleteRepository(ctx context.Context, name string) error {
 	}
 	defer release()
 	repoDir := path.Join(repositoriesRoot, name)
-	if _, err := r.driver.Stat(ctx, path.Join(repoDir, "_manifests")); err != nil {
-		if errors.As(err, new(storagedriver.PathNotFoundError)) {
-			return fmt.Errorf("delete repository %s: %w", name, ErrRepositoryUnknown)
-		}
+	if exists, err := r.repositoryExists(ctx, name); err != nil {
 		return fmt.Errorf("delete repository %s: %w", name, err)
+	} else if !exists {
+		return fmt.Errorf("delete repository %s: %w", name, ErrRepositoryUnknown)
 	}
 	// Only this repository's own directories: nested repositories (name/sub) live
 	// below the same path and stay.

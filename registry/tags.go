@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"path"
@@ -14,11 +15,20 @@ import (
 // failing. A repository exists here once it holds a manifest, on any storage.
 func (r *Registry) serveTags(w http.ResponseWriter, req *http.Request, rt route) {
 	if req.Method == http.MethodGet || req.Method == http.MethodHead {
-		_, err := r.driver.Stat(req.Context(), path.Join(repositoriesRoot, rt.name, "_manifests"))
-		if errors.As(err, new(storagedriver.PathNotFoundError)) {
+		if exists, err := r.repositoryExists(req.Context(), rt.name); err == nil && !exists {
 			writeError(w, http.StatusNotFound, codeNameUnknown, "repository name not known to registry", map[string]string{"name": rt.name})
 			return
 		}
 	}
 	r.dist.ServeHTTP(w, req)
+}
+
+// repositoryExists says whether the repository holds a manifest (its _manifests
+// directory), on any storage.
+func (r *Registry) repositoryExists(ctx context.Context, name string) (bool, error) {
+	_, err := r.driver.Stat(ctx, path.Join(repositoriesRoot, name, "_manifests"))
+	if errors.As(err, new(storagedriver.PathNotFoundError)) {
+		return false, nil
+	}
+	return err == nil, err
 }
