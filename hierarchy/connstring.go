@@ -94,18 +94,15 @@ func (c ConnectionString) Validate() error {
 	if err := ValidateName(c.NodeName); err != nil {
 		return fmt.Errorf("connection string: ConnectedRegistryName: %v", err)
 	}
-	if err := checkEndpoints("ParentGatewayEndpoint", c.ParentGateway); err != nil {
+	if err := ValidateEndpoints("ParentGatewayEndpoint", c.ParentGateway); err != nil {
 		return err
 	}
-	return checkEndpoints("ParentRegistryEndpoint", c.ParentRegistry)
+	return ValidateEndpoints("ParentRegistryEndpoint", c.ParentRegistry)
 }
 
 // ValidateEndpoints checks a list of endpoints as a connection string holds it:
 // host[:port], several separated by commas; key names it in the error.
-func ValidateEndpoints(key, list string) error { return checkEndpoints(key, list) }
-
-// checkEndpoints checks a comma-separated list of host[:port].
-func checkEndpoints(key, list string) error {
+func ValidateEndpoints(key, list string) error {
 	parts := strings.Split(list, ",")
 	seen := map[string]bool{}
 	for i, e := range parts {
