@@ -54,26 +54,15 @@ func OpenBucket(ctx context.Context, nc *nats.Conn, name string, opts ...OpenOpt
 		return nil, fmt.Errorf("open bucket %s: %w", name, err)
 	}
 	var kv jetstream.KeyValue
-	var stream jetstream.Stream
-	err = p.Create.do(ctx, "create bucket "+name, func(ctx context.Context) error {
-		// Never fewer copies than the bucket has (see createStream).
-		replicas, err := existingReplicas(ctx, js, "KV_"+name)
-		if err != nil {
-			return err
-		}
-		if err := placementKnown(js, "KV_"+name, p, replicas); err != nil {
-			return err
-		}
+	stream, err := placeStream(ctx, js, "create bucket "+name, "KV_"+name, p, func(ctx context.Context, replicas int) (jetstream.Stream, error) {
+		var err error
 		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: name, Storage: jetstream.FileStorage, History: 1, Replicas: max(p.replicas(), replicas),
+			Bucket: name, Storage: jetstream.FileStorage, History: 1, Replicas: replicas,
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if stream, err = js.Stream(ctx, "KV_"+name); err != nil {
-			return err
-		}
-		return hasLeader(ctx, stream)
+		return js.Stream(ctx, "KV_"+name)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", name, err)

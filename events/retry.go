@@ -163,18 +163,28 @@ func placementOf(opts []OpenOption) Placement {
 // cluster elects and places. It never lowers the copies a stream has: a caller
 // that names no placement (one that only reads, say) leaves them as they are.
 func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, p Placement) (jetstream.Stream, error) {
-	var st jetstream.Stream
-	err := p.Create.do(ctx, "create stream "+cfg.Name, func(ctx context.Context) error {
+	return placeStream(ctx, js, "create stream "+cfg.Name, cfg.Name, p, func(ctx context.Context, replicas int) (jetstream.Stream, error) {
 		want := cfg
-		replicas, err := existingReplicas(ctx, js, cfg.Name)
+		want.Replicas = replicas
+		return js.CreateOrUpdateStream(ctx, want)
+	})
+}
+
+// placeStream makes stream name with create, retrying by p's Create policy: with
+// p's replicas but never fewer than the stream has, refused in a cluster without a
+// placement, and done once the stream has a leader. Streams and buckets alike.
+func placeStream(ctx context.Context, js jetstream.JetStream, op, name string, p Placement,
+	create func(ctx context.Context, replicas int) (jetstream.Stream, error)) (jetstream.Stream, error) {
+	var st jetstream.Stream
+	err := p.Create.do(ctx, op, func(ctx context.Context) error {
+		replicas, err := existingReplicas(ctx, js, name)
 		if err != nil {
 			return err
 		}
-		if err := placementKnown(js, cfg.Name, p, replicas); err != nil {
+		if err := placementKnown(js, name, p, replicas); err != nil {
 			return err
 		}
-		want.Replicas = max(p.replicas(), replicas)
-		if st, err = js.CreateOrUpdateStream(ctx, want); err != nil {
+		if st, err = create(ctx, max(p.replicas(), replicas)); err != nil {
 			return err
 		}
 		return hasLeader(ctx, st)
