@@ -156,20 +156,28 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // wrong tokens from one address limited like logins (each costs a bcrypt compare):
 // every management call at the root goes through it, webhooks too.
 func (a *API) AdminOnly(h http.Handler) http.Handler {
+	return BearerOnly(h, a.IsAdmin, a.failed, "admin", "the management API needs the admin token (--token or OUTPOST_TOKEN)")
+}
+
+// BearerOnly lets through to h only requests whose bearer token check accepts,
+// with the wrong tokens from one address limited by failed like logins (a check
+// may be a bcrypt compare). what names the token in the 429; refusal is the 401's
+// message.
+func BearerOnly(h http.Handler, check func(token string) bool, failed *events.LoginLimiter, what, refusal string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr, _, splitErr := net.SplitHostPort(r.RemoteAddr)
 		if splitErr != nil {
 			addr = r.RemoteAddr
 		}
-		if wait, limited := a.failed.Limited(addr); limited {
+		if wait, limited := failed.Limited(addr); limited {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
-			writeJSONError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from %s: try again in %s", addr, wait))
+			writeJSONError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong %s tokens from %s: try again in %s", what, addr, wait))
 			return
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !a.IsAdmin(token) {
-			a.failed.Failed(addr)
-			writeJSONError(w, http.StatusUnauthorized, "the management API needs the admin token (--token or OUTPOST_TOKEN)")
+		if !ok || !check(token) {
+			failed.Failed(addr)
+			writeJSONError(w, http.StatusUnauthorized, refusal)
 			return
 		}
 		h.ServeHTTP(w, r)

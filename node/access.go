@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -138,26 +136,6 @@ func sameToken(token string) func(string) bool {
 // Wrong tokens from one address are limited like logins: at the root the check is
 // the admin token's bcrypt compare.
 func (n *Node) operatorOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		addr, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			addr = r.RemoteAddr
-		}
-		if wait, limited := n.operatorFailed.Limited(addr); limited {
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
-			w.WriteHeader(http.StatusTooManyRequests)
-			fmt.Fprintf(w, `{"error":"too many wrong operator tokens from %s: try again in %s"}`+"\n", addr, wait)
-			return
-		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || n.isOperator == nil || !n.isOperator(token) {
-			n.operatorFailed.Failed(addr)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			fmt.Fprintf(w, `{"error":"this endpoint needs the node's operator token (--token or OUTPOST_TOKEN): the admin token at the root, DATA/%s elsewhere"}`+"\n", operatorTokenFile.file)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
+	return hierarchy.BearerOnly(h, func(token string) bool { return n.isOperator != nil && n.isOperator(token) },
+		n.operatorFailed, "operator", fmt.Sprintf("this endpoint needs the node's operator token (--token or OUTPOST_TOKEN): the admin token at the root, DATA/%s elsewhere", operatorTokenFile.file))
 }
